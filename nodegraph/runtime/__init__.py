@@ -1,0 +1,1 @@
+"""Layer 3: the executor, the cache, devices and model residency."""

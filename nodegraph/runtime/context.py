@@ -1,0 +1,171 @@
+"""What a running node may use: devices, residency, progress, safe output paths.
+
+One `RunContext` per run (settings and services passed in, no module state); each node call gets a
+`NodeContext` view of it naming that node.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from nodegraph.errors import InputError, NodegraphError
+from nodegraph.runtime.residency import ResidencyManager
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of one run, as given on the command line or to `Engine.run`."""
+
+    out_dir: Path = Path("out")
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    model_dirs: tuple[Path, ...] = ()
+    show_progress: bool = True
+
+
+class ProgressSink(Protocol):
+    """Where progress goes (rich bars in the CLI, nothing in tests)."""
+
+    def start_task(self, node_id: str, description: str, total: int) -> Any: ...
+    def advance(self, task: Any, amount: int = 1) -> None: ...
+    def finish_task(self, task: Any) -> None: ...
+
+
+class NullProgress:
+    def start_task(self, node_id: str, description: str, total: int) -> Any:
+        return None
+
+    def advance(self, task: Any, amount: int = 1) -> None:
+        return None
+
+    def finish_task(self, task: Any) -> None:
+        return None
+
+
+class Cancelled(NodegraphError):
+    """The run was interrupted (Ctrl-C); nothing was written."""
+
+
+def safe_relative(path: str) -> PurePosixPath:
+    """Check that an output path stays inside the output folder; raises InputError otherwise."""
+    text = str(path).replace("\\", "/")
+    rel = PurePosixPath(text)
+    if not text or rel.is_absolute() or text.startswith("~") or ".." in rel.parts or ":" in rel.parts[0]:
+        raise InputError(f"output path '{path}' must be relative and stay inside the output folder",
+                         field="path")
+    return rel
+
+
+@dataclass
+class RunContext:
+    """Services and settings shared by every node of one run."""
+
+    options: RunOptions
+    resources: ResidencyManager
+    staging_dir: Path
+    graph_file: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    progress_sink: ProgressSink = field(default_factory=NullProgress)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[Path, Path] = field(default_factory=dict)  # staged path -> final path
+    _device: Any = None
+    _dtype: Any = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.graph_file.parent if self.graph_file else Path.cwd()
+
+    @property
+    def device(self) -> Any:
+        if self._device is None:
+            from nodegraph.runtime.devices import resolve_device
+
+            self._device = resolve_device(self.options.device)
+        return self._device
+
+    @property
+    def dtype(self) -> Any:
+        if self._dtype is None:
+            from nodegraph.runtime.devices import resolve_dtype
+
+            self._dtype = resolve_dtype(self.options.dtype, self.device)
+        return self._dtype
+
+    def for_node(self, node_id: str, type_name: str) -> NodeContext:
+        return NodeContext(self, node_id, type_name)
+
+
+class NodeContext:
+    """The run's services as seen from inside one node call."""
+
+    def __init__(self, run: RunContext, node_id: str, type_name: str) -> None:
+        self.run = run
+        self.node_id = node_id
+        self.type_name = type_name
+
+    @property
+    def options(self) -> RunOptions:
+        return self.run.options
+
+    @property
+    def resources(self) -> ResidencyManager:
+        return self.run.resources
+
+    @property
+    def device(self) -> Any:
+        """The torch device this node should compute on."""
+        return self.run.device
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype models should run in on that device."""
+        return self.run.dtype
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The fully resolved graph (params, seeds, versions) to embed in saved files."""
+        return self.run.metadata
+
+    def input_path(self, path: str | Path) -> Path:
+        """Resolve a user-given input file relative to the graph file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.run.base_dir / p)
+
+    def output_path(self, relative: str) -> Path:
+        """A path to write one output file to.
+
+        Files are written to a staging folder and moved into the output folder only when the whole run
+        succeeds, so a failed or interrupted run leaves no partial outputs.
+        """
+        rel = safe_relative(relative)
+        staged = self.run.staging_dir / rel
+        final = self.run.options.out_dir / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        self.run.outputs[staged] = final
+        return staged
+
+    def check_cancelled(self) -> None:
+        """Long loops call this between steps so Ctrl-C stops the run cleanly."""
+        if self.run.cancel_event.is_set():
+            raise Cancelled("run cancelled")
+
+    @contextmanager
+    def progress(self, total: int, description: str = "") -> Iterator[Callable[[int], None]]:
+        """A progress bar for a long node; yields `advance(n=1)`; checks cancellation on each advance."""
+        sink = self.run.progress_sink
+        task = sink.start_task(self.node_id, description or self.type_name, total)
+
+        def advance(amount: int = 1) -> None:
+            self.check_cancelled()
+            sink.advance(task, amount)
+
+        try:
+            yield advance
+        finally:
+            sink.finish_task(task)

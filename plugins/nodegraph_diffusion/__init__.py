@@ -1,0 +1,13 @@
+"""The `diffusion` pack: models, text encoders, schedulers, the sampler, VAE, latents."""
+
+from __future__ import annotations
+
+from nodegraph.api import hookimpl
+
+
+@hookimpl
+def nodegraph_register(registry: object) -> None:
+    from nodegraph_diffusion import latent_nodes, model_nodes, sampler_nodes, text_nodes, vae_nodes
+
+    for module in (model_nodes, text_nodes, latent_nodes, sampler_nodes, vae_nodes):
+        registry.add_module(module)  # type: ignore[attr-defined]

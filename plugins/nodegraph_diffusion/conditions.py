@@ -1,0 +1,72 @@
+"""The protocol between the sampler and everything that steers it.
+
+ControlNet units, T2I-Adapter units, IP-Adapter units and attention hooks are all *conditions*: the
+sampler activates each one once before the loop (models materialised, images prepared, attention
+processors installed), asks each for extra UNet arguments at every step, and closes every one in a
+`finally`, also when sampling fails. This is what lets one sampler combine any number of them.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from nodegraph.api import NodeContext
+
+
+@dataclass
+class SamplingSetup:
+    """What a condition needs to know about the sampling run it joins."""
+
+    unet: Any  # the materialised UNet2DConditionModel (pinned for the whole run)
+    device: Any
+    dtype: Any
+    batch_size: int  # images per CFG branch
+    do_cfg: bool  # whether the UNet input is [uncond, cond] concatenated
+    height: int  # pixels
+    width: int  # pixels
+    timesteps: Any  # the scheduler's timesteps for this run (after start/end trimming)
+    num_steps: int  # total steps of the schedule (before trimming)
+    first_step: int  # index of timesteps[0] in the full schedule
+    prompt_embeds: Any  # (2B or B, tokens, dim) as passed to the UNet
+    generator: Any = None
+
+
+@dataclass
+class StepInput:
+    """One UNet call of the loop."""
+
+    step_index: int  # index in the full schedule
+    timestep: Any
+    latent_model_input: Any  # already scaled by the scheduler, CFG-doubled when do_cfg
+    encoder_hidden_states: Any
+
+
+@runtime_checkable
+class ActiveCondition(Protocol):
+    def step_kwargs(self, step: StepInput) -> dict[str, Any]:
+        """Extra UNet keyword arguments for this step.
+
+        Known keys, merged by the sampler across conditions in list order:
+        `down_block_additional_residuals` (list, summed elementwise), `mid_block_additional_residual`
+        (summed), `down_intrablock_additional_residuals` (list, summed), `cross_attention_kwargs`
+        and `added_cond_kwargs` (dicts, merged). Return {} to stay out of this step.
+        """
+        ...
+
+    def close(self) -> None:
+        """Undo whatever `activate` installed (attention processors, adapters). Must not raise."""
+        ...
+
+
+class Condition(abc.ABC):
+    """A port value that can steer a sampler; produced by control/adapter/attention nodes.
+
+    Subclass it (an ABC, so edge type checks follow subclassing) and implement `activate`.
+    """
+
+    @abc.abstractmethod
+    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
+        """Materialise models (via `ctx.resources`), prepare images, install hooks; return the live unit."""

@@ -1,0 +1,103 @@
+"""Port types of the diffusion pack.
+
+Models flow as light, hashable descriptors (handles), never as modules: the residency manager
+materialises a handle on a device only while a consuming node runs. Tensors flow as values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are: a diffusers folder or a single-file checkpoint."""
+
+    path: str  # absolute path of the folder or file
+    fingerprint: str  # content fingerprint; the residency key
+    format: str  # "diffusers" | "single_file"
+    base: str = "sd15"  # model family, picks the shipped config for single files
+    config_dir: str | None = None  # local diffusers config folder used for single files
+
+
+@dataclass(frozen=True)
+class LoraPatch:
+    """One LoRA applied to a model, with its own weights for the UNet and the text encoder."""
+
+    path: str
+    fingerprint: str
+    name: str  # adapter name, unique per file
+    unet_weight: float = 1.0
+    text_encoder_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class UNetHandle:
+    source: ModelSource
+    loras: tuple[LoraPatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextEncoderHandle:
+    """The CLIP text encoder and its tokenizer."""
+
+    source: ModelSource
+    loras: tuple[LoraPatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class VaeHandle:
+    source: ModelSource
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A scheduler by name, with options, over the model's own scheduler config."""
+
+    name: str
+    base_config: tuple[tuple[str, Any], ...]  # the model's scheduler_config.json, as sorted items
+    options: tuple[tuple[str, Any], ...] = ()  # e.g. (("use_karras_sigmas", True),)
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """Text conditioning for cross-attention: embeddings (B, tokens, dim).
+
+    `prompt` and `token_ids` are kept so attention hooks can find words.
+    """
+
+    embeds: Any  # torch.Tensor
+    prompt: str = ""
+    token_ids: tuple[int, ...] = ()
+    pooled: Any = None  # SDXL pooled embeds, when the encoder gives them
+
+
+@dataclass(frozen=True, eq=False)
+class Latents:
+    """Latent images (B, C, h, w), CPU float32, already scaled by the VAE's scaling factor.
+
+    `noise_mask` (B, 1, h, w), 1 = repaint, travels with latents for inpainting.
+    """
+
+    samples: Any  # torch.Tensor
+    noise_mask: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Noise:
+    """Initial noise (B, C, h, w) drawn from a seeded generator (CPU by default)."""
+
+    samples: Any
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """What a checkpoint loader produces (as a NamedTuple of outputs in the node; kept here for reuse)."""
+
+    unet: UNetHandle
+    text_encoder: TextEncoderHandle
+    vae: VaeHandle
+    scheduler: SchedulerSpec
+    extras: dict[str, Any] = field(default_factory=dict)
