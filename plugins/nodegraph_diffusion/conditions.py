@@ -4,6 +4,16 @@ ControlNet units, T2I-Adapter units, IP-Adapter units and attention hooks are al
 sampler activates each one once before the loop (models materialised, images prepared, attention
 processors installed), asks each for extra UNet arguments at every step, and closes every one in a
 `finally`, also when sampling fails. This is what lets one sampler combine any number of them.
+
+Optional hooks (an active unit defines them only if it needs them; the sampler calls them through
+`initial_latents`, `after_step` and `collect_results` below, so units without them cost nothing):
+- `prepare_latents(latents) -> latents | None`: once, with the initial noisy latents (B, C, h, w),
+  before the loop (prompt-to-prompt makes every batch item start from item 0's noise).
+- `after_step(step, latents) -> latents | None`: after each scheduler step, with the new latents
+  (B, C, h, w), not CFG-doubled (prompt-to-prompt's local blend mixes the edit into the source here).
+- `results() -> dict`: after the loop succeeded; merged into the output `Latents.extras`, so side
+  results (e.g. captured attention maps) are cached *with* the sampler output and stay correct when
+  the sampler is served from the cache instead of re-run.
 """
 
 from __future__ import annotations
@@ -59,6 +69,36 @@ class ActiveCondition(Protocol):
     def close(self) -> None:
         """Undo whatever `activate` installed (attention processors, adapters). Must not raise."""
         ...
+
+
+def initial_latents(units: list[Any], latents: Any) -> Any:
+    """Pass the initial latents through every unit's optional `prepare_latents`, in list order."""
+    for unit in units:
+        hook = getattr(unit, "prepare_latents", None)
+        if hook is not None:
+            out = hook(latents)
+            latents = latents if out is None else out
+    return latents
+
+
+def after_step(units: list[Any], step: StepInput, latents: Any) -> Any:
+    """Pass the latents after a scheduler step through every unit's optional `after_step`, in list order."""
+    for unit in units:
+        hook = getattr(unit, "after_step", None)
+        if hook is not None:
+            out = hook(step, latents)
+            latents = latents if out is None else out
+    return latents
+
+
+def collect_results(units: list[Any]) -> dict[str, Any]:
+    """Merge every unit's optional `results()` into one dict for `Latents.extras` (later keys win)."""
+    merged: dict[str, Any] = {}
+    for unit in units:
+        hook = getattr(unit, "results", None)
+        if hook is not None:
+            merged.update(hook())
+    return merged
 
 
 class Condition(abc.ABC):

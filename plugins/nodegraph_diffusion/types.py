@@ -82,6 +82,9 @@ class Latents:
 
     samples: Any  # torch.Tensor
     noise_mask: Any = None
+    # side results of the run that made these latents (e.g. "attention_maps"), cached with them;
+    # filled by the sampler from its conditions' optional `results()` (see conditions.py)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
