@@ -146,6 +146,9 @@ class NodeContext:
         rel = safe_relative(relative)
         staged = self.run.staging_dir / rel
         final = self.run.options.out_dir / rel
+        if staged in self.run.outputs:
+            raise InputError(f"output path '{relative}' is written twice in this run; give each output "
+                             "its own path", field="path")
         staged.parent.mkdir(parents=True, exist_ok=True)
         self.run.outputs[staged] = final
         return staged

@@ -1,0 +1,215 @@
+"""The result cache: content-addressed keys, a memory tier bounded by bytes, an optional disk tier.
+
+A key says *what produced a value*, never what the value's bytes are: node type and version, the
+literal inputs (canonical JSON), the keys of the upstream outputs it reads, and the fingerprints of
+files its literals name. So a changed literal invalidates exactly that node and its descendants.
+Nodes that are non-deterministic or have side effects get a key unique to the run: they always run,
+and so do their descendants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from nodegraph.document.plan import Link, PlannedNode
+from nodegraph.runtime.diskcache import DiskCache
+
+Outputs = dict[str, Any]
+
+_SMALL = 64  # bytes charged for a value we cannot measure (numbers, short strings, handles)
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def _canonical(value: Any) -> Any:
+    """`json.dumps` fallback: the stable JSON form of literal values json does not know."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value) if not isinstance(value.value, (str, int, float)) else value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"$dataclass": type(value).__qualname__, **{
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value)}}
+    if hasattr(value, "model_dump"):  # pydantic model
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"literal of type {type(value).__name__} has no canonical form for the cache key")
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces; str subclasses and paths as plain strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_canonical, allow_nan=True)
+
+
+def _fingerprint_type(annotation: Any) -> Any:
+    """The literal's type if it knows how to fingerprint what it names, else None."""
+    return annotation if hasattr(annotation, "__nodegraph_fingerprint__") else None
+
+
+def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run_nonce: str) -> str:
+    """The cache key of one node, given the keys already computed for the nodes it reads from."""
+    spec = node.spec
+    links: dict[str, Any] = {}
+    for name, link in node.links.items():
+        if isinstance(link, Link):
+            links[name] = [upstream[link.node], link.output]
+        else:
+            links[name] = [[upstream[item.node], item.output] for item in link]
+    fingerprints: dict[str, Any] = {}
+    for name, value in node.literals.items():
+        inp = spec.inputs.get(name)
+        fp_type = _fingerprint_type(inp.port_type) if inp is not None else None
+        if fp_type is None or value is None:
+            continue
+        if inp is not None and inp.is_list and isinstance(value, (list, tuple)):
+            fingerprints[name] = [fp_type.__nodegraph_fingerprint__(v, base_dir) for v in value]
+        else:
+            fingerprints[name] = fp_type.__nodegraph_fingerprint__(value, base_dir)
+    payload: dict[str, Any] = {
+        "type": spec.type_name,
+        "version": spec.version,
+        "literals": node.literals,
+        "links": links,
+        "fingerprints": fingerprints,
+    }
+    if not spec.cacheable:
+        payload["run"] = run_nonce  # unique per run: never a hit, and descendants miss too
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+
+
+def estimate_bytes(value: Any, _depth: int = 0) -> int:
+    """Rough memory held by a value: tensors, arrays and images counted exactly, the rest as small."""
+    if _depth > 20:
+        return _SMALL
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return int(value.nelement() * value.element_size())
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(value, pil.Image):
+        return int(value.width * value.height * max(1, len(value.getbands())))
+    if isinstance(value, (str, bytes)):
+        return max(_SMALL, len(value))
+    if isinstance(value, Mapping):
+        return _SMALL + sum(estimate_bytes(v, _depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return _SMALL + sum(estimate_bytes(v, _depth + 1) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _SMALL + sum(estimate_bytes(getattr(value, f.name), _depth + 1)
+                            for f in dataclasses.fields(value))
+    return _SMALL
+
+
+# ---------------------------------------------------------------------------------------------- tiers
+
+
+@dataclasses.dataclass
+class CacheStats:
+    hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    disk_writes: int = 0
+    disk_skips: int = 0  # values that cannot be serialised safely, kept in memory only
+
+
+class MemoryCache:
+    """An LRU of node outputs bounded by (estimated) bytes. A value larger than the budget is not kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[Outputs, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes_used = 0
+        self.evictions = 0
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> Outputs | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: str, outputs: Outputs) -> bool:
+        size = estimate_bytes(outputs)
+        with self._lock:
+            if key in self._entries:
+                self.bytes_used -= self._entries.pop(key)[1]
+            if size > self.max_bytes:
+                return False
+            self._entries[key] = (outputs, size)
+            self.bytes_used += size
+            while self.bytes_used > self.max_bytes:
+                _, (_, old) = self._entries.popitem(last=False)
+                self.bytes_used -= old
+                self.evictions += 1
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes_used = 0
+
+
+class Cache:
+    """Both tiers behind one interface; lives in an `Engine`, so it survives across runs."""
+
+    def __init__(self, memory_mb: float = 2048, disk_dir: Path | str | None = None) -> None:
+        self.memory = MemoryCache(int(memory_mb * 1024 * 1024))
+        self.disk = DiskCache(Path(disk_dir)) if disk_dir is not None else None
+        self.stats = CacheStats()
+
+    def get(self, key: str) -> Outputs | None:
+        """The cached outputs for `key` (memory first, then disk, promoted to memory), or None."""
+        outputs = self.memory.get(key)
+        if outputs is not None:
+            self.stats.hits += 1
+            return outputs
+        if self.disk is not None:
+            outputs = self.disk.get(key)
+            if outputs is not None:
+                self.stats.hits += 1
+                self.stats.disk_hits += 1
+                self.memory.put(key, outputs)
+                return outputs
+        self.stats.misses += 1
+        return None
+
+    def put(self, key: str, outputs: Outputs) -> None:
+        self.stats.stores += 1
+        self.memory.put(key, outputs)
+        self.stats.evictions = self.memory.evictions
+        if self.disk is not None:
+            if self.disk.put(key, outputs):
+                self.stats.disk_writes += 1
+            else:
+                self.stats.disk_skips += 1
+
+    def clear(self) -> None:
+        self.memory.clear()

@@ -1,0 +1,91 @@
+"""The library front end: an `Engine` holds what outlives one run (registry, cache, resident models).
+
+    engine = Engine(cache_dir="~/.cache/nodegraph")
+    result = engine.run("graphs/core_text.yaml", overrides={"name": "Ada"})
+    result.outputs["shout"]["out"], result.executed, result.cached, result.written
+
+A process that runs many graphs (watch mode, a server, tests) keeps one engine, so unchanged nodes
+are not recomputed and models are not reloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nodegraph.document.plan import Plan
+from nodegraph.errors import GraphError, Problem
+from nodegraph.nodes.registry import Registry, build_registry
+from nodegraph.runtime.cache import Cache
+from nodegraph.runtime.context import NullProgress, ProgressSink, RunContext, RunOptions
+from nodegraph.runtime.executor import RunObserver, execute
+from nodegraph.runtime.metadata import graph_from_png, run_metadata
+from nodegraph.runtime.report import RunResult
+from nodegraph.runtime.residency import ResidencyManager
+from nodegraph.runtime.staging import staged_outputs
+
+Source = Plan | Path | str | dict[str, Any]
+
+
+class Engine:
+    """Registry, cache and residency manager shared by the runs of one process."""
+
+    def __init__(self, registry: Registry | None = None, cache_mb: float = 2048,
+                 cache_dir: Path | str | None = None) -> None:
+        self._registry = registry
+        self.cache = Cache(cache_mb, cache_dir)
+        self.resources = ResidencyManager()
+
+    @property
+    def registry(self) -> Registry:
+        """The node registry; built from the installed packs on first use when none was given."""
+        if self._registry is None:
+            self._registry = build_registry()
+        return self._registry
+
+    def load(self, source: Path | str | dict[str, Any], overrides: dict[str, Any] | None = None, *,
+             file: Path | None = None) -> Plan:
+        """Parse and validate a graph file (YAML/JSON), a PNG written by nodegraph, or a dict."""
+        from nodegraph.document.load import load_plan
+
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.exists():
+                raise GraphError([Problem(f"graph file '{path}' does not exist", file=str(path))])
+            if path.suffix.lower() == ".png":
+                graph = graph_from_png(path)
+                if graph is None:
+                    raise GraphError([Problem("this PNG carries no nodegraph graph (it was not written by "
+                                              "core.save_image)", file=str(path))])
+                return load_plan(graph, self.registry, overrides, file=path)
+            return load_plan(path, self.registry, overrides)
+        return load_plan(source, self.registry, overrides, file=file)
+
+    def run(self, plan_or_path: Source, overrides: dict[str, Any] | None = None,
+            options: RunOptions | None = None, progress: ProgressSink | None = None) -> RunResult:
+        """Run a graph; unchanged nodes come from the cache. Writes all outputs or none.
+
+        Raises `GraphError` for an invalid graph, `NodeFailed` for a node's bad input, and lets
+        `KeyboardInterrupt` through after removing staged files.
+        """
+        if isinstance(plan_or_path, Plan):
+            if overrides:
+                raise TypeError("overrides apply when loading; pass a path or dict, or load with overrides")
+            plan = plan_or_path
+        else:
+            plan = self.load(plan_or_path, overrides)
+        options = options or RunOptions()
+        sink = progress or NullProgress()
+        with staged_outputs(options.out_dir) as staging:
+            run = RunContext(
+                options=options,
+                resources=self.resources,
+                staging_dir=staging.dir,
+                graph_file=plan.file,
+                metadata=run_metadata(plan, self.registry),
+                progress_sink=sink,
+            )
+            observer = sink if isinstance(sink, RunObserver) else None
+            return execute(plan, run, self.cache, staging, observer)
+
+    run_file = run

@@ -1,0 +1,171 @@
+"""Run a `Plan`: nodes in topological order, each either taken from the cache or executed.
+
+Inputs are gathered from literals and from the outputs of upstream nodes; a node's outputs are
+checked against their declared types (a mismatch is a bug in the pack and is reported as such).
+Files go through a staging folder, so a run writes all of its outputs or none.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+import types
+import uuid
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import networkx as nx
+
+from nodegraph.document.plan import Link, Plan, PlannedNode
+from nodegraph.errors import GraphError, InputError, NodegraphError, NodeFailed, PluginError, Problem
+from nodegraph.runtime.cache import Cache, node_key
+from nodegraph.runtime.context import Cancelled, RunContext
+from nodegraph.runtime.report import NodeEvent, RunResult
+from nodegraph.runtime.staging import Staging
+
+_RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+
+
+class NodeBug(RuntimeError):
+    """A node broke its own declaration (for example returned a value of another type than declared)."""
+
+
+@runtime_checkable
+class RunObserver(Protocol):
+    """Optional graph-level callbacks a progress sink may implement (the CLI's rich bars do)."""
+
+    def run_started(self, total: int) -> None: ...
+    def node_started(self, node_id: str, type_name: str) -> None: ...
+    def node_finished(self, event: NodeEvent) -> None: ...
+
+
+def execution_order(plan: Plan) -> list[str]:
+    """A topological order of the plan, ties broken by document order (so runs are reproducible)."""
+    position = {node_id: i for i, node_id in enumerate(plan.nodes)}
+    graph = plan.dag.copy()
+    graph.add_nodes_from(plan.nodes)
+    return list(nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, len(position))))
+
+
+def _gather(node: PlannedNode, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    inputs = dict(node.literals)
+    for name, link in node.links.items():
+        if isinstance(link, Link):
+            inputs[name] = results[link.node][link.output]
+        else:
+            inputs[name] = [results[item.node][item.output] for item in link]
+    return inputs
+
+
+def _plain_class(tp: Any) -> type | None:
+    if isinstance(tp, type) and not isinstance(tp, types.GenericAlias) and tp is not type(None):
+        return tp
+    return None
+
+
+def check_outputs(node: PlannedNode, outputs: dict[str, Any]) -> None:
+    """Raise `NodeBug` when an output is missing or not an instance of its declared (plain class) type."""
+    spec = node.spec
+    for name, out in spec.outputs.items():
+        if name not in outputs:
+            raise NodeBug(f"node '{node.id}' ({spec.type_name} {spec.version}, pack '{spec.pack}') "
+                          f"returned no output '{name}'")
+        cls = _plain_class(out.type)
+        value = outputs[name]
+        if cls is None or isinstance(value, cls) or (cls is float and isinstance(value, int)):
+            continue
+        raise NodeBug(
+            f"node '{node.id}' ({spec.type_name} {spec.version}, pack '{spec.pack}') returned "
+            f"{type(value).__qualname__} for output '{name}', but declares {cls.__qualname__}: "
+            "this is a bug in the pack, not in your graph"
+        )
+
+
+class _Meter:
+    """Wall time and peak-memory growth of one call (RSS high-water mark; CUDA peak when in use)."""
+
+    def __enter__(self) -> _Meter:
+        self.cuda = None
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.cuda = torch.cuda
+            self.cuda.reset_peak_memory_stats()
+        self.rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_ms = (time.perf_counter() - self.t0) * 1000
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss0
+        self.peak_mb = grown * _RSS_UNIT / 2**20
+        self.cuda_mb = self.cuda.max_memory_allocated() / 2**20 if self.cuda is not None else None
+
+
+def _locate(plan: Plan, node: PlannedNode, message: str, field: str | None) -> Problem:
+    return Problem(message, file=str(plan.file) if plan.file else None, line=node.line, node=node.id,
+                   field=field)
+
+
+def _call(plan: Plan, node: PlannedNode, run: RunContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Call the node, turning user-caused errors into located `NodeFailed` problems."""
+    try:
+        return node.spec.call(run.for_node(node.id, node.spec.type_name), inputs)
+    except InputError as exc:
+        raise NodeFailed(_locate(plan, node, exc.message, exc.field)) from exc
+    except (Cancelled, NodeFailed, GraphError, PluginError):
+        raise
+    except NodegraphError as exc:
+        raise NodeFailed(_locate(plan, node, str(exc), None)) from exc
+    except KeyboardInterrupt:
+        run.cancel_event.set()
+        raise
+    except Exception as exc:
+        where = f"{plan.file}:{node.line}" if plan.file and node.line else str(plan.file or "<graph>")
+        exc.add_note(f"while running node '{node.id}' ({node.spec.type_name}) at {where}")
+        raise
+
+
+def execute(plan: Plan, run: RunContext, cache: Cache, staging: Staging,
+            observer: RunObserver | None = None) -> RunResult:
+    """Run every node of `plan` (from cache where possible); commit staged files on success.
+
+    The caller wraps this in `staged_outputs`, which discards the staging folder on any failure.
+    """
+    t0 = time.perf_counter()
+    base_dir = plan.file.parent if plan.file else Path.cwd()
+    nonce = uuid.uuid4().hex
+    order = execution_order(plan)
+    keys: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    events: list[NodeEvent] = []
+    if observer is not None:
+        observer.run_started(len(order))
+    for node_id in order:
+        if run.cancel_event.is_set():
+            raise Cancelled("run cancelled")
+        node = plan.nodes[node_id]
+        spec = node.spec
+        key = keys[node_id] = node_key(node, keys, base_dir, nonce)
+        if observer is not None:
+            observer.node_started(node_id, spec.type_name)
+        cached = cache.get(key) if spec.cacheable else None
+        if cached is not None:
+            results[node_id] = cached
+            event = NodeEvent(node_id, spec.type_name, "cached", 0.0, 0.0, key)
+        else:
+            inputs = _gather(node, results)
+            with _Meter() as meter:
+                outputs = _call(plan, node, run, inputs)
+            check_outputs(node, outputs)
+            results[node_id] = outputs
+            if spec.cacheable:
+                cache.put(key, outputs)
+            event = NodeEvent(node_id, spec.type_name, "executed", round(meter.wall_ms, 3),
+                              round(meter.peak_mb, 3), key,
+                              round(meter.cuda_mb, 3) if meter.cuda_mb is not None else None)
+        events.append(event)
+        if observer is not None:
+            observer.node_finished(event)
+    written = staging.commit()
+    return RunResult(results, events, written, (time.perf_counter() - t0) * 1000, run.metadata)

@@ -1,0 +1,88 @@
+"""What every output carries about how it was made: the resolved graph, its params and the versions
+of everything involved. `nodegraph run image.png` reads it back from the PNG and runs it again.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import platform
+from pathlib import Path
+from typing import Any
+
+from nodegraph.document.plan import Plan
+from nodegraph.nodes.registry import Registry
+
+METADATA_KEY = "nodegraph"  # the PNG text chunk holding the metadata as JSON
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions(registry: Registry) -> dict[str, Any]:
+    """Versions of nodegraph, each loaded pack, torch, diffusers, transformers and Python."""
+    return {
+        "nodegraph": _version("nodegraph"),
+        "packs": {p.name: p.version for p in registry.packs if p.error is None},
+        "torch": _version("torch"),
+        "diffusers": _version("diffusers"),
+        "transformers": _version("transformers"),
+        "python": platform.python_version(),
+    }
+
+
+def _absolute_inputs(plan: Plan, graph: dict[str, Any]) -> dict[str, Any]:
+    """Make the input files a graph reads absolute, so the graph still runs from the PNG's folder."""
+    nodes = graph.get("nodes")
+    if not isinstance(nodes, dict):
+        return graph
+    base = plan.file.parent if plan.file else Path.cwd()
+    for node_id, planned in plan.nodes.items():
+        doc = nodes.get(node_id)
+        if not isinstance(doc, dict):
+            continue
+        for name, value in planned.literals.items():
+            inp = planned.spec.inputs.get(name)
+            if inp is None or not hasattr(inp.port_type, "__nodegraph_fingerprint__"):
+                continue
+            if isinstance(value, str) and doc.get(name) == value and not value.startswith("builtin:"):
+                path = Path(value).expanduser()
+                if not path.is_absolute() and (base / path).exists():
+                    doc[name] = str((base / path).resolve())
+    return graph
+
+
+def run_metadata(plan: Plan, registry: Registry) -> dict[str, Any]:
+    """The metadata of one run: `graph` (loadable by `load_plan`), `params`, `versions`, `source`."""
+    graph = _absolute_inputs(plan, copy.deepcopy(plan.resolved))
+    return {
+        "graph": graph,
+        "params": copy.deepcopy(plan.params),
+        "versions": versions(registry),
+        "source": str(plan.file) if plan.file else None,
+    }
+
+
+def graph_from_png(path: Path) -> dict[str, Any] | None:
+    """The graph embedded in a PNG written by `core.save_image`, or None when it has none."""
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = getattr(im, "text", {}).get(METADATA_KEY) or im.info.get(METADATA_KEY)
+    except (OSError, UnidentifiedImageError):
+        return None
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    graph = data.get("graph") if isinstance(data, dict) else None
+    return graph if isinstance(graph, dict) else None
