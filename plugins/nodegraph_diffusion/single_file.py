@@ -1,0 +1,143 @@
+"""Original-layout (A1111/ComfyUI/LDM) single-file checkpoints: write them, and tell their family.
+
+Reading is diffusers' job (`from_single_file` with a shipped local config folder, see loading.py).
+Writing is the reverse of diffusers' own LDM -> diffusers key mapping (`single_file_utils`), generalised
+to any number of blocks and layers per block so the tiny model converts too; a test round-trips it
+through `from_single_file` to prove the mapping exact.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+
+_UNET_TOP = {
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "conv_in.": "input_blocks.0.0.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_RESNET = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
+_VAE_ATTN = (
+    ("group_norm.", "norm."),
+    ("to_q.", "q."),
+    ("to_k.", "k."),
+    ("to_v.", "v."),
+    ("to_out.0.", "proj_out."),
+)
+
+
+def _resnet(rest: str) -> str:
+    for diffusers_name, ldm_name in _UNET_RESNET:
+        if rest.startswith(diffusers_name + "."):
+            return ldm_name + rest[len(diffusers_name):]
+    return rest
+
+
+def unet_key_to_original(key: str, config: dict[str, Any]) -> str:
+    """Map one diffusers UNet key to its LDM name (without the `model.diffusion_model.` prefix)."""
+    per = int(config["layers_per_block"]) + 1
+    up_types = list(config["up_block_types"])
+    for head, ldm in _UNET_TOP.items():
+        if key.startswith(head):
+            return ldm + key[len(head):]
+    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        b, layer, rest = int(m[1]), int(m[2]), m[3]
+        return f"input_blocks.{b * per + layer + 1}.0.{_resnet(rest)}"
+    if m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        b, layer, rest = int(m[1]), int(m[2]), m[3]
+        return f"input_blocks.{b * per + layer + 1}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+        return f"input_blocks.{(int(m[1]) + 1) * per}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        b, layer, rest = int(m[1]), int(m[2]), m[3]
+        return f"output_blocks.{b * per + layer}.0.{_resnet(rest)}"
+    if m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        b, layer, rest = int(m[1]), int(m[2]), m[3]
+        return f"output_blocks.{b * per + layer}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+        b = int(m[1])
+        slot = 2 if "CrossAttn" in up_types[b] else 1
+        return f"output_blocks.{b * per + per - 1}.{slot}.conv.{m[2]}"
+    raise ValueError(f"no original-layout name for UNet key '{key}'")
+
+
+def vae_key_to_original(key: str, num_blocks: int) -> str:
+    """Map one diffusers VAE key to its LDM name (without the `first_stage_model.` prefix)."""
+    key = key.replace("conv_norm_out.", "norm_out.")
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        return f"encoder.down.{m[1]}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)", key):
+        return f"encoder.down.{m[1]}.downsample.{m[2]}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        block = num_blocks - 1 - int(m[1])
+        return f"decoder.up.{block}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.upsample.{m[2]}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)", key):
+        rest = m[2]
+        for diffusers_name, ldm_name in _VAE_ATTN:
+            if rest.startswith(diffusers_name):
+                rest = ldm_name + rest[len(diffusers_name):]
+        return f"{m[1]}.mid.attn_1.{rest}"
+    return key  # conv_in, conv_out, norm_out, quant_conv, post_quant_conv keep their names
+
+
+def diffusers_to_original(parts: dict[str, dict[str, Any]], unet_config: dict[str, Any]) -> dict[str, Any]:
+    """Build an SD1.x original-layout state dict from diffusers state dicts of unet, vae, text_encoder.
+
+    The VAE's mid-block attention projections become 1x1 convolutions (as in LDM); CLIP keys get the
+    `text_model.` prefix that transformers >= 5.6 dropped from `CLIPTextModel`.
+    """
+    out: dict[str, Any] = {}
+    for key, value in parts["unet"].items():
+        out[UNET_PREFIX + unet_key_to_original(key, unet_config)] = value
+    vae_blocks = 1 + max(int(m[1]) for k in parts["vae"] if (m := re.match(r"encoder\.down_blocks\.(\d+)", k)))
+    for key, value in parts["vae"].items():
+        name = vae_key_to_original(key, vae_blocks)
+        if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[VAE_PREFIX + name] = value
+    for key, value in parts["text_encoder"].items():
+        name = key if key.startswith("text_model.") else "text_model." + key
+        out[CLIP_PREFIX + name] = value
+    return out
+
+
+def detect_family(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
+    """Tell a checkpoint's model family from its keys: 'sd15', 'tinyworld', 'sdxl', 'sd2' or 'unknown'.
+
+    SD1.x and the tiny model share the layout; the cross-attention width (768 vs 32) tells them apart.
+    """
+    if any(k.startswith("conditioner.embedders.1.model.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"
+    probe = next((k for k in sorted(keys) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")), None)
+    has_clip = any(k.startswith(CLIP_PREFIX) for k in keys)
+    if probe is None or not has_clip:
+        return "unknown"
+    width = shapes[probe][-1]
+    if width == 768:
+        return "sd15"
+    if width == 32:
+        return "tinyworld"
+    return "unknown"
