@@ -1,0 +1,366 @@
+"""The denoising loop, as small functions over diffusers objects (UNet, scheduler, VAE).
+
+Every function here mirrors, operation for operation, what diffusers' Stable Diffusion pipelines do
+(`StableDiffusionPipeline`, `...Img2ImgPipeline`, `...InpaintPipeline`), so that the same seed gives
+the same tensors to the last bit on CPU fp32: the same random-number draw order (one CPU generator:
+initial noise first, then the scheduler's own draws), the same CFG batching (`[uncond, cond]` in one
+UNet call), the same `scale_model_input` / `step` / `add_noise` calls. Scheduler maths is never
+re-implemented here; we only call the scheduler.
+
+Steps are counted in *inference steps* (what users type); a scheduler of order 2 (Heun) runs two
+UNet calls per step, so step `k` starts at index `k * order` of `scheduler.timesteps`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from nodegraph_diffusion.conditions import SamplingSetup, StepInput, after_step, collect_results, initial_latents
+
+LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals")
+TENSOR_SUMMED = ("mid_block_additional_residual",)
+DICT_MERGED = ("cross_attention_kwargs", "added_cond_kwargs")
+VAE_SCALE = 8  # pixels per latent cell for SD-family VAEs (4-level AutoencoderKL)
+
+
+class SamplingError(ValueError):
+    """A request the loop cannot honour (bad step range, scheduler lacking a feature)."""
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh seeded generator; CPU by default so a seed gives the same image on every device."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def draw_noise(
+    shape: Sequence[int],
+    generator: torch.Generator,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Gaussian noise the way the pipelines draw it (`randn_tensor`: one draw for the whole batch)."""
+    return randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
+
+
+def extra_step_kwargs(scheduler: Any, generator: torch.Generator | None, eta: float = 0.0) -> dict[str, Any]:
+    """`generator`/`eta` for `scheduler.step`, only if it accepts them (as the pipelines' helper does)."""
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which part of the scheduler's timesteps one sampler run covers."""
+
+    timesteps: torch.Tensor  # the slice this run executes
+    first_index: int  # index of timesteps[0] in the full schedule
+    total: int  # length of the full schedule (UNet calls for all steps)
+    full_denoise: bool  # starts at the very first timestep (latents become pure noise)
+    reaches_end: bool  # ends at the last timestep
+
+
+def plan_schedule(
+    scheduler: Any,
+    steps: int,
+    device: torch.device,
+    denoise: float = 1.0,
+    start_step: int = 0,
+    end_step: int | None = None,
+) -> Schedule:
+    """Set the scheduler's timesteps and pick the slice to run.
+
+    `denoise` works like the img2img pipelines' `strength`: the first `steps - int(steps * denoise)`
+    steps are skipped. `start_step`/`end_step` (KSamplerAdvanced style) cut further; the later start
+    wins. Calls `set_begin_index` like the img2img pipeline, so index-keeping schedulers start right.
+    """
+    if steps < 1:
+        raise SamplingError(f"steps must be at least 1, got {steps}")
+    scheduler.set_timesteps(steps, device=device)
+    full = scheduler.timesteps
+    order = int(getattr(scheduler, "order", 1))
+    init_steps = min(int(steps * denoise), steps)
+    begin = max(steps - init_steps, int(start_step))
+    end = steps if end_step is None else min(int(end_step), steps)
+    if begin >= end:
+        raise SamplingError(
+            f"nothing to run: start step {begin} (denoise {denoise}, start_step {start_step}) is not before "
+            f"end step {end} of {steps}"
+        )
+    first = begin * order
+    last = len(full) if end == steps else end * order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
+    return Schedule(full[first:last], first, len(full), begin == 0, end == steps)
+
+
+def noised_latents(
+    scheduler: Any,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: Schedule,
+    add_noise: bool = True,
+) -> torch.Tensor:
+    """The loop's starting latents.
+
+    - full denoise (from step 0): pure `noise * init_noise_sigma` (txt2img and inpaint pipelines);
+    - later start: `scheduler.add_noise(latents, noise, t_first)` (img2img pipeline with strength < 1);
+    - `add_noise=False`: the latents as given (they carry leftover noise from an earlier sampler).
+    """
+    if not add_noise:
+        return latents
+    if schedule.full_denoise:
+        return noise * scheduler.init_noise_sigma
+    latent_timestep = schedule.timesteps[:1].repeat(latents.shape[0])
+    return scheduler.add_noise(latents, noise, latent_timestep)
+
+
+def merge_step_kwargs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the extra UNet kwargs of several conditions, in list order.
+
+    Residual lists are summed elementwise as `previous + current` (what `MultiControlNetModel` does),
+    the mid residual likewise, dicts are merged (later keys win). Any other key may come from one
+    condition only. Lists are always new list objects: the UNet pops from
+    `down_intrablock_additional_residuals`.
+    """
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if value is None:
+                continue
+            if key not in merged:
+                if key in LIST_SUMMED:
+                    merged[key] = list(value)
+                elif key in DICT_MERGED:
+                    merged[key] = dict(value)
+                else:
+                    merged[key] = value
+            elif key in LIST_SUMMED:
+                prev = merged[key]
+                if len(prev) != len(value):
+                    raise SamplingError(f"conditions give {key} of different lengths ({len(prev)}, {len(value)})")
+                merged[key] = [a + b for a, b in zip(prev, value, strict=True)]
+            elif key in TENSOR_SUMMED:
+                merged[key] = merged[key] + value
+            elif key in DICT_MERGED:
+                merged[key].update(value)
+            else:
+                raise SamplingError(f"two conditions both set the UNet argument '{key}'")
+    return merged
+
+
+def guided(noise_pred: torch.Tensor, cfg: float, do_cfg: bool) -> torch.Tensor:
+    """Classifier-free guidance on a `[uncond, cond]` batch, written exactly as the pipelines do."""
+    if not do_cfg:
+        return noise_pred
+    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+    return noise_pred_uncond + cfg * (noise_pred_text - noise_pred_uncond)
+
+
+def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat text embeddings to the latent batch as the pipelines do for `num_images_per_prompt`."""
+    if embeds.shape[0] == batch:
+        return embeds
+    if batch % embeds.shape[0] != 0:
+        raise SamplingError(f"{embeds.shape[0]} prompt embeddings do not divide a batch of {batch} latents")
+    per = batch // embeds.shape[0]
+    bs, seq_len, _ = embeds.shape
+    return embeds.repeat(1, per, 1).view(bs * per, seq_len, -1)
+
+
+@dataclass
+class LoopInput:
+    """Everything one run of the loop needs (tensors already on the compute device and dtype)."""
+
+    unet: Any
+    scheduler: Any
+    positive: torch.Tensor  # (B or 1, tokens, dim)
+    negative: torch.Tensor | None  # None = no classifier-free guidance
+    latents: torch.Tensor  # (B, C, h, w): clean latents (img2img / inpaint source) or leftover state
+    noise: torch.Tensor  # (B, C, h, w)
+    generator: torch.Generator | None  # for the scheduler's own draws (ancestral samplers)
+    steps: int
+    cfg: float = 7.5
+    denoise: float = 1.0
+    start_step: int = 0
+    end_step: int | None = None
+    add_noise: bool = True
+    return_with_leftover_noise: bool = True
+    mask: torch.Tensor | None = None  # (B or 1, 1, h, w), 1 = repaint (4-channel UNet blending)
+    masked_image_latents: torch.Tensor | None = None  # for 9-channel inpaint UNets
+    conditions: Sequence[Any] = ()  # nodegraph_diffusion.conditions.Condition
+    eta: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    latents: torch.Tensor
+    extras: dict[str, Any]
+
+
+def _expand_mask(mask: torch.Tensor, batch: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    mask = mask.to(device=device, dtype=dtype)
+    if mask.shape[0] < batch:
+        if batch % mask.shape[0]:
+            raise SamplingError(f"a batch of {mask.shape[0]} masks does not divide {batch} latents")
+        mask = mask.repeat(batch // mask.shape[0], 1, 1, 1)
+    return mask
+
+
+@torch.no_grad()
+def run_loop(
+    req: LoopInput,
+    ctx: Any = None,
+    on_step: Callable[[int], None] | None = None,
+    check_cancelled: Callable[[], None] | None = None,
+) -> LoopResult:
+    """Run the denoising loop; `on_step(i)` after each UNet call, `check_cancelled()` before each.
+
+    `ctx` (a NodeContext, may be None in library use) is passed to `Condition.activate`.
+    Conditions are activated before the loop and closed in `finally`, also on errors.
+    """
+    unet, scheduler = req.unet, req.scheduler
+    device = req.latents.device
+    dtype = req.latents.dtype
+    batch = req.latents.shape[0]
+    schedule = plan_schedule(scheduler, req.steps, device, req.denoise, req.start_step, req.end_step)
+    do_cfg = req.negative is not None and req.cfg > 1.0
+    positive = batch_embeds(req.positive, batch)
+    if do_cfg:
+        assert req.negative is not None
+        prompt_embeds = torch.cat([batch_embeds(req.negative, batch), positive])
+    else:
+        prompt_embeds = positive
+
+    latents = noised_latents(scheduler, req.latents, req.noise, schedule, req.add_noise)
+    step_kwargs = extra_step_kwargs(scheduler, req.generator, req.eta)
+    in_channels = int(unet.config.in_channels)
+    mask = None if req.mask is None else _expand_mask(req.mask, batch, dtype, device)
+    inpaint9 = in_channels == 9
+    if inpaint9:
+        if mask is None or req.masked_image_latents is None:
+            raise SamplingError("a 9-channel inpainting UNet needs a mask and masked-image latents")
+        mask_in = torch.cat([mask] * 2) if do_cfg else mask
+        masked = _expand_mask(req.masked_image_latents, batch, dtype, device)
+        masked_in = torch.cat([masked] * 2) if do_cfg else masked
+    image_latents = req.latents  # the clean source for 4-channel mask blending
+
+    setup = SamplingSetup(
+        unet=unet,
+        device=device,
+        dtype=dtype,
+        batch_size=batch,
+        do_cfg=do_cfg,
+        height=int(latents.shape[-2]) * VAE_SCALE,
+        width=int(latents.shape[-1]) * VAE_SCALE,
+        timesteps=schedule.timesteps,
+        num_steps=schedule.total,
+        first_step=schedule.first_index,
+        prompt_embeds=prompt_embeds,
+        generator=req.generator,
+    )
+    units: list[Any] = []
+    try:
+        for condition in req.conditions:
+            units.append(condition.activate(setup, ctx))
+        latents = initial_latents(units, latents)
+        timesteps = schedule.timesteps
+        last = len(timesteps) - 1
+        want_x0 = not schedule.reaches_end and not req.return_with_leftover_noise
+        for i, t in enumerate(timesteps):
+            if check_cancelled is not None:
+                check_cancelled()
+            latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+            latent_model_input = scheduler.scale_model_input(latent_model_input, t)
+            if inpaint9:
+                latent_model_input = torch.cat([latent_model_input, mask_in, masked_in], dim=1)
+            step = StepInput(schedule.first_index + i, t, latent_model_input, prompt_embeds)
+            extra = merge_step_kwargs([unit.step_kwargs(step) for unit in units])
+            noise_pred = unet(
+                latent_model_input,
+                t,
+                encoder_hidden_states=prompt_embeds,
+                timestep_cond=None,
+                cross_attention_kwargs=extra.pop("cross_attention_kwargs", None),
+                added_cond_kwargs=extra.pop("added_cond_kwargs", None),
+                return_dict=False,
+                **extra,
+            )[0]
+            noise_pred = guided(noise_pred, req.cfg, do_cfg)
+            if want_x0 and i == last:
+                out = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
+                x0 = getattr(out, "pred_original_sample", None)
+                if x0 is None:
+                    raise SamplingError(
+                        f"{type(scheduler).__name__} gives no denoised estimate; use "
+                        "return_with_leftover_noise=true or another scheduler"
+                    )
+                latents = x0
+            else:
+                latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            if mask is not None and not inpaint9:
+                init_latents_proper = image_latents
+                if i < last or not schedule.reaches_end:
+                    index = schedule.first_index + i + 1
+                    if index < schedule.total:
+                        noise_timestep = scheduler.timesteps[index]
+                        init_latents_proper = scheduler.add_noise(
+                            init_latents_proper, req.noise, torch.tensor([noise_timestep])
+                        )
+                latents = (1 - mask) * init_latents_proper + mask * latents
+            latents = after_step(units, step, latents)
+            if on_step is not None:
+                on_step(i)
+        extras = {**req.extras, **collect_results(units)}
+    finally:
+        for unit in units:
+            unit.close()
+    return LoopResult(latents, extras)
+
+
+def decode(vae: Any, latents: torch.Tensor, tiled: bool = False, tile_size: int | None = None) -> torch.Tensor:
+    """Latents -> pixels (B, 3, H, W) in [0, 1], float32 on CPU, with the pipeline's arithmetic.
+
+    `vae.decode(latents / scaling_factor)` then `(x * 0.5 + 0.5).clamp(0, 1)` (VaeImageProcessor's
+    denormalize). Tiled decoding uses diffusers' own `tiled_decode` (tile size in pixels).
+    """
+    param = next(vae.parameters())
+    z = latents.to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor
+    with torch.no_grad():
+        if tiled:
+            from nodegraph_diffusion.vae_tiling import tiled_decode
+
+            image = tiled_decode(vae, z, tile_size)
+        else:
+            image = vae.decode(z, return_dict=False)[0]
+    return (image * 0.5 + 0.5).clamp(0, 1).to(device="cpu", dtype=torch.float32)
+
+
+def encode(
+    vae: Any,
+    pixels: torch.Tensor,
+    generator: torch.Generator | None = None,
+    mode: str = "sample",
+) -> torch.Tensor:
+    """Pixels (B, 3, H, W) in [0, 1] -> scaled latents, as the img2img pipelines do.
+
+    `VaeImageProcessor` normalises to [-1, 1] (`2x - 1`); the latent distribution is sampled with
+    `generator` (`mode="sample"`) or its mean is taken (`mode="mean"`); times `scaling_factor`.
+    """
+    param = next(vae.parameters())
+    image = (2.0 * pixels - 1.0).to(device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        dist = vae.encode(image).latent_dist
+    latents = dist.sample(generator) if mode == "sample" else dist.mode()
+    return (vae.config.scaling_factor * latents).to(device="cpu", dtype=torch.float32)
