@@ -1,0 +1,169 @@
+"""`nodegraph` command line: run and validate graphs; list nodes and plugins; show graphs; the schema.
+
+Every user-caused error (`NodegraphError`) is printed without a traceback, one problem per line, and
+exits with code 2; Ctrl-C exits with 130 after removing staged outputs.
+Tests may pass `obj={"registry": ...}` to `CliRunner.invoke` to run against a chosen registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nodegraph.cli import info
+from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
+from nodegraph.errors import NodegraphError, Problem
+from nodegraph.nodes.registry import Registry, build_registry
+from nodegraph.runtime.context import RunOptions
+from nodegraph.runtime.devices import DTYPES
+from nodegraph.runtime.engine import Engine
+from nodegraph.runtime.report import write_json_atomic
+
+MODELS_ENV = "NODEGRAPH_MODELS"
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+app = typer.Typer(
+    name="nodegraph",
+    help="Image generation written as typed node graphs: run, validate and inspect graphs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(info.graph_app, name="graph")
+
+
+def registry_from(ctx: typer.Context) -> Registry:
+    """The registry for this command: injected by tests through `obj`, else the installed packs."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and obj.get("registry") is not None:
+        return obj["registry"]  # type: ignore[no-any-return]
+    return build_registry()
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """`--set k=v` items to a dict of texts (the document layer reads them as YAML scalars)."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise NodegraphError(f"--set '{item}' must look like name=value or node.input=value")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def model_dirs(cli_dirs: list[Path]) -> tuple[Path, ...]:
+    """`--models` folders first, then those in $NODEGRAPH_MODELS (os.pathsep-separated)."""
+    env = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
+    return tuple(Path(p).expanduser() for p in cli_dirs) + tuple(env)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    graph: Annotated[Path, typer.Argument(help="Graph file (.yaml/.json), or a PNG written by nodegraph")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a param (name=value) or a node input (node.input=value); repeatable")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("out"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16")] = "auto",
+    cache_mb: Annotated[float, typer.Option("--cache-mb", min=0,
+                                            help="Memory cache budget in MB")] = 2048,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Keep a disk cache here, shared across runs and processes")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Also write report.json into the output folder")
+                      ] = False,
+    models: Annotated[list[Path] | None, typer.Option(
+        "--models", help=f"Folder to look for model files in; repeatable (also ${MODELS_ENV})")] = None,
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="Allow pickled checkpoints (.ckpt/.bin), loaded with weights_only=True")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no report table")] = False,
+) -> None:
+    """Run a graph; only what changed since the cached results is recomputed."""
+    stdout, err = consoles()
+    with user_errors(err):
+        if not _DEVICE_RE.match(device):
+            raise NodegraphError(f"unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise NodegraphError(f"unknown dtype '{dtype}' (use auto, float32, float16 or bfloat16)")
+        overrides = parse_sets(set_ or [])
+        engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=cache_dir)
+        plan = engine.load(graph, overrides or None)
+        show = not quiet and err.is_terminal
+        options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                             model_dirs=model_dirs(models or []), show_progress=show)
+        if show:
+            from nodegraph.runtime.progress import RichProgress
+
+            with RichProgress(err) as bars:
+                result = engine.run(plan, options=options, progress=bars)
+        else:
+            result = engine.run(plan, options=options)
+        if report:
+            write_json_atomic(out / "report.json", result.report_json())
+    if not quiet:
+        stdout.print(report_table(result))
+    for path in result.written:
+        stdout.print(f"wrote {path}", highlight=False)
+    if report:
+        stdout.print(f"wrote {out / 'report.json'}", highlight=False)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    graphs: Annotated[list[Path], typer.Argument(help="Graph files to check")],
+) -> None:
+    """Check graphs without running them; prints OK per file or every problem (exit 2 if any)."""
+    stdout, err = consoles()
+    engine = Engine(registry_from(ctx))
+    failed = False
+    for graph in graphs:
+        try:
+            engine.load(graph)
+        except NodegraphError as exc:
+            from nodegraph.cli.output import problems_of
+
+            failed = True
+            problems: list[Problem | str] = problems_of(exc)
+            print_problems(err, problems)
+            continue
+        stdout.print(f"OK {graph}", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def nodes(
+    ctx: typer.Context,
+    type_name: Annotated[str | None, typer.Argument(metavar="TYPE", help="Show one node type in full")] = None,
+) -> None:
+    """List node types, or show one type's inputs, outputs, version and documentation."""
+    stdout, err = consoles()
+    with user_errors(err):
+        info.show_nodes(stdout, registry_from(ctx), type_name)
+
+
+@app.command()
+def plugins(ctx: typer.Context) -> None:
+    """List the installed node packs with their versions, node counts and load errors."""
+    stdout, _ = consoles()
+    info.show_plugins(stdout, registry_from(ctx))
+
+
+@app.command()
+def schema(ctx: typer.Context) -> None:
+    """Print the JSON Schema of graph files for the installed node types (for editors)."""
+    stdout, err = consoles()
+    with user_errors(err):
+        info.show_schema(stdout, registry_from(ctx))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return app(args=argv if argv is not None else sys.argv[1:], prog_name="nodegraph")
