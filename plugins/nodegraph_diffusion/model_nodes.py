@@ -1,1 +1,99 @@
-"""(to be written)"""
+"""Loader nodes: checkpoints, standalone VAEs, LoRAs. They output light handles, never modules.
+
+Loading the weights happens later, when a consuming node runs (`loading.use_unet` & co.), through the
+run's residency manager, so a graph that only changes a LoRA weight never reloads the base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+from pydantic import Field
+
+from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion.loading import make_source, read_shapes, refuse_pickle, scheduler_config
+from nodegraph_diffusion.lora import lora_file
+from nodegraph_diffusion.paths import LoraRef, ModelRef, TokenizerRef, VaeRef, fingerprint_path, resolve_model_ref
+from nodegraph_diffusion.types import (
+    LoraPatch,
+    SchedulerSpec,
+    TextEncoderHandle,
+    UNetHandle,
+    VaeHandle,
+)
+
+
+class LoadedModel(NamedTuple):
+    unet: UNetHandle
+    text_encoder: TextEncoderHandle
+    vae: VaeHandle
+    scheduler: SchedulerSpec
+
+
+class LoraOutputs(NamedTuple):
+    unet: UNetHandle
+    text_encoder: TextEncoderHandle
+
+
+@node("diffusion.load_model", version="1.0.0")
+def load_model(
+    ctx: NodeContext,
+    path: Annotated[ModelRef, Field(description="builtin:NAME, a diffusers folder, a .safetensors "
+                                                "checkpoint, or a name in the model dirs")],
+    tokenizer: Annotated[TokenizerRef | None, Field(description="Tokenizer folder (vocab.json + merges.txt) "
+                                                               "for single-file SD1.x checkpoints")] = None,
+) -> LoadedModel:
+    """Load a Stable Diffusion 1.x model (diffusers folder or single file) as UNet, text encoder, VAE, scheduler."""
+    where = resolve_model_ref(path, ctx, "checkpoint")
+    tok = resolve_model_ref(tokenizer, ctx, "tokenizer") if tokenizer else None
+    source = make_source(where, ctx, tokenizer=tok)
+    if source.format not in ("diffusers", "single_file"):
+        raise InputError(f"'{where}' is not a full model (UNet + text encoder + VAE); use "
+                         "diffusion.load_vae for a standalone VAE", field="path")
+    config = scheduler_config(source)
+    spec = SchedulerSpec(name="default",  # the model's own scheduler class and config
+                         base_config=tuple(sorted((k, _freeze(v)) for k, v in config.items())))
+    return LoadedModel(UNetHandle(source), TextEncoderHandle(source), VaeHandle(source), spec)
+
+
+@node("diffusion.load_vae", version="1.0.0")
+def load_vae(
+    ctx: NodeContext,
+    path: Annotated[VaeRef, Field(description="A VAE folder, a standalone VAE file, or a full model "
+                                              "whose VAE is taken")],
+) -> VaeHandle:
+    """Load a VAE (to replace a model's own, e.g. a better decoder)."""
+    return VaeHandle(make_source(resolve_model_ref(path, ctx, "vae"), ctx))
+
+
+@node("diffusion.load_lora", version="1.0.0")
+def load_lora(
+    ctx: NodeContext,
+    unet: Annotated[UNetHandle, Field(description="The UNet to patch")],
+    text_encoder: Annotated[TextEncoderHandle, Field(description="The text encoder to patch")],
+    path: Annotated[LoraRef, Field(description="LoRA .safetensors (diffusers/peft or Kohya/A1111 format)")],
+    unet_weight: Annotated[float, Field(ge=-10, le=10, description="Strength on the UNet (0 = off)")] = 1.0,
+    text_encoder_weight: Annotated[float, Field(ge=-10, le=10,
+                                                description="Strength on the text encoder (0 = off)")] = 1.0,
+) -> LoraOutputs:
+    """Attach a LoRA to a UNet and text encoder at given strengths; chain nodes to stack LoRAs."""
+    file = lora_file(resolve_model_ref(path, ctx, "lora"))
+    refuse_pickle(file, ctx)
+    if file.suffix.lower() == ".safetensors":
+        read_shapes(file, ctx)  # fail here, at the node that names the file, if it is corrupt
+    fingerprint = fingerprint_path(Path(file))
+    patch = LoraPatch(str(Path(file).resolve()), fingerprint, f"lora_{fingerprint[:16]}",
+                      float(unet_weight), float(text_encoder_weight))
+    return LoraOutputs(replace(unet, loras=(*unet.loras, patch)),
+                       replace(text_encoder, loras=(*text_encoder.loras, patch)))
+
+
+def _freeze(value: object) -> object:
+    """JSON config values as hashable ones (lists -> tuples), so SchedulerSpec stays hashable."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value

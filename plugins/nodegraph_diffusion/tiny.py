@@ -22,6 +22,7 @@ import torch
 from nodegraph_diffusion.tiny_tokenizer import MAX_LENGTH, write_tokenizer
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+CONFIGS_DIR = Path(__file__).parent / "configs"
 
 # SD1.5's scheduler_config.json (PNDM), so schedulers built from the tiny model behave like SD1.5's.
 SD15_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -166,12 +167,26 @@ def save_single_file(folder: Path, file: Path) -> Path:
     return file
 
 
-def build_builtin(root: Path = BUILTIN_DIR) -> None:
-    """Regenerate the committed built-in models (tinyworld and its style LoRA)."""
+def write_config_folder(model_folder: Path, out: Path) -> Path:
+    """Copy a diffusers folder without its weights: the local `config=` folder `from_single_file` needs
+    offline (model_index.json, component configs, scheduler config, tokenizer files)."""
+    if out.exists():
+        shutil.rmtree(out)
+    for file in sorted(Path(model_folder).rglob("*")):
+        if file.is_file() and file.suffix in (".json", ".txt"):
+            target = out / file.relative_to(model_folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
+    return out
+
+
+def build_builtin(root: Path = BUILTIN_DIR, configs: Path = CONFIGS_DIR) -> None:
+    """Regenerate the committed built-in models (tinyworld and its style LoRA) and the tiny config folder."""
     target = root / "tinyworld"
     if target.exists():
         shutil.rmtree(target)
     save_tiny_model(target, seed=0)
+    write_config_folder(target, configs / "tinyworld")
     try:
         from nodegraph_diffusion.lora import save_tiny_style_lora
     except ImportError:  # the LoRA builder arrives in a later step

@@ -19,6 +19,7 @@ class ModelSource:
     format: str  # "diffusers" | "single_file"
     base: str = "sd15"  # model family, picks the shipped config for single files
     config_dir: str | None = None  # local diffusers config folder used for single files
+    tokenizer_dir: str | None = None  # tokenizer folder when the config folder has none (real SD1.5 files)
 
 
 @dataclass(frozen=True)

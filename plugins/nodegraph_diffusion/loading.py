@@ -1,0 +1,263 @@
+"""Materialise model handles through the run's residency manager.
+
+A handle names weights (a `ModelSource`) plus LoRA patches; `use_unet`/`use_text_encoder`/`use_vae`
+load each component once per process (residency key = content fingerprint + component), pin it for the
+block, and set exactly the handle's LoRAs with their weights (peft adapters, loaded once per resident
+model). With no active LoRA the adapters are disabled, so the output is the base model's, bit for bit.
+
+Formats: diffusers folders, single components' folders (a `vae/` folder), and original-layout single
+files, read by diffusers' `from_single_file` with a *local* config folder shipped in `configs/` (without
+one diffusers reaches for the Hub). Pickled weights are refused unless `--allow-pickle`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.paths import fingerprint_path
+from nodegraph_diffusion.single_file import detect_family
+from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle, UNetHandle, VaeHandle
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+SUPPORTED_FAMILIES = ("sd15", "tinyworld")
+
+
+def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
+    """Raise InputError for pickled weights unless the run allows them (they can run arbitrary code)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES and not ctx.options.allow_pickle:
+        raise InputError(
+            f"refusing to load pickled weights '{path}' (pickle files can run code); convert them to "
+            ".safetensors, or pass --allow-pickle if you trust the file",
+            field=field,
+        )
+
+
+def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, Any]:
+    """Read a weights file into a CPU state dict; corrupt or truncated files become InputError."""
+    refuse_pickle(path, ctx, field)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        import torch
+
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
+            raise InputError(f"cannot read weights '{path}': {exc}", field=field) from exc
+        return dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise InputError(f"cannot read weights '{path}' (corrupt or truncated safetensors?): {exc}",
+                         field=field) from exc
+
+
+def read_shapes(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a weights file, without loading the tensors when possible."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return {k: tuple(v.shape) for k, v in read_state_dict(path, ctx, field).items() if hasattr(v, "shape")}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        size = path.stat().st_size
+        with open(path, "rb") as raw:
+            header_len = int.from_bytes(raw.read(8), "little")
+            header = json.loads(raw.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_len + end != size:
+            raise ValueError(f"file is {size} bytes, header promises {8 + header_len + end}")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise InputError(f"cannot read weights '{path}' (corrupt or truncated safetensors?): {exc}",
+                         field=field) from exc
+    return shapes
+
+
+def make_source(path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path") -> ModelSource:
+    """Describe the weights at `path`: format, family, fingerprint and the config folder to read them."""
+    path = Path(path).resolve()
+    tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            index = json.loads((path / "model_index.json").read_text())
+            if "XL" in str(index.get("_class_name", "")):
+                raise InputError(f"'{path}' is an SDXL model; this version supports SD1.x models only",
+                                 field=field)
+            return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok)
+        if (path / "config.json").is_file():
+            return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok)
+        raise InputError(f"'{path}' is a folder but neither a diffusers model (model_index.json) nor a "
+                         "model component (config.json)", field=field)
+    shapes = read_shapes(path, ctx, field)
+    family = detect_family(set(shapes), shapes)
+    if family == "unknown":
+        family = _vae_family(shapes)
+        if family == "unknown":
+            raise InputError(f"'{path}' is not a checkpoint of a supported family ({', '.join(SUPPORTED_FAMILIES)})",
+                             field=field)
+        return ModelSource(str(path), fingerprint_path(path), "single_file_vae", family,
+                           str(CONFIGS_DIR / family), tok)
+    if family not in SUPPORTED_FAMILIES:
+        raise InputError(f"'{path}' is an {family.upper()} checkpoint; this version loads SD1.x checkpoints "
+                         "only", field=field)
+    return ModelSource(str(path), fingerprint_path(path), "single_file", family, str(CONFIGS_DIR / family), tok)
+
+
+def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
+    """A standalone original-layout VAE file: tell SD1.x's VAE from the tiny one by its first width."""
+    for prefix in ("", "first_stage_model.", "vae."):
+        shape = shapes.get(prefix + "encoder.conv_in.weight")
+        if shape is not None:
+            return {128: "sd15", 16: "tinyworld"}.get(shape[0], "unknown")
+    return "unknown"
+
+
+def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
+    return {"config": source.config_dir, "subfolder": subfolder, "local_files_only": True}
+
+
+def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
+    """Load the UNet of a model source on CPU (the residency manager places it)."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(source.path)
+    if source.format == "diffusers":
+        return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
+    if source.format == "single_file":
+        state = read_state_dict(path, ctx)
+        return UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet")).eval()
+    raise InputError(f"'{path}' holds no UNet", field="path")
+
+
+def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
+    """Load the VAE of a model source (a full model, a vae folder, or a standalone VAE file)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(source.path)
+    if source.format == "diffusers":
+        return _from_pretrained(AutoencoderKL, path, "vae", ctx)
+    if source.format == "diffusers_component":
+        return _from_pretrained(AutoencoderKL, path, None, ctx)
+    if source.format in ("single_file", "single_file_vae"):
+        state = read_state_dict(path, ctx)
+        return AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval()
+    raise InputError(f"'{path}' holds no VAE", field="path")
+
+
+def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
+    """Load the CLIP text encoder of a model source."""
+    from transformers import CLIPTextModel
+
+    path = Path(source.path)
+    if source.format == "diffusers":
+        if not _has_safetensors(path / "text_encoder"):
+            refuse_pickle(path / "text_encoder" / "pytorch_model.bin", ctx)
+        return CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True).eval()
+    if source.format == "single_file":
+        from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
+        state = read_state_dict(path, ctx)
+        return create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, state, subfolder="text_encoder", config=source.config_dir, local_files_only=True
+        )
+    raise InputError(f"'{path}' holds no text encoder", field="path")
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    """Load the tokenizer: the handle's own folder, the model's, or the shipped config's."""
+    from transformers import CLIPTokenizer
+
+    if source.tokenizer_dir:
+        folder = Path(source.tokenizer_dir)
+    elif source.format == "diffusers":
+        folder = Path(source.path) / "tokenizer"
+    else:
+        folder = Path(source.config_dir or "") / "tokenizer"
+    if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+        raise InputError(
+            f"no tokenizer for '{source.path}': nodegraph cannot ship CLIP's vocabulary for {source.base} "
+            "checkpoints; pass `tokenizer:` a folder holding vocab.json and merges.txt "
+            "(e.g. the tokenizer/ folder of any SD1.5 diffusers model)",
+            field="tokenizer",
+        )
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors"))
+
+
+def _from_pretrained(cls: Any, path: Path, subfolder: str | None, ctx: NodeContext) -> Any:
+    folder = path / subfolder if subfolder else path
+    if not folder.is_dir():
+        raise InputError(f"'{path}' has no {subfolder}/ folder", field="path")
+    safe = _has_safetensors(folder)
+    if not safe:
+        pickled = next((p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES), folder / "weights.bin")
+        refuse_pickle(pickled, ctx)
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": safe}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    try:
+        return cls.from_pretrained(path, **kwargs).eval()
+    except OSError as exc:
+        raise InputError(f"cannot load {subfolder or 'model'} from '{path}': {exc}", field="path") from exc
+
+
+def component_key(source: ModelSource, component: str) -> str:
+    """The residency key: same weights, same component -> one copy per process."""
+    extra = f":{fingerprint_path(Path(source.tokenizer_dir))}" if component == "tokenizer" and source.tokenizer_dir else ""
+    return f"{source.fingerprint}:{component}{extra}"
+
+
+def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: NodeContext) -> None:
+    """Make exactly `loras` active on `model` at their weights for `part` ('unet'|'text_encoder')."""
+    from nodegraph_diffusion.lora import activate_loras
+
+    activate_loras(model, loras, part, ctx)
+
+
+@contextmanager
+def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
+    """The handle's UNet on the run's device and dtype, with its LoRAs active, pinned for the block."""
+    source = handle.source
+    with ctx.resources.use(component_key(source, "unet"), lambda: load_unet(source, ctx),
+                           device=ctx.device, dtype=ctx.dtype) as unet:
+        _apply_loras(unet, handle.loras, "unet", ctx)
+        yield unet
+
+
+@contextmanager
+def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[tuple[Any, Any]]:
+    """(tokenizer, text encoder) of the handle, LoRAs active, pinned for the block."""
+    source = handle.source
+    with ctx.resources.use(component_key(source, "tokenizer"), lambda: load_tokenizer(source)) as tokenizer, \
+            ctx.resources.use(component_key(source, "text_encoder"), lambda: load_text_encoder(source, ctx),
+                              device=ctx.device, dtype=ctx.dtype) as encoder:
+        _apply_loras(encoder, handle.loras, "text_encoder", ctx)
+        yield tokenizer, encoder
+
+
+@contextmanager
+def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
+    """The handle's VAE on the run's device and dtype, pinned for the block."""
+    source = handle.source
+    with ctx.resources.use(component_key(source, "vae"), lambda: load_vae(source, ctx),
+                           device=ctx.device, dtype=ctx.dtype) as vae:
+        yield vae
+
+
+def scheduler_config(source: ModelSource) -> dict[str, Any]:
+    """The model's scheduler_config.json (its own for diffusers folders, the shipped one otherwise)."""
+    folder = Path(source.path) if source.format == "diffusers" else Path(source.config_dir or CONFIGS_DIR / "sd15")
+    file = folder / "scheduler" / "scheduler_config.json"
+    if not file.is_file():
+        file = CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json"
+    return dict(json.loads(file.read_text()))
