@@ -178,6 +178,20 @@ def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:
     return embeds.repeat(1, per, 1).view(bs * per, seq_len, -1)
 
 
+def latent_mask(mask: torch.Tensor, height: int, width: int, binarize: bool = True) -> torch.Tensor:
+    """A pixel mask (B, 1, H, W) in [0, 1] -> latent size, as the inpaint pipeline prepares it.
+
+    `VaeImageProcessor(do_binarize=True)` sets values < 0.5 to 0 and the rest to 1; then
+    `F.interpolate(mask, size=(h, w))` (nearest) brings it to the latent grid.
+    """
+    mask = mask.to(torch.float32)
+    if binarize:
+        mask = mask.clone()
+        mask[mask < 0.5] = 0
+        mask[mask >= 0.5] = 1
+    return torch.nn.functional.interpolate(mask, size=(height, width))
+
+
 @dataclass
 class LoopInput:
     """Everything one run of the loop needs (tensors already on the compute device and dtype)."""
