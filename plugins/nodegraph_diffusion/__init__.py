@@ -7,7 +7,14 @@ from nodegraph.api import hookimpl
 
 @hookimpl
 def nodegraph_register(registry: object) -> None:
-    from nodegraph_diffusion import latent_nodes, model_nodes, sampler_nodes, text_nodes, vae_nodes
+    from nodegraph_diffusion import (
+        latent_nodes,
+        model_nodes,
+        sampler_nodes,
+        schedulers,
+        text_nodes,
+        vae_nodes,
+    )
 
-    for module in (model_nodes, text_nodes, latent_nodes, sampler_nodes, vae_nodes):
+    for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, vae_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]
