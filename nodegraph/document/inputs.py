@@ -6,16 +6,17 @@ decided in `links.py` once every node is known.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Union
 
 from pydantic import ValidationError
 
-from nodegraph.document.refs import BadRef, LinkRef, ParamRef, read_ref, unescape
+from nodegraph.document.refs import BadRef, LinkRef, ParamRef, read_ref, unescape, with_article
 from nodegraph.nodes.spec import InputSpec, NodeSpec, type_name_of
 
 Report = Callable[[str, str | None], None]  # (message, field)
@@ -43,12 +44,25 @@ def container_type(spec: InputSpec) -> Any:
     return tp
 
 
+def accepts_literal(ispec: InputSpec) -> bool:
+    """Whether a literal may feed this input.
+
+    Port types declared as dataclasses (Image, Latents, model handles) are link-only even though
+    pydantic could build one from a mapping: a literal `{pixels: 3}` would only fail at run time.
+    """
+    if ispec.literal_adapter is None:
+        return False
+    tp = ispec.port_type
+    members = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    return not any(isinstance(m, type) and dataclasses.is_dataclass(m) for m in members)
+
+
 def pydantic_message(exc: ValidationError) -> str:
     """The short form of a pydantic error: the messages (with their position in a list), no repr."""
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err.get("loc", ()))
-        text = err.get("msg", "invalid value")
+        text = err.get("msg", "invalid value").removeprefix("Value error, ")
         parts.append(f"item {loc}: {text}" if loc else text)
     more = len(exc.errors()) - 3
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
@@ -63,7 +77,7 @@ def check_node_inputs(
     spec: NodeSpec,
     body: Mapping[str, Any],
     params: Mapping[str, Any],
-    declared: Mapping[str, Any],
+    declared: Collection[str],
     raw_text: Mapping[str, str],
     report: Report,
 ) -> NodeDraft:
@@ -101,7 +115,7 @@ def _check_value(
     ispec: InputSpec,
     value: Any,
     params: Mapping[str, Any],
-    declared: Mapping[str, Any],
+    declared: Collection[str],
     raw_text: str | None,
     report: Report,
     draft: NodeDraft,
@@ -113,7 +127,7 @@ def _check_value(
         return
     if isinstance(value, list) and value and all(isinstance(read_ref(v), LinkRef) for v in value):
         if not ispec.is_list:
-            report(f"takes a single {type_name_of(ispec.port_type)}; a list of links fits only list inputs",
+            report(f"takes a single {type_name_of(ispec.port_type)}: a list of links fits only list inputs",
                    name)
             return
         draft.links[name] = [typing.cast(LinkRef, read_ref(v)) for v in value]
@@ -124,7 +138,7 @@ def _check_value(
     _validate_literal(spec, ispec, literal, raw_text, report, draft)
 
 
-def _substitute(value: Any, params: Mapping[str, Any], declared: Mapping[str, Any], name: str,
+def _substitute(value: Any, params: Mapping[str, Any], declared: Collection[str], name: str,
                 report: Report) -> Any:
     """Replace `$param` (whole value or list item) and unescape `@@`/`$$`; _UNSET after a problem."""
     if isinstance(value, list):
@@ -133,7 +147,7 @@ def _substitute(value: Any, params: Mapping[str, Any], declared: Mapping[str, An
     return _substitute_one(value, params, declared, name, report, in_list=False)
 
 
-def _substitute_one(value: Any, params: Mapping[str, Any], declared: Mapping[str, Any], name: str,
+def _substitute_one(value: Any, params: Mapping[str, Any], declared: Collection[str], name: str,
                     report: Report, *, in_list: bool) -> Any:
     ref = read_ref(value)
     if ref is None:
@@ -147,9 +161,9 @@ def _substitute_one(value: Any, params: Mapping[str, Any], declared: Mapping[str
         return _UNSET
     assert isinstance(ref, ParamRef)
     if ref.name not in declared:
-        close = difflib.get_close_matches(ref.name, list(declared), n=1)
+        close = difflib.get_close_matches(ref.name, sorted(declared), n=1)
         hint = f"did you mean '${close[0]}'? " if close else ""
-        known = ", ".join(declared) or "none declared"
+        known = ", ".join(sorted(declared)) or "none declared"
         report(f"'${ref.name}' is not a declared param ({hint}params: {known})", name)
         return _UNSET
     if ref.name not in params:
@@ -160,11 +174,11 @@ def _substitute_one(value: Any, params: Mapping[str, Any], declared: Mapping[str
 def _validate_literal(spec: NodeSpec, ispec: InputSpec, literal: Any, raw_text: str | None,
                       report: Report, draft: NodeDraft) -> None:
     name = ispec.name
-    if ispec.literal_adapter is None:
+    if not accepts_literal(ispec):
         if literal is None and ispec.optional:
             draft.literals[name] = None
             return
-        report(f"expects a link to a {type_name_of(ispec.port_type)} output (like '@node'), "
+        report(f"expects a link to {with_article(type_name_of(ispec.port_type))} output (like '@node'), "
                f"not the literal {_short(literal)}", name)
         return
     try:

@@ -31,7 +31,7 @@ from typing import Any
 
 import networkx as nx
 
-from nodegraph.document.inputs import NodeDraft, check_node_inputs
+from nodegraph.document.inputs import NodeDraft, accepts_literal, check_node_inputs
 from nodegraph.document.links import find_cycles, link_input, targets
 from nodegraph.document.overrides import split_overrides
 from nodegraph.document.params import ParamDecl, check_value, read_params
@@ -224,12 +224,12 @@ def build_plan(
     data = b.top_level()
     if data is None:
         return None, b.problems
-    decls, param_problems = read_params(src)
+    decls, declared, param_problems = read_params(src)
     b.problems += param_problems
     bodies = b.node_bodies(data)
     ovr = split_overrides(overrides, decls, bodies, registry, src.file)
     b.problems += ovr.problems
-    for name in sorted(set(decls) - _params_read(bodies)) if bodies else ():
+    for name in sorted(declared - _params_read(bodies)) if bodies else ():
         b.add(f"param '{name}' is declared but never used (remove it, or read it as '${name}')",
               "params", name)
     run_bodies = copy.deepcopy(bodies)
@@ -248,7 +248,7 @@ def build_plan(
             b.add(message, "nodes", _id, *([field] if field else []), node=_id, field=field)
 
         raw = {name: text for (nid, name), text in ovr.raw_text.items() if nid == node_id}
-        drafts[node_id] = check_node_inputs(spec, body, values, decls, raw, report)
+        drafts[node_id] = check_node_inputs(spec, body, values, declared, raw, report)
         for name in drafts[node_id].as_text:
             body[name] = escape(raw[name])  # so the resolved document reads back the same text
 
@@ -308,7 +308,7 @@ def _resolved(
         out = copy.deepcopy(body)
         assert spec is not None
         for name, ispec in spec.inputs.items():
-            if name in out or ispec.required or ispec.literal_adapter is None:
+            if name in out or ispec.required or ispec.literal_adapter is None or not accepts_literal(ispec):
                 continue
             try:
                 default = ispec.literal_adapter.dump_python(ispec.default, mode="json")

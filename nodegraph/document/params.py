@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nodegraph.document.refs import ID_RE
+from nodegraph.document.refs import ID_RE, with_article
 from nodegraph.document.source import Source
 from nodegraph.errors import Problem
 
@@ -74,7 +74,7 @@ def check_value(decl: ParamDecl, value: Any) -> tuple[Any, str | None]:
     else:
         ok = isinstance(value, list)
     if not ok:
-        return value, f"expects a {kind}, got {_describe(value)}"
+        return value, f"expects {with_article(kind)}, got {_describe(value)}"
     if _is_number(value):
         if decl.minimum is not None and value < decl.minimum:
             return value, f"must be >= {decl.minimum}, got {value}"
@@ -91,17 +91,17 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def read_params(source: Source) -> tuple[dict[str, ParamDecl], list[Problem]]:
-    """Read the `params` section; problems for malformed declarations."""
+def read_params(source: Source) -> tuple[dict[str, ParamDecl], set[str], list[Problem]]:
+    """Read the `params` section: the valid declarations, every declared name, and the problems."""
     raw = source.data.get("params") if isinstance(source.data, dict) else None
     problems: list[Problem] = []
     decls: dict[str, ParamDecl] = {}
     if raw is None:
-        return decls, problems
+        return decls, set(), problems
     if not isinstance(raw, dict):
         problems.append(Problem("'params' must be a mapping of name -> {type: ..., default: ...}",
                                 file=source.file, line=source.line("params")))
-        return decls, problems
+        return decls, set(), problems
     for name, spec in raw.items():
         line = source.line("params", name)
 
@@ -147,4 +147,4 @@ def read_params(source: Source) -> tuple[dict[str, ParamDecl], list[Problem]]:
             if error:
                 bad(f"default {error}", "default")
         decls[name] = decl
-    return decls, problems
+    return decls, {n for n in raw if ID_RE.match(n)}, problems

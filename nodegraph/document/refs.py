@@ -75,3 +75,8 @@ def escape(value: Any) -> Any:
     if isinstance(value, list):
         return [escape(v) for v in value]
     return value
+
+
+def with_article(word: str) -> str:
+    """`a float`, `an int`, `an Image`: for messages."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import PydanticSchemaGenerationError
 
+from nodegraph.document.inputs import accepts_literal
 from nodegraph.document.load import SUPPORTED_VERSIONS, TOP_LEVEL_KEYS
 from nodegraph.document.params import PARAM_KEYS, PARAM_TYPES
 from nodegraph.document.refs import ID_PATTERN, LINK_JSON_PATTERN, PARAM_JSON_PATTERN
@@ -27,7 +28,7 @@ def _def_name(type_name: str) -> str:
 
 def _literal_schema(spec: NodeSpec, ispec: InputSpec, defs: dict[str, Any]) -> dict[str, Any] | None:
     """The literal's schema from its pydantic adapter; its own `$defs` are hoisted with a prefix."""
-    if ispec.literal_adapter is None:
+    if ispec.literal_adapter is None or not accepts_literal(ispec):
         return None
     prefix = f"{_def_name(spec.type_name)}-{ispec.name}-"
     try:

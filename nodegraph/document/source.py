@@ -80,9 +80,11 @@ class _YamlBuilder:
         self.file = file
         self.lines: dict[Key, int] = {}
         self.problems: list[Problem] = []
+        self.fatal = False  # a value could not be built: validating the rest would only add noise
         self.budget = _Budget()
 
-    def problem(self, message: str, node: yaml.Node) -> None:
+    def problem(self, message: str, node: yaml.Node, *, fatal: bool = True) -> None:
+        self.fatal = self.fatal or fatal
         self.problems.append(Problem(message, file=self.file, line=node.start_mark.line + 1))
 
     def build(self, node: yaml.Node, path: Key, active: frozenset[int]) -> Any:
@@ -97,17 +99,17 @@ class _YamlBuilder:
             return self._mapping(node, path, active)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _TAG + "seq":
-                self.problem(f"unsupported YAML tag '{node.tag}' (use plain lists)", node)
+                self.problem(f"unsupported YAML tag '{node.tag}' (use a plain list)", node)
                 return None
             return [self.build(item, (*path, i), active) for i, item in enumerate(node.value)]
         if node.tag not in _SCALAR_TAGS:
-            self.problem(f"unsupported YAML tag '{node.tag}' (use plain strings and numbers)", node)
+            self.problem(f"unsupported YAML tag '{node.tag}' (use plain text and numbers)", node)
             return None
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Key, active: frozenset[int]) -> dict[str, Any]:
         if node.tag != _TAG + "map":
-            self.problem(f"unsupported YAML tag '{node.tag}' (use plain mappings)", node)
+            self.problem(f"unsupported YAML tag '{node.tag}' (use a plain mapping)", node)
             return {}
         merged: dict[str, Any] = {}
         result: dict[str, Any] = {}
@@ -123,7 +125,8 @@ class _YamlBuilder:
             line = key_node.start_mark.line + 1
             if key in seen:
                 where = " of node" if path == ("nodes",) else ""
-                self.problem(f"duplicate key{where} '{key}' (lines {seen[key]} and {line})", key_node)
+                self.problem(f"duplicate key{where} '{key}' (lines {seen[key]} and {line})", key_node,
+                             fatal=False)
                 continue
             seen[key] = line
             self.lines[(*path, key)] = line
@@ -182,6 +185,8 @@ def parse_yaml(text: str, file: str | None) -> tuple[Source | None, list[Problem
         return None, [Problem("the document is nested too deeply", file=file)]
     finally:
         loader.dispose()
+    if builder.fatal:
+        return None, builder.problems
     return Source(data, builder.lines, file), builder.problems
 
 
