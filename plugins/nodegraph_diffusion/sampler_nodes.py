@@ -1,1 +1,102 @@
-"""(to be written)"""
+"""The sampler node: adapts graph values (handles, Conditioning, Latents) to `sampling.run_loop`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import Field
+
+from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion.conditions import Condition
+from nodegraph_diffusion.loading import use_unet
+from nodegraph_diffusion.sampling import LoopInput, SamplingError, draw_noise, make_generator, run_loop
+from nodegraph_diffusion.schedulers import make_scheduler
+from nodegraph_diffusion.types import Conditioning, Latents, Noise, SchedulerSpec, UNetHandle
+
+
+def _embeds(cond: Conditioning, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return cond.embeds.to(device=device, dtype=dtype)
+
+
+@node("diffusion.sample", version="1.0.0")
+def sample(
+    ctx: NodeContext,
+    unet: Annotated[UNetHandle, Field(description="The denoising UNet (with its LoRAs)")],
+    scheduler: Annotated[SchedulerSpec, Field(description="Scheduler (from load_model or diffusion.scheduler)")],
+    positive: Annotated[Conditioning, Field(description="What the image should show")],
+    latents: Annotated[Latents, Field(description="Starting latents: empty (txt2img), encoded image "
+                                                  "(img2img; a noise_mask makes it inpainting) or leftover")],
+    negative: Annotated[Conditioning | None, Field(
+        description="What to steer away from; needed when cfg > 1 (encode an empty prompt for the usual)")]
+    = None,
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="Seed of the noise and the scheduler's draws")]
+    = 0,
+    steps: Annotated[int, Field(ge=1, le=1000, description="Inference steps of the full schedule")] = 20,
+    cfg: Annotated[float, Field(ge=0, le=50, description="Classifier-free guidance scale (<= 1: off)")] = 7.5,
+    denoise: Annotated[float, Field(ge=0, le=1, description="Strength: 1 = from pure noise, "
+                                                            "0.5 = keep half (img2img, hires fix)")] = 1.0,
+    start_step: Annotated[int, Field(ge=0, le=1000, description="First step to run (advanced split)")] = 0,
+    end_step: Annotated[int | None, Field(ge=1, le=1000,
+                                          description="Step to stop before (None: the last)")] = None,
+    add_noise: Annotated[bool, Field(description="Noise the input latents first; false to continue "
+                                                 "from a sampler that returned leftover noise")] = True,
+    return_with_leftover_noise: Annotated[bool, Field(
+        description="When stopping early, return the noisy state (true) or the scheduler's denoised "
+                    "estimate (false)")] = True,
+    conditions: Annotated[list[Condition] | None, Field(
+        description="ControlNet / adapter / attention units, applied in list order")] = None,
+    noise: Annotated[Noise | None, Field(description="Initial noise (default: drawn from seed on the CPU)")]
+    = None,
+    masked_image: Annotated[Latents | None, Field(
+        description="Encoded masked image, only for 9-channel inpainting UNets")] = None,
+    eta: Annotated[float, Field(ge=0, le=1, description="DDIM eta (schedulers that take it)")] = 0.0,
+) -> Latents:
+    """Denoise latents with a UNet and scheduler, guided by prompts and any number of conditions."""
+    if negative is None and cfg > 1.0:
+        raise InputError(f"cfg {cfg} needs a negative conditioning: connect diffusion.encode_text with "
+                         "text '' (or set cfg to 1 to sample without guidance)", field="negative")
+    shape = tuple(latents.samples.shape)
+    if noise is not None and tuple(noise.samples.shape) != shape:
+        raise InputError(f"noise of shape {tuple(noise.samples.shape)} does not fit latents of shape {shape}",
+                         field="noise")
+    # One CPU generator per run, as the pipelines use it: the initial noise is drawn first (also when
+    # `noise` is given, so the scheduler's own draws are the same either way), then ancestral steps.
+    generator = make_generator(seed)
+    drawn = draw_noise(shape, generator)
+    initial = drawn if noise is None else noise.samples
+    sched = make_scheduler(scheduler)
+    with use_unet(ctx, unet) as model:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+        request = LoopInput(
+            unet=model,
+            scheduler=sched,
+            positive=_embeds(positive, device, dtype),
+            negative=None if negative is None else _embeds(negative, device, dtype),
+            latents=latents.samples.to(device=device, dtype=dtype),
+            noise=initial.to(device=device, dtype=dtype),
+            generator=generator,
+            steps=steps,
+            cfg=cfg,
+            denoise=denoise,
+            start_step=start_step,
+            end_step=end_step,
+            add_noise=add_noise,
+            return_with_leftover_noise=return_with_leftover_noise,
+            mask=latents.noise_mask,
+            masked_image_latents=None if masked_image is None else masked_image.samples,
+            conditions=list(conditions or ()),
+            eta=eta,
+            extras=dict(latents.extras),
+        )
+        first = max(steps - min(int(steps * denoise), steps), start_step)
+        last = steps if end_step is None else min(end_step, steps)
+        order = int(getattr(sched, "order", 1))
+        calls = max(0, (last - first) * order - (order - 1 if last == steps and order > 1 else 0))
+        try:
+            with ctx.progress(max(calls, 1), f"sampling {steps} steps") as advance:
+                result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
+        except SamplingError as exc:
+            raise InputError(str(exc), field="steps") from exc
+    return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras)

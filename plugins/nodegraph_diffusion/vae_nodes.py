@@ -1,1 +1,81 @@
-"""(to be written)"""
+"""VAE nodes: latents to pixels and back, with the diffusers pipelines' exact arithmetic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import Field
+
+from nodegraph.api import InputError, NodeContext, node
+from nodegraph_core.types import Image, Mask
+from nodegraph_diffusion.loading import use_vae
+from nodegraph_diffusion.sampling import VAE_SCALE, decode, encode, latent_mask, make_generator
+from nodegraph_diffusion.types import Latents, VaeHandle
+
+
+@node("diffusion.vae_decode", version="1.0.0")
+def vae_decode(
+    ctx: NodeContext,
+    vae: Annotated[VaeHandle, Field(description="The VAE")],
+    latents: Annotated[Latents, Field(description="Latents to decode")],
+    tiled: Annotated[bool, Field(description="Decode tile by tile (diffusers' tiled_decode) to save memory")]
+    = False,
+    tile_size: Annotated[int, Field(ge=64, le=4096, multiple_of=8,
+                                    description="Tile edge in pixels when tiled")] = 512,
+) -> Image:
+    """Decode latents into RGB images (float32, [0, 1]), exactly as the diffusers pipelines do."""
+    with use_vae(ctx, vae) as model:
+        return Image(decode(model, latents.samples, tiled=tiled, tile_size=tile_size))
+
+
+def _check_size(image: Image) -> None:
+    w, h = image.size
+    if w % VAE_SCALE or h % VAE_SCALE:
+        raise InputError(f"image is {w}x{h}; width and height must be multiples of {VAE_SCALE} "
+                         "(resize or crop it first)", field="image")
+
+
+@node("diffusion.vae_encode", version="1.0.0")
+def vae_encode(
+    ctx: NodeContext,
+    vae: Annotated[VaeHandle, Field(description="The VAE")],
+    image: Annotated[Image, Field(description="Images to encode (sides multiples of 8)")],
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="Seed for sampling the latent distribution")]
+    = 0,
+    mode: Annotated[Literal["sample", "mean"], Field(
+        description="sample the latent distribution (like the img2img pipeline) or take its mean")] = "sample",
+) -> Latents:
+    """Encode RGB images into scaled latents (the start of img2img and inpainting)."""
+    _check_size(image)
+    with use_vae(ctx, vae) as model:
+        return Latents(encode(model, image.pixels, make_generator(seed), mode))
+
+
+class InpaintLatents(NamedTuple):
+    latents: Latents  # the encoded image, with the mask attached
+    masked: Latents  # the encoded masked image, for 9-channel inpainting UNets
+
+
+@node("diffusion.vae_encode_inpaint", version="1.0.0")
+def vae_encode_inpaint(
+    ctx: NodeContext,
+    vae: Annotated[VaeHandle, Field(description="The VAE")],
+    image: Annotated[Image, Field(description="Images to inpaint (sides multiples of 8)")],
+    mask: Annotated[Mask, Field(description="Pixel mask, 1 (white) = repaint")],
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="Seed for sampling the latent distribution")]
+    = 0,
+) -> InpaintLatents:
+    """Encode an image with its inpainting mask; also the masked image for 9-channel inpaint UNets."""
+    _check_size(image)
+    if tuple(mask.pixels.shape[-2:]) != tuple(image.pixels.shape[-2:]):
+        raise InputError(f"mask is {tuple(mask.pixels.shape[-2:])} but the image is "
+                         f"{tuple(image.pixels.shape[-2:])} (h, w)", field="mask")
+    generator = make_generator(seed)
+    binary = latent_mask(mask.pixels, *mask.pixels.shape[-2:])  # thresholded at pixel size
+    with use_vae(ctx, vae) as model:
+        latents = encode(model, image.pixels, generator)
+        # the pipeline zeroes masked pixels in [-1, 1] space, i.e. mid-grey 0.5 in [0, 1]
+        keep = (binary < 0.5).to(image.pixels.dtype)
+        masked = encode(model, image.pixels * keep + 0.5 * (1 - keep), generator)
+    h, w = latents.shape[-2:]
+    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w)), Latents(masked))
