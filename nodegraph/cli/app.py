@@ -108,6 +108,11 @@ def run(
             write_json_atomic(out / "report.json", result.report_json())
     if not quiet:
         stdout.print(report_table(result))
+        sinks = [n for n in plan.nodes if n not in plan.dag or plan.dag.out_degree(n) == 0]
+        for node_id in sinks:
+            for name, value in result.outputs.get(node_id, {}).items():
+                if isinstance(value, (str, int, float, bool)):
+                    stdout.print(f"{node_id}.{name} = {value!r}", highlight=False)
     for path in result.written:
         stdout.print(f"wrote {path}", highlight=False)
     if report:
