@@ -112,11 +112,11 @@ def run(
         for node_id in sinks:
             for name, value in result.outputs.get(node_id, {}).items():
                 if isinstance(value, (str, int, float, bool)):
-                    stdout.print(f"{node_id}.{name} = {value!r}", highlight=False)
+                    stdout.print(f"{node_id}.{name} = {value!r}", highlight=False, soft_wrap=True)
     for path in result.written:
-        stdout.print(f"wrote {path}", highlight=False)
+        stdout.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if report:
-        stdout.print(f"wrote {out / 'report.json'}", highlight=False)
+        stdout.print(f"wrote {out / 'report.json'}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -138,7 +138,7 @@ def validate(
             problems: list[Problem | str] = problems_of(exc)
             print_problems(err, problems)
             continue
-        stdout.print(f"OK {graph}", highlight=False)
+        stdout.print(f"OK {graph}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
