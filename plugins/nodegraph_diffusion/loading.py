@@ -119,6 +119,22 @@ def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
     return "unknown"
 
 
+def own_storage(module: Any) -> Any:
+    """Copy every parameter and buffer into fresh memory (off the file's memory map).
+
+    Why: loaded tensors sit at arbitrary offsets of a memory-mapped file, and CPU kernels pick
+    vectorised paths by alignment, so the same weights loaded from a folder or a single file gave
+    outputs 1 ulp apart. Fresh allocations make results independent of how the weights were stored
+    (and of later edits to the file).
+    """
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.data = tensor.data.clone()
+    return module
+
+
 def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
     return {"config": source.config_dir, "subfolder": subfolder, "local_files_only": True}
 
@@ -132,7 +148,7 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
     if source.format == "single_file":
         state = read_state_dict(path, ctx)
-        return UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet")).eval()
+        return own_storage(UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet")).eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
 
 
@@ -147,7 +163,7 @@ def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
         return _from_pretrained(AutoencoderKL, path, None, ctx)
     if source.format in ("single_file", "single_file_vae"):
         state = read_state_dict(path, ctx)
-        return AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval()
+        return own_storage(AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval())
     raise InputError(f"'{path}' holds no VAE", field="path")
 
 
@@ -159,14 +175,15 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers":
         if not _has_safetensors(path / "text_encoder"):
             refuse_pickle(path / "text_encoder" / "pytorch_model.bin", ctx)
-        return CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True).eval()
+        model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+        return own_storage(model.eval())
     if source.format == "single_file":
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
         state = read_state_dict(path, ctx)
-        return create_diffusers_clip_model_from_ldm(
+        return own_storage(create_diffusers_clip_model_from_ldm(
             CLIPTextModel, state, subfolder="text_encoder", config=source.config_dir, local_files_only=True
-        )
+        ))
     raise InputError(f"'{path}' holds no text encoder", field="path")
 
 
@@ -206,7 +223,7 @@ def _from_pretrained(cls: Any, path: Path, subfolder: str | None, ctx: NodeConte
     if subfolder:
         kwargs["subfolder"] = subfolder
     try:
-        return cls.from_pretrained(path, **kwargs).eval()
+        return own_storage(cls.from_pretrained(path, **kwargs).eval())
     except OSError as exc:
         raise InputError(f"cannot load {subfolder or 'model'} from '{path}': {exc}", field="path") from exc
 

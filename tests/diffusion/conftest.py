@@ -3,7 +3,9 @@
 - `make_ctx(**options)` -> a fresh `NodeContext` (own ResidencyManager, CPU fp32 unless told otherwise).
 - `ctx`: one such context.
 - `tiny_dir`: the committed built-in tiny model folder (read-only: never write into it).
-- `tiny_pipe`: a `StableDiffusionPipeline` loaded from `tiny_dir` (function scope: tests may mutate it).
+- `tiny_pipe`: a `StableDiffusionPipeline` loaded from `tiny_dir` (function scope: tests may mutate it),
+  its weights copied off the file's memory map like our loader does (`loading.own_storage`): CPU kernels
+  pick paths by memory alignment, so without it equal weights can differ by 1 ulp.
 - `tiny_single_file`: an original-layout single-file copy of the tiny model (session, in a tmp dir).
 - `style_lora`: the built-in style LoRA file (diffusers/peft format, non-zero B).
 """
@@ -52,8 +54,12 @@ def tiny_dir() -> Path:
 def tiny_pipe(tiny_dir: Path) -> Any:
     from diffusers import StableDiffusionPipeline
 
+    from nodegraph_diffusion.loading import own_storage
+
     pipe = StableDiffusionPipeline.from_pretrained(tiny_dir, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        own_storage(part)
     return pipe
 
 
