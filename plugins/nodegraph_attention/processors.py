@@ -18,6 +18,9 @@ Composition rule: `install_hooks` wraps *whatever processor each chosen layer ha
 it; `Installation.restore()` removes exactly its own wrappers, wherever they sit in a chain, so two
 conditions that both install hooks may be closed in any order and the UNet ends with the processors
 it had before either. The sampler closes conditions in `finally`, so this also holds when a step fails.
+Every hook sees the layer's own probabilities (recomputed from q and k), not another hook's edit:
+edits are added as output deltas, so a capture next to a prompt-to-prompt edit records the unedited
+attention of both branches, whichever order the conditions come in.
 """
 
 from __future__ import annotations
