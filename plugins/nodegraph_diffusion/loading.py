@@ -61,7 +61,8 @@ def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[s
 def read_shapes(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a weights file, without loading the tensors when possible."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return {k: tuple(v.shape) for k, v in read_state_dict(path, ctx, field).items() if hasattr(v, "shape")}
+        state = read_state_dict(path, ctx, field)
+        return {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     from safetensors import safe_open
 
     try:
@@ -80,7 +81,9 @@ def read_shapes(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, 
     return shapes
 
 
-def make_source(path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path") -> ModelSource:
+def make_source(
+    path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path"
+) -> ModelSource:
     """Describe the weights at `path`: format, family, fingerprint and the config folder to read them."""
     path = Path(path).resolve()
     tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
@@ -100,14 +103,15 @@ def make_source(path: Path, ctx: NodeContext, tokenizer: Path | None = None, fie
     if family == "unknown":
         family = _vae_family(shapes)
         if family == "unknown":
-            raise InputError(f"'{path}' is not a checkpoint of a supported family ({', '.join(SUPPORTED_FAMILIES)})",
-                             field=field)
+            families = ", ".join(SUPPORTED_FAMILIES)
+            raise InputError(f"'{path}' is not a checkpoint of a supported family ({families})", field=field)
         return ModelSource(str(path), fingerprint_path(path), "single_file_vae", family,
                            str(CONFIGS_DIR / family), tok)
     if family not in SUPPORTED_FAMILIES:
         raise InputError(f"'{path}' is an {family.upper()} checkpoint; this version loads SD1.x checkpoints "
                          "only", field=field)
-    return ModelSource(str(path), fingerprint_path(path), "single_file", family, str(CONFIGS_DIR / family), tok)
+    return ModelSource(str(path), fingerprint_path(path), "single_file", family, str(CONFIGS_DIR / family),
+                       tok)
 
 
 def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -148,7 +152,8 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
     if source.format == "single_file":
         state = read_state_dict(path, ctx)
-        return own_storage(UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet")).eval())
+        unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
+        return own_storage(unet.eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
 
 
@@ -230,7 +235,9 @@ def _from_pretrained(cls: Any, path: Path, subfolder: str | None, ctx: NodeConte
 
 def component_key(source: ModelSource, component: str) -> str:
     """The residency key: same weights, same component -> one copy per process."""
-    extra = f":{fingerprint_path(Path(source.tokenizer_dir))}" if component == "tokenizer" and source.tokenizer_dir else ""
+    extra = ""
+    if component == "tokenizer" and source.tokenizer_dir:
+        extra = f":{fingerprint_path(Path(source.tokenizer_dir))}"
     return f"{source.fingerprint}:{component}{extra}"
 
 
@@ -273,7 +280,8 @@ def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
 
 def scheduler_config(source: ModelSource) -> dict[str, Any]:
     """The model's scheduler_config.json (its own for diffusers folders, the shipped one otherwise)."""
-    folder = Path(source.path) if source.format == "diffusers" else Path(source.config_dir or CONFIGS_DIR / "sd15")
+    own = source.format == "diffusers"
+    folder = Path(source.path) if own else Path(source.config_dir or CONFIGS_DIR / "sd15")
     file = folder / "scheduler" / "scheduler_config.json"
     if not file.is_file():
         file = CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json"

@@ -85,7 +85,8 @@ def activate_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: Nod
         weight = patch.unet_weight if part == "unet" else patch.text_encoder_weight
         if weight == 0:
             continue
-        if patch.name not in _loaded_adapters(model) and patch.name not in getattr(model, _ABSENT_ATTR, set()):
+        absent = getattr(model, _ABSENT_ATTR, set())
+        if patch.name not in _loaded_adapters(model) and patch.name not in absent:
             _load_adapter(model, patch, part, ctx)
         if patch.name in _loaded_adapters(model):
             weights[patch.name] = weights.get(patch.name, 0.0) + float(weight)
@@ -121,7 +122,8 @@ def save_tiny_style_lora(model_folder: Path, out_folder: Path, seed: int = 1, ra
     from transformers import CLIPTextModel
 
     unet = UNet2DConditionModel.from_pretrained(model_folder, subfolder="unet", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(model_folder, subfolder="text_encoder", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(model_folder, subfolder="text_encoder",
+                                                 local_files_only=True)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     text_encoder.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj",
                                                                                  "out_proj"]))

@@ -15,7 +15,14 @@ from pydantic import Field
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_diffusion.loading import make_source, read_shapes, refuse_pickle, scheduler_config
 from nodegraph_diffusion.lora import lora_file
-from nodegraph_diffusion.paths import LoraRef, ModelRef, TokenizerRef, VaeRef, fingerprint_path, resolve_model_ref
+from nodegraph_diffusion.paths import (
+    LoraRef,
+    ModelRef,
+    TokenizerRef,
+    VaeRef,
+    fingerprint_path,
+    resolve_model_ref,
+)
 from nodegraph_diffusion.types import (
     LoraPatch,
     SchedulerSpec,
@@ -45,7 +52,7 @@ def load_model(
     tokenizer: Annotated[TokenizerRef | None, Field(description="Tokenizer folder (vocab.json + merges.txt) "
                                                                "for single-file SD1.x checkpoints")] = None,
 ) -> LoadedModel:
-    """Load a Stable Diffusion 1.x model (diffusers folder or single file) as UNet, text encoder, VAE, scheduler."""
+    """Load an SD1.x model (diffusers folder or single file) as UNet, text encoder, VAE and scheduler."""
     where = resolve_model_ref(path, ctx, "checkpoint")
     tok = resolve_model_ref(tokenizer, ctx, "tokenizer") if tokenizer else None
     source = make_source(where, ctx, tokenizer=tok)

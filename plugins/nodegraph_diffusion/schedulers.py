@@ -124,7 +124,8 @@ def make_scheduler(spec: SchedulerSpec) -> Any:
 
 @node("diffusion.scheduler", version="1.0.0")
 def scheduler(
-    model_scheduler: Annotated[SchedulerSpec, Field(description="The model's scheduler (its config is kept)")],
+    model_scheduler: Annotated[SchedulerSpec,
+                               Field(description="The model's scheduler (its config is kept)")],
     name: Annotated[str, Field(description="ddim, ddpm, pndm, lms, euler, euler_a, heun, dpm2, dpm2_a, "
                                            "dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_sde, unipc, deis, "
                                            "lcm, or 'default' (the model's own); A1111 names work too")],

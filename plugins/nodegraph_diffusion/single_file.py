@@ -110,7 +110,8 @@ def diffusers_to_original(parts: dict[str, dict[str, Any]], unet_config: dict[st
     out: dict[str, Any] = {}
     for key, value in parts["unet"].items():
         out[UNET_PREFIX + unet_key_to_original(key, unet_config)] = value
-    vae_blocks = 1 + max(int(m[1]) for k in parts["vae"] if (m := re.match(r"encoder\.down_blocks\.(\d+)", k)))
+    down = (re.match(r"encoder\.down_blocks\.(\d+)", k) for k in parts["vae"])
+    vae_blocks = 1 + max(int(m[1]) for m in down if m)
     for key, value in parts["vae"].items():
         name = vae_key_to_original(key, vae_blocks)
         if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
@@ -131,7 +132,8 @@ def detect_family(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
         return "sdxl"
     if any(k.startswith("cond_stage_model.model.") for k in keys):
         return "sd2"
-    probe = next((k for k in sorted(keys) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")), None)
+    attn = (k for k in sorted(keys) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight"))
+    probe = next(attn, None)
     has_clip = any(k.startswith(CLIP_PREFIX) for k in keys)
     if probe is None or not has_clip:
         return "unknown"

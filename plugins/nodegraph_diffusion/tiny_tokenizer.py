@@ -68,7 +68,8 @@ def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Apply BPE merges by rank, the way CLIP's tokenizer does, to one word's symbols."""
     word = list(symbols)
     while len(word) > 1:
-        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(word, word[1:], strict=False))]
+        pairs = [(ranks.get((a, b), 1 << 30), i)
+                 for i, (a, b) in enumerate(zip(word, word[1:], strict=False))]
         best_rank, _ = min(pairs)
         if best_rank == 1 << 30:
             break

@@ -56,7 +56,8 @@ def run_unet(unet: Any) -> torch.Tensor:
 
 
 def run_te(encoder: Any, tokenizer: Any) -> torch.Tensor:
-    ids = tokenizer("a person in a red shirt", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = tokenizer("a person in a red shirt", padding="max_length", max_length=77,
+                    return_tensors="pt").input_ids
     with torch.no_grad():
         return encoder(ids)[0]
 
@@ -66,7 +67,8 @@ def model(ctx: Any) -> Any:
     return load_model(ctx, ModelRef("builtin:tinyworld"))
 
 
-def test_lora_equals_pipeline_load_lora_weights(ctx: Any, model: Any, tiny_pipe: Any, style_lora: Path) -> None:
+def test_lora_equals_pipeline_load_lora_weights(ctx: Any, model: Any, tiny_pipe: Any,
+                                                style_lora: Path) -> None:
     with use_unet(ctx, model.unet) as unet:
         base = run_unet(unet)
     patched = load_lora(ctx, model.unet, model.text_encoder, LoraRef("builtin:tinyworld-style"), 0.8, 0.6)
@@ -104,7 +106,8 @@ def test_changing_weight_does_not_reload_base(ctx: Any, model: Any) -> None:
     fp = model.unet.source.fingerprint
     outs = []
     for weight in (0.25, 0.5, 1.0, 0.5):
-        patched = load_lora(ctx, model.unet, model.text_encoder, LoraRef("builtin:tinyworld-style"), weight, weight)
+        ref = LoraRef("builtin:tinyworld-style")
+        patched = load_lora(ctx, model.unet, model.text_encoder, ref, weight, weight)
         with use_unet(ctx, patched.unet) as unet:
             outs.append(run_unet(unet))
         assert len(unet.peft_config) == 1  # the adapter was loaded once

@@ -22,8 +22,8 @@ def engine() -> Engine:
 
 def run(engine: Engine, tmp_path: Path, **overrides: Any) -> Any:
     params = {"steps": 4, **overrides}
-    return engine.run(GRAPH, params, options=RunOptions(out_dir=tmp_path / "out", device="cpu", dtype="float32",
-                                                        show_progress=False))
+    options = RunOptions(out_dir=tmp_path / "out", device="cpu", dtype="float32", show_progress=False)
+    return engine.run(GRAPH, params, options=options)
 
 
 def pipeline_image(pipe: Any, seed: int) -> torch.Tensor:

@@ -47,7 +47,8 @@ def test_bare_name_in_model_dirs_by_kind(make_ctx: Any, tmp_path: Path, tiny_sin
     (root / "models" / "checkpoints").mkdir(parents=True)
     shutil.copy(tiny_single_file, root / "models" / "checkpoints" / "tiny.safetensors")
     ctx = make_ctx(model_dirs=(root,))
-    assert resolve_model_ref("tiny", ctx, "checkpoint") == root / "models" / "checkpoints" / "tiny.safetensors"
+    expected = root / "models" / "checkpoints" / "tiny.safetensors"
+    assert resolve_model_ref("tiny", ctx, "checkpoint") == expected
     with pytest.raises(InputError, match="loras"):
         resolve_model_ref("tiny", ctx, "lora")
 
@@ -79,7 +80,7 @@ def test_model_ref_fingerprint_follows_content(tmp_path: Path, tiny_single_file:
     assert ModelRef.__nodegraph_fingerprint__("absent.safetensors", tmp_path) == "unresolved"
 
 
-# ---- loading and residency ----------------------------------------------------------------------------------
+# ---- loading and residency ------------------------------------------------------------------------
 
 def test_load_model_handles_equal_pipeline(ctx: Any, tiny_pipe: Any) -> None:
     model = load_model(ctx, ModelRef("builtin:tinyworld"))

@@ -36,7 +36,7 @@ def test_every_name_constructs_and_steps(name: str) -> None:
 
 
 def test_names_map_to_diffusers_config_like_a_pipeline_swap() -> None:
-    """`make_scheduler` == `Cls.from_config(pipe.scheduler.config, **overrides)`, diffusers' documented swap."""
+    """`make_scheduler` == `Cls.from_config(pipe.scheduler.config, **overrides)` (diffusers' swap)."""
     ours = make_scheduler(spec("dpmpp_2m_karras"))
     theirs = diffusers.DPMSolverMultistepScheduler.from_config(
         diffusers.PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG).config, use_karras_sigmas=True)

@@ -40,7 +40,8 @@ def test_negative_empty_prompt_equals_pipeline_uncond(ctx: Any, model: Any, tiny
 def test_clip_skip_is_penultimate_layer_with_final_norm(ctx: Any, model: Any, tiny_pipe: Any) -> None:
     """diffusers 0.42's own clip_skip path fails on transformers 5 (no `text_model`), so the reference is
     its documented computation: hidden_states[-(clip_skip + 1)] through the final layer norm."""
-    ids = tiny_pipe.tokenizer("a red circle", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = tiny_pipe.tokenizer("a red circle", padding="max_length", max_length=77,
+                              return_tensors="pt").input_ids
     with torch.no_grad():
         hidden = tiny_pipe.text_encoder(ids, output_hidden_states=True).hidden_states
         expected = tiny_pipe.text_encoder.final_layer_norm(hidden[-2])
