@@ -18,13 +18,14 @@ import typer
 from nodegraph.cli import info
 from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
 from nodegraph.errors import NodegraphError, Problem
-from nodegraph.nodes.registry import Registry, build_registry
+from nodegraph.nodes.registry import Registry, build_registry, entry_point_sources
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
 from nodegraph.runtime.engine import Engine
 from nodegraph.runtime.report import write_json_atomic
 
 MODELS_ENV = "NODEGRAPH_MODELS"
+PACKS_ENV = "NODEGRAPH_PACKS"  # comma-separated pack names to load (default: every installed pack)
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 app = typer.Typer(
@@ -38,11 +39,17 @@ app.add_typer(info.graph_app, name="graph")
 
 
 def registry_from(ctx: typer.Context) -> Registry:
-    """The registry for this command: injected by tests through `obj`, else the installed packs."""
+    """The registry for this command: injected by tests through `obj`, else the installed packs.
+
+    `$NODEGRAPH_PACKS=core,example` loads only the named packs (faster start, or to rule a pack out).
+    """
     obj = ctx.find_root().obj
     if isinstance(obj, dict) and obj.get("registry") is not None:
         return obj["registry"]  # type: ignore[no-any-return]
-    return build_registry()
+    wanted = {name.strip() for name in os.environ.get(PACKS_ENV, "").split(",") if name.strip()}
+    if not wanted:
+        return build_registry()
+    return build_registry([s for s in entry_point_sources() if s.name in wanted])
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
@@ -82,7 +89,8 @@ def run(
     allow_pickle: Annotated[bool, typer.Option(
         "--allow-pickle", help="Allow pickled checkpoints (.ckpt/.bin), loaded with weights_only=True")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no report table")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="No progress bars and no report table")] = False,
 ) -> None:
     """Run a graph; only what changed since the cached results is recomputed."""
     stdout, err = consoles()
@@ -146,7 +154,8 @@ def validate(
 @app.command()
 def nodes(
     ctx: typer.Context,
-    type_name: Annotated[str | None, typer.Argument(metavar="TYPE", help="Show one node type in full")] = None,
+    type_name: Annotated[str | None,
+                         typer.Argument(metavar="TYPE", help="Show one node type in full")] = None,
 ) -> None:
     """List node types, or show one type's inputs, outputs, version and documentation."""
     stdout, err = consoles()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nodegraph.errors import GraphError, NodegraphError, NodeFailed, Problem
+from nodegraph.errors import GraphError, NodeFailed, NodegraphError, Problem
 from nodegraph.runtime.context import Cancelled
 from nodegraph.runtime.report import RunResult
 

@@ -67,7 +67,8 @@ class _Encoder:
         if type(value) is tuple:
             return {"$tuple": [self.encode(v, depth + 1) for v in value]}
         if type(value) is dict:
-            return {"$dict": [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]}
+            items = [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]
+            return {"$dict": items}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {
                 "$dataclass": _class_ref(type(value)),

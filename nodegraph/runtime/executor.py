@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import networkx as nx
 
 from nodegraph.document.plan import Link, Plan, PlannedNode
-from nodegraph.errors import GraphError, InputError, NodegraphError, NodeFailed, PluginError, Problem
+from nodegraph.errors import GraphError, InputError, NodeFailed, NodegraphError, PluginError, Problem
 from nodegraph.runtime.cache import Cache, node_key
 from nodegraph.runtime.context import Cancelled, RunContext
 from nodegraph.runtime.report import NodeEvent, RunResult

@@ -12,6 +12,7 @@ from pydantic import Field
 from nodegraph.api import InputError, InputFile, NodeContext, OutputFile, node
 from nodegraph_core.types import Image, Mask
 
+DEFAULT_IMAGE_PATH = OutputFile("image.png")
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
 
@@ -79,7 +80,7 @@ def save_image(
     image: Annotated[Image, Field(description="Images to save")],
     path: Annotated[OutputFile, Field(
         description="PNG path inside the output folder; '{index}' is replaced by the batch index "
-                    "(without it, a batch gets _0, _1, ... before the extension)")] = OutputFile("image.png"),
+                    "(without it, a batch gets _0, _1, ... before the extension)")] = DEFAULT_IMAGE_PATH,
 ) -> list[str]:
     """Save images as PNG, with the resolved graph embedded so `nodegraph run image.png` re-runs it."""
     from PIL import Image as PILImage

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nodegraph_core.types import Image
+from nodegraph_diffusion.types import LoraPatch, ModelSource, UNetHandle
 from PIL import Image as PILImage
 
 from nodegraph import Engine, RunOptions
@@ -15,8 +17,6 @@ from nodegraph.api import InputFile
 from nodegraph.runtime.cache import Cache, MemoryCache, canonical_json, estimate_bytes
 from nodegraph.runtime.diskcache import DiskCache
 from nodegraph.testing import CallCounter, toy_registry
-from nodegraph_core.types import Image
-from nodegraph_diffusion.types import LoraPatch, ModelSource, UNetHandle
 from tests.engine.runtime.conftest import make_plan
 
 

@@ -42,8 +42,9 @@ def installed_example_pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NODEGRAPH_PACKS": "core,example"}
     return subprocess.run([sys.executable, "-m", "nodegraph", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+                          capture_output=True, timeout=120, env=env)
 
 
 def test_installed_pack_is_listed_and_runs(installed_example_pack: None, tmp_path: Path) -> None:

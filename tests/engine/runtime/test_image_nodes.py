@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nodegraph_core.image_nodes import to_uint8
+from nodegraph_core.types import Image, Mask
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
@@ -16,8 +18,6 @@ from nodegraph import Engine, RunOptions
 from nodegraph.cli.app import app
 from nodegraph.errors import GraphError, NodeFailed
 from nodegraph.nodes.registry import PackSource, Registry, build_registry
-from nodegraph_core.image_nodes import to_uint8
-from nodegraph_core.types import Image, Mask
 
 
 def core_registry() -> Registry:
@@ -146,9 +146,10 @@ def test_crop_outside_and_batch_size_mismatch_are_input_errors(tmp_path: Path) -
 
 
 def test_save_image_batch_names(tmp_path: Path) -> None:
+    from nodegraph_core.image_nodes import save_image
+
     from nodegraph.runtime.context import RunContext
     from nodegraph.runtime.residency import ResidencyManager
-    from nodegraph_core.image_nodes import save_image
 
     run = RunContext(RunOptions(out_dir=tmp_path / "o"), ResidencyManager(), tmp_path / "stage")
     ctx = run.for_node("s", "core.save_image")
