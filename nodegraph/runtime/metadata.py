@@ -5,6 +5,7 @@ of everything involved. `nodegraph run image.png` reads it back from the PNG and
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.metadata
 import platform
 from pathlib import Path
@@ -16,6 +17,7 @@ from nodegraph.nodes.registry import Registry
 METADATA_KEY = "nodegraph"  # the PNG text chunk holding the metadata as JSON
 
 
+@functools.lru_cache(maxsize=64)  # installed versions do not change while a process runs; ~1 ms each
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
