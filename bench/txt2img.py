@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,6 +81,14 @@ def sync(device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
+    try:
+        return bench(tmp, argv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(tmp: Path, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sd15", action="store_true", help="SD1.5-sized random model, 512x512, 30 steps, fp16")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda with --sd15, else cpu)")
@@ -99,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float16 if args.sd15 and device != "cpu" else torch.float32
     steps = args.steps or (30 if args.sd15 else 20)
     size = args.size or (512 if args.sd15 else 64)
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
     folder = build_sd15(tmp) if args.sd15 else BUILTIN_DIR / "tinyworld"
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
