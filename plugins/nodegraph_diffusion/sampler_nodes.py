@@ -10,7 +10,14 @@ from pydantic import Field
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_diffusion.conditions import Condition
 from nodegraph_diffusion.loading import use_unet
-from nodegraph_diffusion.sampling import LoopInput, SamplingError, draw_noise, make_generator, run_loop
+from nodegraph_diffusion.sampling import (
+    LoopInput,
+    SamplingError,
+    draw_noise,
+    make_generator,
+    plan_schedule,
+    run_loop,
+)
 from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.types import Conditioning, Latents, Noise, SchedulerSpec, UNetHandle
 
@@ -90,12 +97,13 @@ def sample(
             eta=eta,
             extras=dict(latents.extras),
         )
-        first = max(steps - min(int(steps * denoise), steps), start_step)
-        last = steps if end_step is None else min(end_step, steps)
-        order = int(getattr(sched, "order", 1))
-        calls = max(0, (last - first) * order - (order - 1 if last == steps and order > 1 else 0))
+        try:  # UNet calls of this run, from a throwaway scheduler (PNDM adds one, Heun doubles)
+            calls = len(plan_schedule(make_scheduler(scheduler), steps, device, denoise, start_step,
+                                      end_step).timesteps)
+        except SamplingError as exc:
+            raise InputError(str(exc), field="steps") from exc
         try:
-            with ctx.progress(max(calls, 1), f"sampling {steps} steps") as advance:
+            with ctx.progress(calls, f"sampling {steps} steps") as advance:
                 result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
