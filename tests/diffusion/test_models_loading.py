@@ -211,3 +211,17 @@ def test_shipped_sd15_config_matches_ldm_layout() -> None:
     shapes = {k: tuple(v.shape) for k, v in original.items()}
     keys = set(shapes) | {"cond_stage_model.transformer.text_model.final_layer_norm.weight"}
     assert detect_family(keys, shapes) == "sd15"
+
+
+def test_tokenizer_input_overrides_and_joins_the_key(ctx: Any, tiny_single_file: Path,
+                                                     tiny_dir: Path) -> None:
+    from nodegraph_diffusion.loading import component_key
+    from nodegraph_diffusion.paths import TokenizerRef
+
+    model = load_model(ctx, ModelRef(str(tiny_single_file)), TokenizerRef(str(tiny_dir / "tokenizer")))
+    assert model.text_encoder.source.tokenizer_dir == str((tiny_dir / "tokenizer").resolve())
+    key = component_key(model.text_encoder.source, "tokenizer")
+    assert key != f"{model.unet.source.fingerprint}:tokenizer"
+    with use_text_encoder(ctx, model.text_encoder) as (tokenizer, _):
+        red = tokenizer.convert_tokens_to_ids("red</w>")
+        assert tokenizer("red", add_special_tokens=False).input_ids == [red]
