@@ -165,8 +165,9 @@ def _decode(raw: bytes, file: str | None) -> tuple[str | None, list[Problem]]:
 
 def parse_yaml(text: str, file: str | None) -> tuple[Source | None, list[Problem]]:
     """Parse YAML text (JSON is YAML too) into a `Source`, or the problems that prevent it."""
-    loader = GraphLoader(text)
+    loader: GraphLoader | None = None
     try:
+        loader = GraphLoader(text)  # the reader already refuses control characters here
         root = loader.get_single_node()
         if root is None:
             return None, [Problem("the file holds no graph (it is empty or only comments)", file=file)]
@@ -184,7 +185,8 @@ def parse_yaml(text: str, file: str | None) -> tuple[Source | None, list[Problem
     except RecursionError:
         return None, [Problem("the document is nested too deeply", file=file)]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if builder.fatal:
         return None, builder.problems
     return Source(data, builder.lines, file), builder.problems
