@@ -268,9 +268,9 @@ def build_plan(
             def report(message: str, field: str | None, _id: str = node_id) -> None:
                 b.add(message, "nodes", _id, *([field] if field else []), node=_id, field=field)
 
-            resolved = link_input(refs, spec.inputs[name], specs, report)
-            if resolved is not None:
-                links[node_id][name] = resolved
+            linked = link_input(refs, spec.inputs[name], specs, report)
+            if linked is not None:
+                links[node_id][name] = linked
     for cycle in find_cycles(dag, order):
         b.add(f"the graph has a cycle: {' -> '.join(cycle)} (a node cannot depend on its own output)",
               "nodes", cycle[0], node=cycle[0])
@@ -278,7 +278,8 @@ def build_plan(
         return None, b.problems
 
     planned = {
-        node_id: PlannedNode(node_id, spec, drafts[node_id].literals, links[node_id], src.line("nodes", node_id))
+        node_id: PlannedNode(node_id, spec, drafts[node_id].literals, links[node_id],
+                             src.line("nodes", node_id))
         for node_id, spec in specs.items() if spec is not None
     }
     resolved = _resolved(data, run_bodies, specs, decls, values)

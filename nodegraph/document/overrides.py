@@ -60,12 +60,14 @@ def split_overrides(
 def _check_input_target(node_id: str, name: str, body: dict[str, Any], registry: Registry) -> str | None:
     if name == "type":
         return "the node type cannot be overridden"
-    spec = registry.get(body.get("type")) if isinstance(body.get("type"), str) else None
+    type_name = body.get("type")
+    spec = registry.get(type_name) if isinstance(type_name, str) else None
     if spec is None or name in spec.inputs:
         return None  # an unknown node type is reported on the node itself
     close = difflib.get_close_matches(name, list(spec.inputs), n=1)
     hint = f"did you mean '{node_id}.{close[0]}'? " if close else ""
-    return f"node '{node_id}' ({spec.type_name}) has no input '{name}' ({hint}inputs: {', '.join(spec.inputs)})"
+    names = ", ".join(spec.inputs)
+    return f"node '{node_id}' ({spec.type_name}) has no input '{name}' ({hint}inputs: {names})"
 
 
 def _unknown_target(target: str, params: Mapping[str, ParamDecl], nodes: Mapping[str, Any]) -> str:

@@ -75,7 +75,8 @@ def render_mermaid(plan: Plan) -> str:
     key = {node_id: f"n{i}" for i, node_id in enumerate(order)}  # ids like `end` would break Mermaid
     for node_id in order:
         node = plan.nodes[node_id]
-        lines.append(f'    {key[node_id]}["{_mermaid_label(node_id)}<br/><small>{node.spec.type_name}</small>"]')
+        label = f"{_mermaid_label(node_id)}<br/><small>{node.spec.type_name}</small>"
+        lines.append(f'    {key[node_id]}["{label}"]')
     for node_id in order:
         for link, name in _edges(plan.nodes[node_id]):
             label = _mermaid_label(f"{link.output} → {name}")
@@ -89,12 +90,14 @@ def _dot_quote(text: str) -> str:
 
 def render_dot(plan: Plan) -> str:
     """A Graphviz DOT digraph (`dot -Tsvg`); edges are labelled `output -> input`."""
-    lines = ["digraph nodegraph {", "    rankdir=LR;", '    node [shape=box, style=rounded, fontname="Helvetica"];']
+    lines = ["digraph nodegraph {", "    rankdir=LR;",
+             '    node [shape=box, style=rounded, fontname="Helvetica"];']
     if plan.description:
         lines.append(f"    label={_dot_quote(plan.description)};")
     for node_id in run_order(plan):
         node = plan.nodes[node_id]
-        lines.append(f"    {_dot_quote(node_id)} [label={_dot_quote(node_id + chr(10) + node.spec.type_name)}];")
+        label = _dot_quote(f"{node_id}\n{node.spec.type_name}")
+        lines.append(f"    {_dot_quote(node_id)} [label={label}];")
     for node_id in run_order(plan):
         for link, name in _edges(plan.nodes[node_id]):
             label = _dot_quote(f"{link.output} -> {name}")

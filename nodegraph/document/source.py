@@ -35,7 +35,7 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _MERGE_TAG = _TAG + "merge"
 
 
-class GraphLoader(yaml.SafeLoader):
+class GraphLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """SafeLoader without YAML 1.1 timestamps (dates stay strings) and with YAML 1.2 floats (`1e-3`)."""
 
 
@@ -205,7 +205,8 @@ def parse_json(text: str, file: str | None) -> tuple[Source | None, list[Problem
     def parse_object(s_and_end: tuple[str, int], strict: bool, scan_once: Callable[..., Any],
                      object_hook: Any, object_pairs_hook: Any, memo: Any = None) -> tuple[Any, int]:
         s, start = s_and_end
-        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo)
+        pairs, end = json.decoder.JSONObject(  # type: ignore[attr-defined]
+            s_and_end, strict, scan_once, None, list, memo)
         key_lines = _json_key_lines(s, start, end, [k for k, _ in pairs], line_at)
         result: dict[str, Any] = {}
         seen: dict[str, int] = {}
@@ -220,8 +221,9 @@ def parse_json(text: str, file: str | None) -> tuple[Source | None, list[Problem
         lines_of[id(result)] = seen
         return result, end
 
-    decoder.parse_object = parse_object  # type: ignore[assignment]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # the C scanner ignores parse_object
+    decoder.parse_object = parse_object  # type: ignore[attr-defined]
+    # the C scanner ignores parse_object, so use the pure-Python one
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     try:
         data = decoder.decode(text)
     except json.JSONDecodeError as exc:

@@ -25,7 +25,7 @@ def test_corpus_is_large_and_every_file_says_what_it_expects() -> None:
         case = read_case(path)
         assert case.expect, f"{path.name} has no '# expect:' line and no sidecar entry"
         if path.suffix == ".yaml" and path.stat().st_size and path.name != "binary_junk.yaml":
-            assert path.read_text().startswith("# "), f"{path.name} must start with a comment saying what it tests"
+            assert path.read_text().startswith("# "), f"{path.name}: no leading comment"
 
 
 @pytest.mark.parametrize("path", corpus(), ids=lambda p: p.name)

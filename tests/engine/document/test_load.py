@@ -79,7 +79,8 @@ def test_subtype_does_not_fit_the_other_way(toys: Registry) -> None:
 
 
 def test_int_output_fits_float_input(toys: Registry, registry: Registry) -> None:
-    plan = load_plan(doc(i={"type": "core.integer", "value": 3}, s={"type": "toy.scale", "x": "@i"}), registry)
+    source = doc(i={"type": "core.integer", "value": 3}, s={"type": "toy.scale", "x": "@i"})
+    plan = load_plan(source, registry)
     assert plan.nodes["s"].links == {"x": Link("i", "out")}
 
 
@@ -141,7 +142,8 @@ def test_override_problems(toys: Registry) -> None:
 
 
 def test_param_without_default_given_by_override(registry: Registry) -> None:
-    source = {"version": 1, "params": {"p": {"type": "str"}}, "nodes": {"t": {"type": "core.text", "value": "$p"}}}
+    source = {"version": 1, "params": {"p": {"type": "str"}},
+              "nodes": {"t": {"type": "core.text", "value": "$p"}}}
     assert "has no default" in problems_of(source, registry)
     plan = load_plan(source, registry, {"p": "hello"})
     assert plan.nodes["t"].literals == {"value": "hello"}

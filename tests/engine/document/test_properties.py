@@ -81,7 +81,7 @@ def test_random_documents_as_files(tmp_path_factory: Any, doc: Any, kind: str) -
 
 
 @SETTINGS
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))),
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8", "replace"))),
        st.sampled_from([".yaml", ".json", ".yml"]))
 def test_random_bytes(tmp_path_factory: Any, data: bytes, suffix: str) -> None:
     path: Path = tmp_path_factory.mktemp("g") / f"graph{suffix}"
