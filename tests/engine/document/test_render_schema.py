@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -103,3 +104,18 @@ def test_schema_describes_inputs(registry: Registry) -> None:
     factor = scale["properties"]["factor"]
     assert "Integer factor" in factor["description"]
     assert {"type": "integer", "minimum": -100, "maximum": 100}.items() <= factor["anyOf"][-1].items()
+
+
+PROJECT_GRAPHS = sorted((GRAPHS_OK.parents[2] / "graphs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROJECT_GRAPHS, ids=lambda p: p.name)
+def test_project_graphs_load_round_trip_and_match_the_schema(
+    path: Path, registry: Registry, validator: jsonschema.Draft202012Validator
+) -> None:
+    plan = load_plan(path, registry)
+    assert _errors(validator, yaml.safe_load(path.read_text())) == []
+    again = load_plan(plan.resolved, registry, file=path)
+    assert {n: (p.literals, p.links) for n, p in again.nodes.items()} == \
+        {n: (p.literals, p.links) for n, p in plan.nodes.items()}
+    assert render_text(plan).count("\n") >= len(plan.nodes)
