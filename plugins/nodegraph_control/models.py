@@ -1,0 +1,200 @@
+"""Handles and offline loading of control models (ControlNet, T2I-Adapter).
+
+Models flow through graphs as light handles (path, content fingerprint, format); the weights are read
+only when a sampler activates a unit, through the run's residency manager (key = fingerprint + kind),
+so two units or two graphs naming the same file share one copy.
+
+Formats:
+- a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`);
+- a single `.safetensors` file in diffusers layout, with its `config.json` beside it (`NAME.json` or
+  `config.json` in the same folder) or given as `config`;
+- ControlNet only: an original-layout single file (`control_model.*` keys, as A1111/ComfyUI use),
+  converted by diffusers' `from_single_file` with a *local* config (default: the SD1.5 ControlNet
+  config shipped in `configs/controlnet-sd15`), never reaching for the Hub.
+Pickled weights (.ckpt/.pt/.pth/.bin) are refused unless the run allows pickle; then they are read with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.loading import PICKLE_SUFFIXES, own_storage, read_shapes, read_state_dict, refuse_pickle
+from nodegraph_diffusion.paths import ModelRef, fingerprint_path
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+KINDS = {"controlnet": "ControlNet", "t2i_adapter": "T2I-Adapter"}
+
+
+class ControlNetRef(ModelRef):
+    """A ControlNet reference (`builtin:NAME`, a folder or file; searched in `controlnet` folders)."""
+
+    kind = "controlnet"
+
+
+class AdapterRef(ModelRef):
+    """A T2I-Adapter reference (searched in `t2i_adapter` / `adapters` folders)."""
+
+    kind = "adapter"
+
+
+@dataclass(frozen=True)
+class ControlModelHandle:
+    """Where a control model's weights are; hashable, cheap, the residency key is its fingerprint."""
+
+    path: str
+    fingerprint: str
+    format: str  # "diffusers" | "single_file" (diffusers layout) | "original" (ControlNet single file)
+    config_dir: str | None = None  # folder with config.json for single files
+
+
+@dataclass(frozen=True)
+class ControlNetHandle(ControlModelHandle):
+    """A ControlNet model (`diffusers.ControlNetModel`)."""
+
+
+@dataclass(frozen=True)
+class AdapterHandle(ControlModelHandle):
+    """A T2I-Adapter model (`diffusers.T2IAdapter`)."""
+
+
+def describe(path: Path, ctx: NodeContext, kind: str, config: Path | None = None) -> dict[str, Any]:
+    """Inspect weights at `path` (without loading the tensors): format, fingerprint, config folder."""
+    label = KINDS[kind]
+    path = Path(path).resolve()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"'{path}' is a folder without config.json; expected a diffusers {label} folder",
+                             field="path")
+        weights = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+        if not weights:
+            raise InputError(f"'{path}' holds no weights file (diffusion_pytorch_model.safetensors)",
+                             field="path")
+        if not any(p.suffix == ".safetensors" for p in weights):
+            refuse_pickle(weights[0], ctx)
+        _check_class(path / "config.json", kind)
+        return {"path": str(path), "fingerprint": fingerprint_path(path), "format": "diffusers"}
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise InputError(f"'{path}' is not a weights file ({', '.join(WEIGHT_SUFFIXES)}) or a diffusers folder",
+                         field="path")
+    refuse_pickle(path, ctx)
+    keys = set(read_shapes(path, ctx))
+    original = any(k.startswith(("control_model.", "input_hint_block.")) for k in keys)
+    if original and kind != "controlnet":
+        raise InputError(f"'{path}' is an original-layout ControlNet file, not a {label}", field="path")
+    if original:
+        folder = Path(config) if config else CONFIGS_DIR / "controlnet-sd15"
+        fmt = "original"
+    else:
+        folder = Path(config) if config else _config_beside(path)
+        if folder is None:
+            raise InputError(f"'{path}' is a single {label} file in diffusers layout without a config: put "
+                             f"'{path.stem}.json' or 'config.json' beside it, or pass `config`", field="config")
+        fmt = "single_file"
+    if folder.is_file():
+        folder = _as_config_folder(folder)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"config folder '{folder}' has no config.json", field="config")
+    _check_class(folder / "config.json", kind)
+    return {"path": str(path), "fingerprint": fingerprint_path(path), "format": fmt, "config_dir": str(folder)}
+
+
+def _config_beside(path: Path) -> Path | None:
+    for candidate in (path.with_suffix(".json"), path.parent / "config.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _as_config_folder(file: Path) -> Path:
+    """`NAME.json` beside a weights file -> a folder diffusers can read as `config=` (config.json)."""
+    if file.name == "config.json":
+        return file.parent
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"nodegraph-config-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_bytes(file.read_bytes())
+    return folder
+
+
+def _check_class(config_file: Path, kind: str) -> None:
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read config '{config_file}': {exc}", field="path") from exc
+    expected = {"controlnet": ("ControlNetModel",), "t2i_adapter": ("T2IAdapter",)}[kind]
+    found = config.get("_class_name")
+    if found is not None and found not in expected:
+        raise InputError(f"'{config_file}' describes a {found}, not a {KINDS[kind]} ({expected[0]})",
+                         field="path")
+
+
+def _model_class(kind: str) -> Any:
+    from diffusers import ControlNetModel, T2IAdapter
+
+    return ControlNetModel if kind == "controlnet" else T2IAdapter
+
+
+def load_control_model(handle: ControlModelHandle, ctx: NodeContext | None, kind: str) -> Any:
+    """Read a control model on the CPU in eval mode, with its weights in fresh memory (`own_storage`)."""
+    cls = _model_class(kind)
+    path = Path(handle.path)
+    allow_pickle = bool(ctx is not None and ctx.options.allow_pickle)
+    try:
+        if handle.format == "diffusers":
+            safe = any(path.glob("*.safetensors"))
+            model = cls.from_pretrained(path, local_files_only=True, use_safetensors=safe)
+        elif handle.format == "single_file":
+            state = _state(path, ctx, allow_pickle)
+            model = cls.from_config(cls.load_config(handle.config_dir))
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise InputError(
+                    f"'{path}' does not fit its config: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})", field="path")
+        else:
+            state = _state(path, ctx, allow_pickle)
+            model = cls.from_single_file(state, config=handle.config_dir, local_files_only=True)
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(f"cannot load {KINDS[kind]} from '{path}': {exc}", field="path") from exc
+    return own_storage(model.eval())
+
+
+def _state(path: Path, ctx: NodeContext | None, allow_pickle: bool) -> dict[str, Any]:
+    if ctx is not None:
+        return read_state_dict(path, ctx)
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise InputError(f"refusing to load pickled weights '{path}'", field="path")
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@contextmanager
+def use_control_model(
+    ctx: NodeContext | None, handle: ControlModelHandle, kind: str, device: Any, dtype: Any
+) -> Iterator[Any]:
+    """The model on `device`/`dtype`, loaded once per run context (residency), pinned for the block.
+
+    Without a context (library use of the sampling loop) the model is simply loaded.
+    """
+    if ctx is None:
+        model = load_control_model(handle, None, kind)
+        param = next(model.parameters())
+        yield model if (param.device, param.dtype) == (device, dtype) else model.to(device=device, dtype=dtype)
+        return
+    key = f"{handle.fingerprint}:{kind}"
+    with ctx.resources.use(key, lambda: load_control_model(handle, ctx, kind), device=device, dtype=dtype) as m:
+        yield m

@@ -1,0 +1,88 @@
+"""T2I-Adapter units: a `Condition` that feeds an adapter's features into the UNet's down blocks.
+
+Mirrors `StableDiffusionAdapterPipeline`: the adapter runs once per sampler run on the control image
+(a tensor of the generation size is used as is, other sizes are resized with Lanczos like the
+pipeline's PIL path), its features are multiplied by `weight` (`adapter_conditioning_scale`),
+tiled to the batch and doubled for CFG; every step gets fresh clones as
+`down_intrablock_additional_residuals` (the UNet pops from that list and adds in place).
+`end` is SDXL-adapter pipeline's `adapter_conditioning_factor`: the adapter acts on the first
+`int(n * end)` of the run's `n` timesteps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nodegraph.api import InputError, NodeContext
+from nodegraph_control.models import AdapterHandle, use_control_model
+from nodegraph_core.types import Image
+from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+
+
+def adapter_input(pixels: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The adapter's input: the image as is at the generation size, else Lanczos-resized (pipeline's PIL path)."""
+    if tuple(pixels.shape[-2:]) == (height, width):
+        return pixels
+    from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
+    from PIL import Image as PILImage
+
+    arrays = (pixels.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round()
+    images = [PILImage.fromarray(a.astype(np.uint8)) for a in arrays]
+    return _preprocess_adapter_image(images, height, width)
+
+
+def adapter_features(model: Any, pixels: torch.Tensor, setup: SamplingSetup, weight: float) -> list[torch.Tensor]:
+    """Adapter features scaled, batched and CFG-doubled exactly as the adapter pipeline does."""
+    image = adapter_input(pixels, setup.width, setup.height).to(device=setup.device, dtype=model.dtype)
+    factor = int(getattr(model, "total_downscale_factor", 8))
+    if setup.height % factor or setup.width % factor:
+        raise InputError(f"a T2I-Adapter needs width and height divisible by {factor}, got "
+                         f"{setup.width}x{setup.height}", field="image")
+    with torch.no_grad():
+        state = list(model(image))
+    state = [v * weight for v in state]
+    count = state[0].shape[0]
+    if count != setup.batch_size:
+        if setup.batch_size % count:
+            raise InputError(f"a batch of {count} adapter images does not fit {setup.batch_size} latents",
+                             field="image")
+        state = [v.repeat(setup.batch_size // count, 1, 1, 1) for v in state]
+    if setup.do_cfg:
+        state = [torch.cat([v] * 2, dim=0) for v in state]
+    return state
+
+
+@dataclass(frozen=True, eq=False)
+class AdapterUnit(Condition):
+    """One T2I-Adapter with its control image and weight."""
+
+    model: AdapterHandle
+    image: Image
+    weight: float = 1.0
+    end: float = 1.0
+
+    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
+        with use_control_model(ctx, self.model, "t2i_adapter", setup.device, setup.dtype) as model:
+            state = adapter_features(model, self.image.pixels, setup, self.weight)
+        return ActiveAdapter(state, int(len(setup.timesteps) * self.end), setup.first_step)
+
+
+class ActiveAdapter:
+    """The adapter's features for one run (the model itself is released after computing them)."""
+
+    def __init__(self, state: list[torch.Tensor], active_steps: int, first_step: int) -> None:
+        self.state = state
+        self.active_steps = active_steps
+        self.first_step = first_step
+
+    def step_kwargs(self, step: StepInput) -> dict[str, Any]:
+        if step.step_index - self.first_step >= self.active_steps:
+            return {}
+        return {"down_intrablock_additional_residuals": [s.clone() for s in self.state]}
+
+    def close(self) -> None:
+        self.state = []

@@ -1,0 +1,92 @@
+"""Tiny control models matching the built-in tiny UNet ("tinyworld"), for tests, examples and graphs.
+
+- `build_tiny_controlnet(unet, seed)`: `ControlNetModel.from_unet` (the UNet's encoder weights), then
+  the conditioning embedding and the zero convolutions are overwritten from a seeded generator. A fresh
+  ControlNet's zero convolutions make it an exact no-op; perturbed, it steers the image.
+- `build_tiny_adapter(unet, seed)`: a full T2I-Adapter whose feature maps match the UNet's down
+  blocks (channels = the UNet's `block_out_channels`, pixel-unshuffle by 8 = the VAE's downscale, so
+  the first map has the latent size and each next one is halved like the UNet's).
+Weights depend only on the seed. Regenerate the committed folders with
+`python -m nodegraph_control.tiny_control build` (builtin/tinyworld-pose, -edge, -adapter).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "nodegraph_diffusion" / "builtin"
+COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, like the VAE
+SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
+
+
+def _fill(params: list[tuple[str, torch.nn.Parameter]], generator: torch.Generator, scale: float) -> None:
+    with torch.no_grad():
+        for _name, param in sorted(params, key=lambda item: item[0]):
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            fan_in = param[0].numel() if param.ndim > 1 else 1
+            param.copy_(noise * (scale / fan_in**0.5 if param.ndim > 1 else 0.05))
+
+
+def build_tiny_controlnet(unet: Any, seed: int, strength: float = 1.0) -> Any:
+    """A ControlNet copied from `unet`, with seeded conditioning embedding and zero convolutions."""
+    from diffusers import ControlNetModel
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS)
+    embedding = [(f"e.{n}", p) for n, p in net.controlnet_cond_embedding.named_parameters()]
+    _fill(embedding, generator, 1.0)
+    zero_convs = [(f"d.{n}", p) for n, p in net.controlnet_down_blocks.named_parameters()]
+    zero_convs += [(f"m.{n}", p) for n, p in net.controlnet_mid_block.named_parameters()]
+    _fill(zero_convs, generator, strength)
+    return net.eval()
+
+
+def build_tiny_adapter(unet: Any, seed: int) -> Any:
+    """A full T2I-Adapter whose features fit `unet`'s down blocks, weights drawn from `seed`."""
+    from diffusers import T2IAdapter
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    adapter = T2IAdapter(in_channels=3, channels=list(unet.config.block_out_channels), num_res_blocks=1,
+                         downscale_factor=8, adapter_type="full_adapter")
+    _fill(list(adapter.named_parameters()), generator, 1.0)
+    return adapter.eval()
+
+
+def tiny_unet() -> Any:
+    """The built-in tiny UNet, loaded from its committed folder."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyworld", subfolder="unet", local_files_only=True)
+
+
+def save_builtin(root: Path = BUILTIN_DIR) -> list[Path]:
+    """Write tinyworld-pose, tinyworld-edge (ControlNets) and tinyworld-adapter (T2I-Adapter) in diffusers layout."""
+    unet = tiny_unet()
+    written = []
+    for name, seed in SEEDS.items():
+        target = root / name
+        if target.exists():
+            shutil.rmtree(target)
+        model = build_tiny_adapter(unet, seed) if name.endswith("adapter") else build_tiny_controlnet(unet, seed)
+        model.save_pretrained(target, safe_serialization=True)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """`python -m nodegraph_control.tiny_control build [ROOT]`."""
+    if not argv or argv[0] != "build":
+        print("usage: python -m nodegraph_control.tiny_control build [ROOT]", file=sys.stderr)
+        return 2
+    for path in save_builtin(Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
