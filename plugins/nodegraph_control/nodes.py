@@ -1,1 +1,139 @@
-"""(to be written)"""
+"""Nodes of the `control` pack: pose rendering, edge maps, ControlNet and T2I-Adapter units.
+
+Loader nodes output handles (weights are read when a sampler activates the unit); unit nodes output
+`Condition`s for `diffusion.sample`'s `conditions` list, which takes any number of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from nodegraph.api import InputError, InputFile, NodeContext, node
+from nodegraph_control import edges
+from nodegraph_control.controlnet import ControlNetUnit
+from nodegraph_control.models import AdapterHandle, AdapterRef, ControlNetHandle, ControlNetRef, describe
+from nodegraph_control.pose import DEFAULT_THRESHOLD, load_pose_file
+from nodegraph_control.pose_render import render_pose as draw_pose
+from nodegraph_control.t2i_adapter import AdapterUnit
+from nodegraph_core.types import Image
+from nodegraph_diffusion.paths import resolve_model_ref
+
+log = logging.getLogger(__name__)
+
+
+@node("control.render_pose", version="1.0.0")
+def render_pose(
+    ctx: NodeContext,
+    keypoints: Annotated[InputFile, Field(description="OpenPose JSON (COCO-18 or BODY_25, pixel or normalised, "
+                                                      "one document or a list of frames), relative to the graph")],
+    width: Annotated[int, Field(ge=8, le=8192, description="Output width in pixels")] = 512,
+    height: Annotated[int, Field(ge=8, le=8192, description="Output height in pixels")] = 512,
+    frame: Annotated[int, Field(ge=0, description="Frame to take from a list of frames (ComfyUI POSE_KEYPOINT)")]
+    = 0,
+    threshold: Annotated[float, Field(ge=0, le=1, description="Points with lower confidence are missing "
+                                                              "(default 0.05, OpenPose's render threshold)")]
+    = DEFAULT_THRESHOLD,
+    body: Annotated[bool, Field(description="Draw the body (17 limbs, 18 joints)")] = True,
+    hands: Annotated[bool, Field(description="Draw hands when the file has them")] = True,
+    face: Annotated[bool, Field(description="Draw face points when the file has them")] = True,
+    scale_geometry: Annotated[bool, Field(
+        description="Thinner strokes below 256 px (reference sizes at 256 px and above)")] = True,
+) -> Image:
+    """Render OpenPose keypoints as a ControlNet openpose image, the canvas fitted and centred on black."""
+    frame_data = load_pose_file(ctx.input_path(keypoints), frame=frame, threshold=threshold)
+    for note in frame_data.notes:
+        log.warning("%s: %s", keypoints, note)
+    array = draw_pose(frame_data, width, height, body=body, hands=hands, face=face, scale_geometry=scale_geometry)
+    pixels = torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+    return Image(pixels)
+
+
+@node("control.canny", version="1.0.0")
+def canny(
+    image: Annotated[Image, Field(description="Images to find edges in")],
+    low: Annotated[int, Field(ge=0, le=255, description="Lower hysteresis threshold")] = 100,
+    high: Annotated[int, Field(ge=0, le=255, description="Upper hysteresis threshold")] = 200,
+) -> Image:
+    """Canny edge map (OpenCV), white edges on black, for canny/edge ControlNets."""
+    if low > high:
+        raise InputError(f"low threshold {low} is above high threshold {high}", field="low")
+    return Image(edges.canny(image.pixels, low, high))
+
+
+@node("control.soft_edge", version="1.0.0")
+def soft_edge(
+    image: Annotated[Image, Field(description="Images to find edges in")],
+    blur: Annotated[float, Field(ge=0, le=20, description="Gaussian blur sigma before the gradient")] = 1.0,
+) -> Image:
+    """Soft edge map (Sobel gradient magnitude, normalised), a cheap stand-in for HED/PiDiNet."""
+    return Image(edges.soft_edges(image.pixels, blur))
+
+
+@node("control.load_controlnet", version="1.0.0")
+def load_controlnet(
+    ctx: NodeContext,
+    path: Annotated[ControlNetRef, Field(description="builtin:NAME, a diffusers ControlNet folder, or a "
+                                                     ".safetensors file (diffusers or original layout)")],
+    config: Annotated[str | None, Field(description="Config folder or .json for a single file (default: beside "
+                                                    "the file, or SD1.5's for original-layout files)")] = None,
+) -> ControlNetHandle:
+    """Name a ControlNet model; its weights are loaded when a sampler uses it."""
+    where = resolve_model_ref(path, ctx, "controlnet")
+    return ControlNetHandle(**describe(where, ctx, "controlnet", _config(ctx, config)))
+
+
+@node("control.load_t2i_adapter", version="1.0.0")
+def load_t2i_adapter(
+    ctx: NodeContext,
+    path: Annotated[AdapterRef, Field(description="builtin:NAME, a diffusers T2I-Adapter folder, or a "
+                                                  ".safetensors file in diffusers layout with its config")],
+    config: Annotated[str | None, Field(description="Config folder or .json for a single file")] = None,
+) -> AdapterHandle:
+    """Name a T2I-Adapter model; its weights are loaded when a sampler uses it."""
+    where = resolve_model_ref(path, ctx, "adapter")
+    return AdapterHandle(**describe(where, ctx, "t2i_adapter", _config(ctx, config)))
+
+
+def _config(ctx: NodeContext, config: str | None) -> Path | None:
+    if config is None:
+        return None
+    folder = ctx.input_path(config)
+    if not folder.exists():
+        raise InputError(f"config '{folder}' does not exist", field="config")
+    return folder
+
+
+@node("control.controlnet", version="1.0.0")
+def controlnet(
+    model: Annotated[ControlNetHandle, Field(description="The ControlNet (control.load_controlnet)")],
+    image: Annotated[Image, Field(description="Control image (pose render, edge map, ...); resized to the "
+                                              "generation size")],
+    strength: Annotated[float, Field(ge=0, le=2, description="Conditioning scale")] = 1.0,
+    start: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps at which it starts acting")]
+    = 0.0,
+    end: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps at which it stops acting")] = 1.0,
+    guess_mode: Annotated[bool, Field(description="Control the conditional branch only (works without a "
+                                                  "prompt; residuals weighted 0.1 -> 1 by depth)")] = False,
+) -> ControlNetUnit:
+    """A ControlNet unit for the sampler's `conditions`; units are summed in list order."""
+    if start >= end:
+        raise InputError(f"start {start} must be below end {end}", field="start")
+    return ControlNetUnit(model, image, float(strength), float(start), float(end), bool(guess_mode))
+
+
+@node("control.t2i_adapter", version="1.0.0")
+def t2i_adapter(
+    model: Annotated[AdapterHandle, Field(description="The T2I-Adapter (control.load_t2i_adapter)")],
+    image: Annotated[Image, Field(description="Control image for the adapter")],
+    weight: Annotated[float, Field(ge=0, le=2, description="Adapter conditioning scale")] = 1.0,
+    end: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps it acts on, from the start "
+                                                        "(adapter_conditioning_factor)")] = 1.0,
+) -> AdapterUnit:
+    """A T2I-Adapter unit for the sampler's `conditions`; combines with ControlNet units."""
+    return AdapterUnit(model, image, float(weight), float(end))

@@ -24,25 +24,32 @@ COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, l
 SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
 
 
-def _fill(params: list[tuple[str, torch.nn.Parameter]], generator: torch.Generator, scale: float) -> None:
+def _fill(params: list[tuple[str, torch.nn.Parameter]], generator: torch.Generator, scale: float,
+          bias: float = 0.05) -> None:
     with torch.no_grad():
         for _name, param in sorted(params, key=lambda item: item[0]):
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
             fan_in = param[0].numel() if param.ndim > 1 else 1
-            param.copy_(noise * (scale / fan_in**0.5 if param.ndim > 1 else 0.05))
+            param.copy_(noise * (scale / fan_in**0.5 if param.ndim > 1 else bias))
 
 
-def build_tiny_controlnet(unet: Any, seed: int, strength: float = 1.0) -> Any:
-    """A ControlNet copied from `unet`, with seeded conditioning embedding and zero convolutions."""
+def build_tiny_controlnet(
+    unet: Any, seed: int, strength: float = 1.0, embed: float = 3.0, bias: float = 0.0
+) -> Any:
+    """A ControlNet copied from `unet`, with seeded conditioning embedding and zero convolutions.
+
+    `embed` scales the conditioning embedding and `strength` the zero convolutions; their biases stay
+    zero (`bias`; the embedding's get small noise), so what the unit adds depends on the control image, not a constant offset.
+    """
     from diffusers import ControlNetModel
 
     generator = torch.Generator("cpu").manual_seed(seed)
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS)
     embedding = [(f"e.{n}", p) for n, p in net.controlnet_cond_embedding.named_parameters()]
-    _fill(embedding, generator, 1.0)
+    _fill(embedding, generator, embed)
     zero_convs = [(f"d.{n}", p) for n, p in net.controlnet_down_blocks.named_parameters()]
     zero_convs += [(f"m.{n}", p) for n, p in net.controlnet_mid_block.named_parameters()]
-    _fill(zero_convs, generator, strength)
+    _fill(zero_convs, generator, strength, bias)
     return net.eval()
 
 
