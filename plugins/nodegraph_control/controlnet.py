@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from nodegraph_core.types import Image
+from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
 from nodegraph_control.models import ControlNetHandle, use_control_model
-from nodegraph_core.types import Image
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
 
 VAE_SCALE_FACTOR = 8
 
@@ -46,8 +46,9 @@ def prepare_image(
     image = processor.preprocess(pixels, height=height, width=width).to(dtype=torch.float32)
     image_batch = image.shape[0]
     if image_batch != 1 and batch_size % image_batch:
-        raise InputError(f"a batch of {image_batch} control images does not fit {batch_size} latents",
-                         field="image")
+        raise InputError(
+            f"a batch of {image_batch} control images does not fit {batch_size} latents", field="image"
+        )
     image = image.repeat_interleave(batch_size // image_batch, dim=0)
     image = image.to(device=device, dtype=dtype)
     if do_cfg and not guess_mode:
@@ -84,10 +85,19 @@ class ActiveControlNet:
         self._stack = ExitStack()
         try:
             self.model = self._stack.enter_context(
-                use_control_model(ctx, unit.model, "controlnet", setup.device, setup.dtype))
+                use_control_model(ctx, unit.model, "controlnet", setup.device, setup.dtype)
+            )
             self.guess_mode = bool(unit.guess_mode or self.model.config.global_pool_conditions)
-            self.image = prepare_image(unit.image.pixels, setup.width, setup.height, setup.batch_size,
-                                       setup.device, self.model.dtype, setup.do_cfg, self.guess_mode)
+            self.image = prepare_image(
+                unit.image.pixels,
+                setup.width,
+                setup.height,
+                setup.batch_size,
+                setup.device,
+                self.model.dtype,
+                setup.do_cfg,
+                self.guess_mode,
+            )
         except BaseException:
             self._stack.close()
             raise

@@ -24,9 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegraph.api import InputError, NodeContext
-from nodegraph_diffusion.loading import PICKLE_SUFFIXES, own_storage, read_shapes, read_state_dict, refuse_pickle
+from nodegraph_diffusion.loading import (
+    PICKLE_SUFFIXES,
+    own_storage,
+    read_shapes,
+    read_state_dict,
+    refuse_pickle,
+)
 from nodegraph_diffusion.paths import ModelRef, fingerprint_path
+
+from nodegraph.api import InputError, NodeContext
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
@@ -71,19 +78,23 @@ def describe(path: Path, ctx: NodeContext, kind: str, config: Path | None = None
     path = Path(path).resolve()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise InputError(f"'{path}' is a folder without config.json; expected a diffusers {label} folder",
-                             field="path")
+            raise InputError(
+                f"'{path}' is a folder without config.json; expected a diffusers {label} folder", field="path"
+            )
         weights = [p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES]
         if not weights:
-            raise InputError(f"'{path}' holds no weights file (diffusion_pytorch_model.safetensors)",
-                             field="path")
+            raise InputError(
+                f"'{path}' holds no weights file (diffusion_pytorch_model.safetensors)", field="path"
+            )
         if not any(p.suffix == ".safetensors" for p in weights):
             refuse_pickle(weights[0], ctx)
         _check_class(path / "config.json", kind)
         return {"path": str(path), "fingerprint": fingerprint_path(path), "format": "diffusers"}
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise InputError(f"'{path}' is not a weights file ({', '.join(WEIGHT_SUFFIXES)}) or a diffusers folder",
-                         field="path")
+        raise InputError(
+            f"'{path}' is not a weights file ({', '.join(WEIGHT_SUFFIXES)}) or a diffusers folder",
+            field="path",
+        )
     refuse_pickle(path, ctx)
     keys = set(read_shapes(path, ctx))
     original = any(k.startswith(("control_model.", "input_hint_block.")) for k in keys)
@@ -95,15 +106,23 @@ def describe(path: Path, ctx: NodeContext, kind: str, config: Path | None = None
     else:
         folder = Path(config) if config else _config_beside(path)
         if folder is None:
-            raise InputError(f"'{path}' is a single {label} file in diffusers layout without a config: put "
-                             f"'{path.stem}.json' or 'config.json' beside it, or pass `config`", field="config")
+            raise InputError(
+                f"'{path}' is a single {label} file in diffusers layout without a config: put "
+                f"'{path.stem}.json' or 'config.json' beside it, or pass `config`",
+                field="config",
+            )
         fmt = "single_file"
     if folder.is_file():
         folder = _as_config_folder(folder)
     if not (folder / "config.json").is_file():
         raise InputError(f"config folder '{folder}' has no config.json", field="config")
     _check_class(folder / "config.json", kind)
-    return {"path": str(path), "fingerprint": fingerprint_path(path), "format": fmt, "config_dir": str(folder)}
+    return {
+        "path": str(path),
+        "fingerprint": fingerprint_path(path),
+        "format": fmt,
+        "config_dir": str(folder),
+    }
 
 
 def _config_beside(path: Path) -> Path | None:
@@ -135,8 +154,9 @@ def _check_class(config_file: Path, kind: str) -> None:
     expected = {"controlnet": ("ControlNetModel",), "t2i_adapter": ("T2IAdapter",)}[kind]
     found = config.get("_class_name")
     if found is not None and found not in expected:
-        raise InputError(f"'{config_file}' describes a {found}, not a {KINDS[kind]} ({expected[0]})",
-                         field="path")
+        raise InputError(
+            f"'{config_file}' describes a {found}, not a {KINDS[kind]} ({expected[0]})", field="path"
+        )
 
 
 def _model_class(kind: str) -> Any:
@@ -161,7 +181,9 @@ def load_control_model(handle: ControlModelHandle, ctx: NodeContext | None, kind
             if missing or unexpected:
                 raise InputError(
                     f"'{path}' does not fit its config: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                    f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})", field="path")
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
+                    field="path",
+                )
         else:
             state = _state(path, ctx, allow_pickle)
             model = cls.from_single_file(state, config=handle.config_dir, local_files_only=True)
@@ -193,8 +215,12 @@ def use_control_model(
     if ctx is None:
         model = load_control_model(handle, None, kind)
         param = next(model.parameters())
-        yield model if (param.device, param.dtype) == (device, dtype) else model.to(device=device, dtype=dtype)
+        yield (
+            model if (param.device, param.dtype) == (device, dtype) else model.to(device=device, dtype=dtype)
+        )
         return
     key = f"{handle.fingerprint}:{kind}"
-    with ctx.resources.use(key, lambda: load_control_model(handle, ctx, kind), device=device, dtype=dtype) as m:
+    with ctx.resources.use(
+        key, lambda: load_control_model(handle, ctx, kind), device=device, dtype=dtype
+    ) as m:
         yield m

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import numpy as np
 import torch
+from nodegraph_core.types import Image
+from nodegraph_diffusion.paths import resolve_model_ref
 from pydantic import Field
 
 from nodegraph.api import InputError, InputFile, NodeContext, node
@@ -21,8 +23,6 @@ from nodegraph_control.models import AdapterHandle, AdapterRef, ControlNetHandle
 from nodegraph_control.pose import DEFAULT_THRESHOLD, load_pose_file
 from nodegraph_control.pose_render import render_pose as draw_pose
 from nodegraph_control.t2i_adapter import AdapterUnit
-from nodegraph_core.types import Image
-from nodegraph_diffusion.paths import resolve_model_ref
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +30,41 @@ log = logging.getLogger(__name__)
 @node("control.render_pose", version="1.0.0")
 def render_pose(
     ctx: NodeContext,
-    keypoints: Annotated[InputFile, Field(description="OpenPose JSON (COCO-18 or BODY_25, pixel or normalised, "
-                                                      "one document or a list of frames), relative to the graph")],
+    keypoints: Annotated[
+        InputFile,
+        Field(
+            description="OpenPose JSON (COCO-18 or BODY_25, pixel or normalised, "
+            "one document or a list of frames), relative to the graph"
+        ),
+    ],
     width: Annotated[int, Field(ge=8, le=8192, description="Output width in pixels")] = 512,
     height: Annotated[int, Field(ge=8, le=8192, description="Output height in pixels")] = 512,
-    frame: Annotated[int, Field(ge=0, description="Frame to take from a list of frames (ComfyUI POSE_KEYPOINT)")]
-    = 0,
-    threshold: Annotated[float, Field(ge=0, le=1, description="Points with lower confidence are missing "
-                                                              "(default 0.05, OpenPose's render threshold)")]
-    = DEFAULT_THRESHOLD,
+    frame: Annotated[
+        int, Field(ge=0, description="Frame to take from a list of frames (ComfyUI POSE_KEYPOINT)")
+    ] = 0,
+    threshold: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="Points with lower confidence are missing "
+            "(default 0.05, OpenPose's render threshold)",
+        ),
+    ] = DEFAULT_THRESHOLD,
     body: Annotated[bool, Field(description="Draw the body (17 limbs, 18 joints)")] = True,
     hands: Annotated[bool, Field(description="Draw hands when the file has them")] = True,
     face: Annotated[bool, Field(description="Draw face points when the file has them")] = True,
-    scale_geometry: Annotated[bool, Field(
-        description="Thinner strokes below 256 px (reference sizes at 256 px and above)")] = True,
+    scale_geometry: Annotated[
+        bool, Field(description="Thinner strokes below 256 px (reference sizes at 256 px and above)")
+    ] = True,
 ) -> Image:
     """Render OpenPose keypoints as a ControlNet openpose image, the canvas fitted and centred on black."""
     frame_data = load_pose_file(ctx.input_path(keypoints), frame=frame, threshold=threshold)
     for note in frame_data.notes:
         log.warning("%s: %s", keypoints, note)
-    array = draw_pose(frame_data, width, height, body=body, hands=hands, face=face, scale_geometry=scale_geometry)
+    array = draw_pose(
+        frame_data, width, height, body=body, hands=hands, face=face, scale_geometry=scale_geometry
+    )
     pixels = torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).contiguous()
     return Image(pixels)
 
@@ -78,10 +93,20 @@ def soft_edge(
 @node("control.load_controlnet", version="1.0.0")
 def load_controlnet(
     ctx: NodeContext,
-    path: Annotated[ControlNetRef, Field(description="builtin:NAME, a diffusers ControlNet folder, or a "
-                                                     ".safetensors file (diffusers or original layout)")],
-    config: Annotated[str | None, Field(description="Config folder or .json for a single file (default: beside "
-                                                    "the file, or SD1.5's for original-layout files)")] = None,
+    path: Annotated[
+        ControlNetRef,
+        Field(
+            description="builtin:NAME, a diffusers ControlNet folder, or a "
+            ".safetensors file (diffusers or original layout)"
+        ),
+    ],
+    config: Annotated[
+        str | None,
+        Field(
+            description="Config folder or .json for a single file (default: beside "
+            "the file, or SD1.5's for original-layout files)"
+        ),
+    ] = None,
 ) -> ControlNetHandle:
     """Name a ControlNet model; its weights are loaded when a sampler uses it."""
     where = resolve_model_ref(path, ctx, "controlnet")
@@ -91,8 +116,13 @@ def load_controlnet(
 @node("control.load_t2i_adapter", version="1.0.0")
 def load_t2i_adapter(
     ctx: NodeContext,
-    path: Annotated[AdapterRef, Field(description="builtin:NAME, a diffusers T2I-Adapter folder, or a "
-                                                  ".safetensors file in diffusers layout with its config")],
+    path: Annotated[
+        AdapterRef,
+        Field(
+            description="builtin:NAME, a diffusers T2I-Adapter folder, or a "
+            ".safetensors file in diffusers layout with its config"
+        ),
+    ],
     config: Annotated[str | None, Field(description="Config folder or .json for a single file")] = None,
 ) -> AdapterHandle:
     """Name a T2I-Adapter model; its weights are loaded when a sampler uses it."""
@@ -112,14 +142,23 @@ def _config(ctx: NodeContext, config: str | None) -> Path | None:
 @node("control.controlnet", version="1.0.0")
 def controlnet(
     model: Annotated[ControlNetHandle, Field(description="The ControlNet (control.load_controlnet)")],
-    image: Annotated[Image, Field(description="Control image (pose render, edge map, ...); resized to the "
-                                              "generation size")],
+    image: Annotated[
+        Image, Field(description="Control image (pose render, edge map, ...); resized to the generation size")
+    ],
     strength: Annotated[float, Field(ge=0, le=2, description="Conditioning scale")] = 1.0,
-    start: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps at which it starts acting")]
-    = 0.0,
-    end: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps at which it stops acting")] = 1.0,
-    guess_mode: Annotated[bool, Field(description="Control the conditional branch only (works without a "
-                                                  "prompt; residuals weighted 0.1 -> 1 by depth)")] = False,
+    start: Annotated[
+        float, Field(ge=0, le=1, description="Fraction of the steps at which it starts acting")
+    ] = 0.0,
+    end: Annotated[
+        float, Field(ge=0, le=1, description="Fraction of the steps at which it stops acting")
+    ] = 1.0,
+    guess_mode: Annotated[
+        bool,
+        Field(
+            description="Control the conditional branch only (works without a "
+            "prompt; residuals weighted 0.1 -> 1 by depth)"
+        ),
+    ] = False,
 ) -> ControlNetUnit:
     """A ControlNet unit for the sampler's `conditions`; units are summed in list order."""
     if start >= end:
@@ -132,8 +171,14 @@ def t2i_adapter(
     model: Annotated[AdapterHandle, Field(description="The T2I-Adapter (control.load_t2i_adapter)")],
     image: Annotated[Image, Field(description="Control image for the adapter")],
     weight: Annotated[float, Field(ge=0, le=2, description="Adapter conditioning scale")] = 1.0,
-    end: Annotated[float, Field(ge=0, le=1, description="Fraction of the steps it acts on, from the start "
-                                                        "(adapter_conditioning_factor)")] = 1.0,
+    end: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="Fraction of the steps it acts on, from the start (adapter_conditioning_factor)",
+        ),
+    ] = 1.0,
 ) -> AdapterUnit:
     """A T2I-Adapter unit for the sampler's `conditions`; combines with ControlNet units."""
     return AdapterUnit(model, image, float(weight), float(end))

@@ -70,7 +70,9 @@ def load_pose_file(path: Path, *, frame: int = 0, threshold: float = DEFAULT_THR
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"pose file '{name}' cannot be read as UTF-8 text: {exc}", field="keypoints") from exc
+        raise InputError(
+            f"pose file '{name}' cannot be read as UTF-8 text: {exc}", field="keypoints"
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -82,8 +84,9 @@ def load_pose_file(path: Path, *, frame: int = 0, threshold: float = DEFAULT_THR
     return parse_pose(data, name=name, frame=frame, threshold=threshold)
 
 
-def parse_pose(data: Any, *, name: str = "<pose>", frame: int = 0,
-               threshold: float = DEFAULT_THRESHOLD) -> PoseFrame:
+def parse_pose(
+    data: Any, *, name: str = "<pose>", frame: int = 0, threshold: float = DEFAULT_THRESHOLD
+) -> PoseFrame:
     """Parse a decoded OpenPose document (or a list of frames) into a `PoseFrame`."""
 
     def fail(message: str) -> InputError:
@@ -101,8 +104,10 @@ def parse_pose(data: Any, *, name: str = "<pose>", frame: int = 0,
         raise fail(f"expected a JSON object with a 'people' list, got {type(data).__name__}")
     if "people" not in data:
         if "animals" in data:
-            raise fail("is an animal pose file ('animals', e.g. AP-10K); only human OpenPose "
-                       "keypoints ('people') are supported")
+            raise fail(
+                "is an animal pose file ('animals', e.g. AP-10K); only human OpenPose "
+                "keypoints ('people') are supported"
+            )
         raise fail(f"has no 'people' list (keys: {sorted(data)[:8]}); not an OpenPose keypoint document")
     people_raw = data["people"]
     if not isinstance(people_raw, list):
@@ -134,13 +139,22 @@ def parse_pose(data: Any, *, name: str = "<pose>", frame: int = 0,
             x0, y0 = min(xs) - margin, min(ys) - margin
             cw, ch = max(xs) - min(xs) + 2 * margin, max(ys) - min(ys) + 2 * margin
             persons = [_transform(p, 1.0, 1.0, -x0, -y0) for p in persons]
-            notes.append(f"no canvas size in the file: using the points' bounding box with a "
-                         f"{BBOX_MARGIN:.0%} margin ({cw:.0f}x{ch:.0f} px)")
+            notes.append(
+                f"no canvas size in the file: using the points' bounding box with a "
+                f"{BBOX_MARGIN:.0%} margin ({cw:.0f}x{ch:.0f} px)"
+            )
         else:
             cw, ch = 512.0, 512.0
             notes.append("no canvas size and no points: empty 512x512 canvas")
-    return PoseFrame(width=float(cw), height=float(ch), people=tuple(persons), normalized=normalized,
-                     canvas_inferred=inferred, body_format=body_format, notes=tuple(notes))
+    return PoseFrame(
+        width=float(cw),
+        height=float(ch),
+        people=tuple(persons),
+        normalized=normalized,
+        canvas_inferred=inferred,
+        body_format=body_format,
+        notes=tuple(notes),
+    )
 
 
 def _canvas_size(data: dict[str, Any], fail: Any) -> tuple[float | None, float | None]:
@@ -168,8 +182,9 @@ def _read_person(raw: Any, index: int, fail: Any, threshold: float) -> tuple[Per
     elif len(body) == 18:
         fmt = "COCO-18"
     else:
-        raise fail(f"person {index} pose_keypoints_2d has {len(body)} points; expected 18 (COCO-18) "
-                   "or 25 (BODY_25)")
+        raise fail(
+            f"person {index} pose_keypoints_2d has {len(body)} points; expected 18 (COCO-18) or 25 (BODY_25)"
+        )
     hands = []
     for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
         pts = _read_points(raw.get(key), f"person {index} {key}", fail, threshold)

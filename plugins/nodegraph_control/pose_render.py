@@ -28,18 +28,66 @@ import numpy as np
 from nodegraph_control.pose import Points, PoseFrame
 
 COLORS: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
-    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
-    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+    (255, 0, 0),
+    (255, 85, 0),
+    (255, 170, 0),
+    (255, 255, 0),
+    (170, 255, 0),
+    (85, 255, 0),
+    (0, 255, 0),
+    (0, 255, 85),
+    (0, 255, 170),
+    (0, 255, 255),
+    (0, 170, 255),
+    (0, 85, 255),
+    (0, 0, 255),
+    (85, 0, 255),
+    (170, 0, 255),
+    (255, 0, 255),
+    (255, 0, 170),
+    (255, 0, 85),
 )
 # 0-based COCO-18 limb pairs in drawing order (controlnet_aux limbSeq minus the never-drawn ear pairs).
 LIMBS: tuple[tuple[int, int], ...] = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
 )
 HAND_EDGES: tuple[tuple[int, int], ...] = (
-    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
-    (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20),
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 4),
+    (0, 5),
+    (5, 6),
+    (6, 7),
+    (7, 8),
+    (0, 9),
+    (9, 10),
+    (10, 11),
+    (11, 12),
+    (0, 13),
+    (13, 14),
+    (14, 15),
+    (15, 16),
+    (0, 17),
+    (17, 18),
+    (18, 19),
+    (19, 20),
 )
 HAND_JOINT_COLOR = (0, 0, 255)
 FACE_COLOR = (255, 255, 255)
@@ -69,8 +117,13 @@ class Geometry:
         def s(v: int) -> int:
             return max(1, round(v * f))
 
-        return cls(s(ref.stickwidth), s(ref.joint_radius), s(ref.hand_thickness), s(ref.hand_joint_radius),
-                   s(ref.face_radius))
+        return cls(
+            s(ref.stickwidth),
+            s(ref.joint_radius),
+            s(ref.hand_thickness),
+            s(ref.hand_joint_radius),
+            s(ref.face_radius),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +185,9 @@ def _draw_body(canvas: np.ndarray, points: Points | None, geo: Geometry) -> None
         mx, my = (p1[0] + p2[0]) / 2, (p1[1] + p2[1]) / 2
         length = math.hypot(p1[0] - p2[0], p1[1] - p2[1])
         angle = math.degrees(math.atan2(p1[1] - p2[1], p1[0] - p2[0]))
-        polygon = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), geo.stickwidth), int(angle), 0, 360, 1)
+        polygon = cv2.ellipse2Poly(
+            (int(mx), int(my)), (int(length / 2), geo.stickwidth), int(angle), 0, 360, 1
+        )
         cv2.fillConvexPoly(canvas, polygon, [int(float(c) * 0.6) for c in color])
     for point, color in zip(points, COLORS, strict=False):
         if point is None:

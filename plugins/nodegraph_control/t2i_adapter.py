@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from nodegraph.api import InputError, NodeContext
-from nodegraph_control.models import AdapterHandle, use_control_model
 from nodegraph_core.types import Image
 from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
 
+from nodegraph.api import InputError, NodeContext
+from nodegraph_control.models import AdapterHandle, use_control_model
+
 
 def adapter_input(pixels: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """The adapter's input: the image as is at the generation size, else Lanczos-resized (pipeline's PIL path)."""
+    """The adapter's input: the image as is at the generation size, else Lanczos-resized (the pipeline's
+    PIL path)."""
     if tuple(pixels.shape[-2:]) == (height, width):
         return pixels
     from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
@@ -35,21 +36,26 @@ def adapter_input(pixels: torch.Tensor, width: int, height: int) -> torch.Tensor
     return _preprocess_adapter_image(images, height, width)
 
 
-def adapter_features(model: Any, pixels: torch.Tensor, setup: SamplingSetup, weight: float) -> list[torch.Tensor]:
+def adapter_features(
+    model: Any, pixels: torch.Tensor, setup: SamplingSetup, weight: float
+) -> list[torch.Tensor]:
     """Adapter features scaled, batched and CFG-doubled exactly as the adapter pipeline does."""
     image = adapter_input(pixels, setup.width, setup.height).to(device=setup.device, dtype=model.dtype)
     factor = int(getattr(model, "total_downscale_factor", 8))
     if setup.height % factor or setup.width % factor:
-        raise InputError(f"a T2I-Adapter needs width and height divisible by {factor}, got "
-                         f"{setup.width}x{setup.height}", field="image")
+        raise InputError(
+            f"a T2I-Adapter needs width and height divisible by {factor}, got {setup.width}x{setup.height}",
+            field="image",
+        )
     with torch.no_grad():
         state = list(model(image))
     state = [v * weight for v in state]
     count = state[0].shape[0]
     if count != setup.batch_size:
         if setup.batch_size % count:
-            raise InputError(f"a batch of {count} adapter images does not fit {setup.batch_size} latents",
-                             field="image")
+            raise InputError(
+                f"a batch of {count} adapter images does not fit {setup.batch_size} latents", field="image"
+            )
         state = [v.repeat(setup.batch_size // count, 1, 1, 1) for v in state]
     if setup.do_cfg:
         state = [torch.cat([v] * 2, dim=0) for v in state]

@@ -24,8 +24,9 @@ COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, l
 SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
 
 
-def _fill(params: list[tuple[str, torch.nn.Parameter]], generator: torch.Generator, scale: float,
-          bias: float = 0.05) -> None:
+def _fill(
+    params: list[tuple[str, torch.nn.Parameter]], generator: torch.Generator, scale: float, bias: float = 0.05
+) -> None:
     with torch.no_grad():
         for _name, param in sorted(params, key=lambda item: item[0]):
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
@@ -39,7 +40,8 @@ def build_tiny_controlnet(
     """A ControlNet copied from `unet`, with seeded conditioning embedding and zero convolutions.
 
     `embed` scales the conditioning embedding and `strength` the zero convolutions; their biases stay
-    zero (`bias`; the embedding's get small noise), so what the unit adds depends on the control image, not a constant offset.
+    zero (`bias`; the embedding's get small noise), so what the unit adds depends on the control
+    image, not a constant offset.
     """
     from diffusers import ControlNetModel
 
@@ -58,8 +60,13 @@ def build_tiny_adapter(unet: Any, seed: int) -> Any:
     from diffusers import T2IAdapter
 
     generator = torch.Generator("cpu").manual_seed(seed)
-    adapter = T2IAdapter(in_channels=3, channels=list(unet.config.block_out_channels), num_res_blocks=1,
-                         downscale_factor=8, adapter_type="full_adapter")
+    adapter = T2IAdapter(
+        in_channels=3,
+        channels=list(unet.config.block_out_channels),
+        num_res_blocks=1,
+        downscale_factor=8,
+        adapter_type="full_adapter",
+    )
     _fill(list(adapter.named_parameters()), generator, 1.0)
     return adapter.eval()
 
@@ -68,18 +75,23 @@ def tiny_unet() -> Any:
     """The built-in tiny UNet, loaded from its committed folder."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyworld", subfolder="unet", local_files_only=True)
+    return UNet2DConditionModel.from_pretrained(
+        BUILTIN_DIR / "tinyworld", subfolder="unet", local_files_only=True
+    )
 
 
 def save_builtin(root: Path = BUILTIN_DIR) -> list[Path]:
-    """Write tinyworld-pose, tinyworld-edge (ControlNets) and tinyworld-adapter (T2I-Adapter) in diffusers layout."""
+    """Write tinyworld-pose, tinyworld-edge (ControlNets) and tinyworld-adapter (T2I-Adapter), diffusers
+    layout."""
     unet = tiny_unet()
     written = []
     for name, seed in SEEDS.items():
         target = root / name
         if target.exists():
             shutil.rmtree(target)
-        model = build_tiny_adapter(unet, seed) if name.endswith("adapter") else build_tiny_controlnet(unet, seed)
+        model = (
+            build_tiny_adapter(unet, seed) if name.endswith("adapter") else build_tiny_controlnet(unet, seed)
+        )
         model.save_pretrained(target, safe_serialization=True)
         written.append(target)
     return written

@@ -36,8 +36,12 @@ def make_ctx(tmp_path: Path) -> Callable[..., Any]:
         options.setdefault("device", "cpu")
         options.setdefault("dtype", "float32")
         options.setdefault("out_dir", tmp_path / "out")
-        run = RunContext(options=RunOptions(**options), resources=ResidencyManager(),
-                         staging_dir=tmp_path / "staging", graph_file=graph_file)
+        run = RunContext(
+            options=RunOptions(**options),
+            resources=ResidencyManager(),
+            staging_dir=tmp_path / "staging",
+            graph_file=graph_file,
+        )
         return run.for_node("test", "test.node")
 
     return make
@@ -53,7 +57,6 @@ def builtin() -> Path:
 @pytest.fixture(scope="session")
 def tiny(builtin: Path) -> dict[str, Any]:
     from diffusers import StableDiffusionPipeline
-
     from nodegraph_diffusion.loading import own_storage
 
     pipe = StableDiffusionPipeline.from_pretrained(builtin / "tinyworld", local_files_only=True)
@@ -95,22 +98,37 @@ def handle(builtin: Path) -> Callable[[str], Any]:
 
 
 @pytest.fixture
-def run_units(tiny: dict[str, Any], embeds: tuple[torch.Tensor, torch.Tensor], make_ctx: Callable[..., Any]
-              ) -> Callable[..., torch.Tensor]:
+def run_units(
+    tiny: dict[str, Any], embeds: tuple[torch.Tensor, torch.Tensor], make_ctx: Callable[..., Any]
+) -> Callable[..., torch.Tensor]:
     from diffusers import PNDMScheduler
-
     from nodegraph_diffusion.sampling import LoopInput, draw_noise, make_generator, run_loop
 
-    def run(units: list[Any], ctx: Any = None, seed: int = SEED, steps: int = STEPS, cfg: float = 7.5,
-            size: int = 64) -> torch.Tensor:
+    def run(
+        units: list[Any],
+        ctx: Any = None,
+        seed: int = SEED,
+        steps: int = STEPS,
+        cfg: float = 7.5,
+        size: int = 64,
+    ) -> torch.Tensor:
         generator = make_generator(seed)
         shape = (1, 4, size // 8, size // 8)
         noise = draw_noise(shape, generator)
         scheduler = PNDMScheduler.from_config(tiny["scheduler"].config)
         pos, neg = embeds
-        req = LoopInput(unet=tiny["unet"], scheduler=scheduler, positive=pos, negative=neg,
-                        latents=torch.zeros(shape), noise=noise, generator=generator, steps=steps, cfg=cfg,
-                        conditions=units)
+        req = LoopInput(
+            unet=tiny["unet"],
+            scheduler=scheduler,
+            positive=pos,
+            negative=neg,
+            latents=torch.zeros(shape),
+            noise=noise,
+            generator=generator,
+            steps=steps,
+            cfg=cfg,
+            conditions=units,
+        )
         return run_loop(req, ctx if ctx is not None else make_ctx()).latents
 
     return run

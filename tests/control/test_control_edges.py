@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from nodegraph.api import InputError
 from nodegraph_control.nodes import canny, soft_edge
 from nodegraph_core.types import Image
+
+from nodegraph.api import InputError
 
 
 def square() -> Image:

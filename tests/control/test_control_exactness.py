@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from nodegraph_control.controlnet import ControlNetUnit
 from nodegraph_control.t2i_adapter import AdapterUnit
 from nodegraph_core.types import Image
@@ -22,32 +21,55 @@ def cn_pipeline(tiny: dict[str, Any], controlnet: Any) -> Any:
     from diffusers import PNDMScheduler, StableDiffusionControlNetPipeline
 
     pipe = StableDiffusionControlNetPipeline(
-        vae=tiny["vae"], text_encoder=tiny["text_encoder"], tokenizer=tiny["tokenizer"], unet=tiny["unet"],
-        controlnet=controlnet, scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=tiny["vae"],
+        text_encoder=tiny["text_encoder"],
+        tokenizer=tiny["tokenizer"],
+        unet=tiny["unet"],
+        controlnet=controlnet,
+        scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def call(pipe: Any, embeds: tuple[torch.Tensor, torch.Tensor], **kwargs: Any) -> torch.Tensor:
     pos, neg = embeds
-    return pipe(prompt_embeds=pos, negative_prompt_embeds=neg, height=64, width=64, num_inference_steps=STEPS,
-                guidance_scale=7.5, generator=torch.Generator().manual_seed(SEED), output_type="latent",
-                **kwargs).images
+    return pipe(
+        prompt_embeds=pos,
+        negative_prompt_embeds=neg,
+        height=64,
+        width=64,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="latent",
+        **kwargs,
+    ).images
 
 
 def test_one_controlnet_equals_pipeline(tiny, embeds, load_control, handle, run_units, control_image):
     image = control_image(1)
     pipe = cn_pipeline(tiny, load_control("tinyworld-pose"))
-    theirs = call(pipe, embeds, image=image, controlnet_conditioning_scale=0.8,
-                  control_guidance_start=0.2, control_guidance_end=0.8)
+    theirs = call(
+        pipe,
+        embeds,
+        image=image,
+        controlnet_conditioning_scale=0.8,
+        control_guidance_start=0.2,
+        control_guidance_end=0.8,
+    )
     ours = run_units([ControlNetUnit(handle("tinyworld-pose"), Image(image), 0.8, 0.2, 0.8)])
     assert (ours - theirs).abs().max().item() == 0.0
     plain = run_units([])
     assert (ours - plain).abs().max().item() > 1e-2  # the ControlNet acts
 
 
-def test_controlnet_image_is_resized_like_pipeline(tiny, embeds, load_control, handle, run_units, control_image):
+def test_controlnet_image_is_resized_like_pipeline(
+    tiny, embeds, load_control, handle, run_units, control_image
+):
     image = control_image(2, size=96)  # not the generation size: VaeImageProcessor resizes it
     pipe = cn_pipeline(tiny, load_control("tinyworld-pose"))
     theirs = call(pipe, embeds, image=image)
@@ -65,14 +87,23 @@ def test_guess_mode_equals_pipeline(tiny, embeds, load_control, handle, run_unit
     assert not torch.equal(ours, normal)
 
 
-def test_several_controlnets_equal_multicontrolnet_pipeline(tiny, embeds, load_control, handle, run_units,
-                                                          control_image):
+def test_several_controlnets_equal_multicontrolnet_pipeline(
+    tiny, embeds, load_control, handle, run_units, control_image
+):
     pose, edge = control_image(4), control_image(5)
     pipe = cn_pipeline(tiny, [load_control("tinyworld-pose"), load_control("tinyworld-edge")])
-    theirs = call(pipe, embeds, image=[pose, edge], controlnet_conditioning_scale=[0.9, 1.4],
-                  control_guidance_start=[0.0, 0.3], control_guidance_end=[0.7, 1.0])
-    units = [ControlNetUnit(handle("tinyworld-pose"), Image(pose), 0.9, 0.0, 0.7),
-             ControlNetUnit(handle("tinyworld-edge"), Image(edge), 1.4, 0.3, 1.0)]
+    theirs = call(
+        pipe,
+        embeds,
+        image=[pose, edge],
+        controlnet_conditioning_scale=[0.9, 1.4],
+        control_guidance_start=[0.0, 0.3],
+        control_guidance_end=[0.7, 1.0],
+    )
+    units = [
+        ControlNetUnit(handle("tinyworld-pose"), Image(pose), 0.9, 0.0, 0.7),
+        ControlNetUnit(handle("tinyworld-edge"), Image(edge), 1.4, 0.3, 1.0),
+    ]
     ours = run_units(units)
     assert (ours - theirs).abs().max().item() == 0.0
     assert not torch.equal(ours, run_units(units[:1]))
@@ -83,9 +114,16 @@ def adapter_pipeline(tiny: dict[str, Any], adapter: Any) -> Any:
     from diffusers import PNDMScheduler, StableDiffusionAdapterPipeline
 
     pipe = StableDiffusionAdapterPipeline(
-        vae=tiny["vae"], text_encoder=tiny["text_encoder"], tokenizer=tiny["tokenizer"], unet=tiny["unet"],
-        adapter=adapter, scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=tiny["vae"],
+        text_encoder=tiny["text_encoder"],
+        tokenizer=tiny["tokenizer"],
+        unet=tiny["unet"],
+        adapter=adapter,
+        scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -125,23 +163,45 @@ def reference_loop(tiny, embeds, controlnet, cn_image, cn_scale, adapter, ad_ima
     state = [torch.cat([f * ad_weight] * 2) for f in adapter(ad_image)]
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-        down, mid = controlnet(model_input, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond,
-                               conditioning_scale=cn_scale, return_dict=False)
-        noise = unet(model_input, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,
-                     mid_block_additional_residual=mid,
-                     down_intrablock_additional_residuals=[s.clone() for s in state], return_dict=False)[0]
+        down, mid = controlnet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            controlnet_cond=cond,
+            conditioning_scale=cn_scale,
+            return_dict=False,
+        )
+        noise = unet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            down_intrablock_additional_residuals=[s.clone() for s in state],
+            return_dict=False,
+        )[0]
         uncond, text = noise.chunk(2)
         latents = scheduler.step(uncond + 7.5 * (text - uncond), t, latents, return_dict=False)[0]
     return latents
 
 
-def test_controlnet_plus_adapter_equals_hand_loop(tiny, embeds, load_control, handle, run_units, control_image):
+def test_controlnet_plus_adapter_equals_hand_loop(
+    tiny, embeds, load_control, handle, run_units, control_image
+):
     cn_image, ad_image = control_image(7), control_image(8)
     cn_unit = ControlNetUnit(handle("tinyworld-edge"), Image(cn_image), 0.9)
     ad_unit = AdapterUnit(handle("tinyworld-adapter"), Image(ad_image), 0.6)
     both = run_units([cn_unit, ad_unit])
-    reference = reference_loop(tiny, embeds, load_control("tinyworld-edge"), cn_image, 0.9,
-                               load_control("tinyworld-adapter"), ad_image, 0.6)
+    reference = reference_loop(
+        tiny,
+        embeds,
+        load_control("tinyworld-edge"),
+        cn_image,
+        0.9,
+        load_control("tinyworld-adapter"),
+        ad_image,
+        0.6,
+    )
     assert (both - reference).abs().max().item() == 0.0
     assert not torch.equal(both, run_units([cn_unit]))
     assert not torch.equal(both, run_units([ad_unit]))
@@ -151,11 +211,12 @@ def test_controlnet_plus_adapter_equals_hand_loop(tiny, embeds, load_control, ha
 def test_fresh_controlnet_is_a_no_op(tiny, run_units, control_image, tmp_path):
     """Why the built-in tiny ControlNets are perturbed: from_unet's zero convolutions add exact zeros."""
     from diffusers import ControlNetModel
-
     from nodegraph_control.models import ControlNetHandle
 
     ControlNetModel.from_unet(tiny["unet"]).save_pretrained(tmp_path / "fresh")
-    unit = ControlNetUnit(ControlNetHandle(str(tmp_path / "fresh"), "fresh", "diffusers"), Image(control_image(9)))
+    unit = ControlNetUnit(
+        ControlNetHandle(str(tmp_path / "fresh"), "fresh", "diffusers"), Image(control_image(9))
+    )
     assert torch.equal(run_units([unit]), run_units([]))
 
 

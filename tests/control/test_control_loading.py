@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
-
-from nodegraph.api import InputError
 from nodegraph_control.models import load_control_model
 from nodegraph_control.nodes import controlnet, load_controlnet, load_t2i_adapter
+
+from nodegraph.api import InputError
 
 
 def same_weights(a, b) -> bool:
@@ -33,7 +33,9 @@ def test_builtin_references(make_ctx):
 
 def test_single_file_in_diffusers_layout(builtin, tmp_path, make_ctx):
     ctx = make_ctx()
-    shutil.copy(builtin / "tinyworld-pose" / "diffusion_pytorch_model.safetensors", tmp_path / "pose.safetensors")
+    shutil.copy(
+        builtin / "tinyworld-pose" / "diffusion_pytorch_model.safetensors", tmp_path / "pose.safetensors"
+    )
     with pytest.raises(InputError, match="without a config"):
         load_controlnet(ctx, str(tmp_path / "pose.safetensors"))
     shutil.copy(builtin / "tinyworld-pose" / "config.json", tmp_path / "pose.json")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from nodegraph.api import InputError
 from nodegraph_control.pose import BODY25_TO_COCO18, load_pose_file, parse_pose
 from nodegraph_control.pose_render import COLORS, LIMBS, Geometry, fit_canvas, render_pose
+
+from nodegraph.api import InputError
 
 LEG_LIMBS = (7, 8, 10, 11)  # hip->knee, knee->ankle on both sides (0-based limb indices)
 LEG_JOINTS = (8, 9, 10, 11, 12, 13)
@@ -29,6 +29,7 @@ def pixel(image: np.ndarray, x: float, y: float) -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------- parsing
+
 
 def test_coco18_pixel_file(poses):
     frame = load_pose_file(poses / "sdwebui_controlnet_test_pose.json")
@@ -51,11 +52,15 @@ def test_body25_is_mapped_to_coco18_and_canvas_inferred(poses):
     frame = load_pose_file(poses / "openpose_binary_body25_coco192.json")
     assert frame.body_format == "BODY_25" and len(frame.people[0].body) == 18
     assert frame.canvas_inferred and "bounding box" in frame.notes[0]
-    raw = json.loads((poses / "openpose_binary_body25_coco192.json").read_text())["people"][0]["pose_keypoints_2d"]
+    raw = json.loads((poses / "openpose_binary_body25_coco192.json").read_text())["people"][0][
+        "pose_keypoints_2d"
+    ]
     # COCO right_hip (8) is BODY_25 RHip (9), COCO neck (1) is BODY_25 Neck (1); MidHip (8) is dropped.
     # Points are shifted (not scaled) into the bounding-box canvas.
     body = frame.people[0].body
-    assert (body[8][0] - body[1][0], body[8][1] - body[1][1]) == pytest.approx((raw[27] - raw[3], raw[28] - raw[4]))
+    assert (body[8][0] - body[1][0], body[8][1] - body[1][1]) == pytest.approx(
+        (raw[27] - raw[3], raw[28] - raw[4])
+    )
     present = [p for p in body if p is not None]
     assert min(p[0] for p in present) > 0 and max(p[0] for p in present) < frame.width
     assert min(p[1] for p in present) > 0 and max(p[1] for p in present) < frame.height
@@ -82,9 +87,13 @@ def test_threshold_is_configurable(poses):
     low = load_pose_file(poses / "openpose_binary_body25_coco192.json")
     high = load_pose_file(poses / "openpose_binary_body25_coco192.json", threshold=0.8)
     assert sum(p is not None for p in low.people[0].body) == 18
-    raw = json.loads((poses / "openpose_binary_body25_coco192.json").read_text())["people"][0]["pose_keypoints_2d"]
+    raw = json.loads((poses / "openpose_binary_body25_coco192.json").read_text())["people"][0][
+        "pose_keypoints_2d"
+    ]
     kept = [k for k in BODY25_TO_COCO18 if raw[3 * k + 2] >= 0.8]
-    assert sum(p is not None for p in high.people[0].body) == len(kept) < 18  # real confidences are fractional
+    assert (
+        sum(p is not None for p in high.people[0].body) == len(kept) < 18
+    )  # real confidences are fractional
 
 
 def test_several_people(poses):
@@ -98,29 +107,42 @@ def test_several_people(poses):
     fit = fit_canvas(frame, 512, 512)
     for person in frame.people:  # each person's neck->r_shoulder midpoint
         (x1, y1), (x2, y2) = person.body[1], person.body[2]
-        assert pixel(image, ((x1 + x2) / 2) * fit.sx + fit.dx, ((y1 + y2) / 2) * fit.sy + fit.dy) == (153, 0, 0)
+        assert pixel(image, ((x1 + x2) / 2) * fit.sx + fit.dx, ((y1 + y2) / 2) * fit.sy + fit.dy) == (
+            153,
+            0,
+            0,
+        )
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("edge_invalid_not_json.json", "is not JSON"),
-    ("edge_animal_pose_ap10k.json", "animal pose"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("edge_invalid_not_json.json", "is not JSON"),
+        ("edge_animal_pose_ap10k.json", "animal pose"),
+    ],
+)
 def test_invalid_fixture_files(poses, name, message):
     with pytest.raises(InputError, match=message) as info:
         load_pose_file(poses / name)
     assert name in str(info.value) and info.value.field == "keypoints"
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    ({"foo": 10, "bar": 100}, "no 'people' list"),  # sd-webui-controlnet's own invalid request
-    ({"people": [{"pose_keypoints_2d": [1.0] * 57}]}, "has 19 points; expected 18"),
-    ({"people": [{"pose_keypoints_2d": [1.0] * 55}]}, "not a multiple of 3"),
-    ({"people": [{"pose_keypoints_2d": [1.0] * 54, "hand_left_keypoints_2d": [1.0] * 60}]}, "expected 21"),
-    ({"people": [{"pose_keypoints_2d": ["a"] * 54}]}, "numbers only"),
-    ({"people": [{"hand_left_keypoints_2d": []}]}, "no 'pose_keypoints_2d'"),
-    ({"people": [], "canvas_width": -5, "canvas_height": 10}, "positive numbers"),
-    ([], "empty list"),
-])
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"foo": 10, "bar": 100}, "no 'people' list"),  # sd-webui-controlnet's own invalid request
+        ({"people": [{"pose_keypoints_2d": [1.0] * 57}]}, "has 19 points; expected 18"),
+        ({"people": [{"pose_keypoints_2d": [1.0] * 55}]}, "not a multiple of 3"),
+        (
+            {"people": [{"pose_keypoints_2d": [1.0] * 54, "hand_left_keypoints_2d": [1.0] * 60}]},
+            "expected 21",
+        ),
+        ({"people": [{"pose_keypoints_2d": ["a"] * 54}]}, "numbers only"),
+        ({"people": [{"hand_left_keypoints_2d": []}]}, "no 'pose_keypoints_2d'"),
+        ({"people": [], "canvas_width": -5, "canvas_height": 10}, "positive numbers"),
+        ([], "empty list"),
+    ],
+)
 def test_invalid_documents(tmp_path, doc, message):
     file = tmp_path / "bad.json"
     file.write_text(json.dumps(doc))
@@ -135,6 +157,7 @@ def test_missing_file(tmp_path):
 
 
 # ---------------------------------------------------------------- rendering
+
 
 def test_limb_midpoints_and_joints_have_reference_colours(poses):
     frame = load_pose_file(poses / "sdwebui_controlnet_test_pose.json")
@@ -189,7 +212,7 @@ def test_portrait_canvas_is_pillarboxed(poses):
     frame = load_pose_file(poses / "edge_body25_nested_triples.json")  # 720 x 1280
     image = render_pose(frame, 512, 512)
     band = (512 - 720 * 0.4) / 2  # scale 512/1280 = 0.4
-    assert not image[:, : int(band) - 6].any() and not image[:, int(512 - band) + 6:].any()
+    assert not image[:, : int(band) - 6].any() and not image[:, int(512 - band) + 6 :].any()
     assert image.any()
 
 
