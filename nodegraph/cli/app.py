@@ -17,6 +17,7 @@ import typer
 
 from nodegraph.cli import info
 from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
+from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
 from nodegraph.nodes.registry import Registry, build_registry, entry_point_sources
 from nodegraph.runtime.context import RunOptions
@@ -63,6 +64,26 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return overrides
 
 
+def paths_from_cwd(plan: Plan, overrides: dict[str, str]) -> dict[str, str]:
+    """`--set` values of `path` params that name a file from the shell's folder, made absolute.
+
+    A graph reads relative paths from its own folder; a user typing `--set pose=my.json` means the
+    file beside them. The graph's folder still wins when the file exists there, so the paths its own
+    description suggests keep working.
+    """
+    base = plan.file.parent if plan.file is not None else Path.cwd()
+    declared = plan.resolved.get("params", {}) if isinstance(plan.resolved, dict) else {}
+    fixed = dict(overrides)
+    for key, value in overrides.items():
+        decl = declared.get(key)
+        if not isinstance(decl, dict) or decl.get("type") != "path":
+            continue
+        given = Path(value).expanduser()
+        if not given.is_absolute() and not (base / given).exists() and given.exists():
+            fixed[key] = str(given.resolve())
+    return fixed
+
+
 def model_dirs(cli_dirs: list[Path]) -> tuple[Path, ...]:
     """`--models` folders first, then those in $NODEGRAPH_MODELS (os.pathsep-separated)."""
     env = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
@@ -102,6 +123,9 @@ def run(
         overrides = parse_sets(set_ or [])
         engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=cache_dir)
         plan = engine.load(graph, overrides or None)
+        from_cwd = paths_from_cwd(plan, overrides)
+        if from_cwd != overrides:
+            plan = engine.load(graph, from_cwd)
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              model_dirs=model_dirs(models or []), show_progress=show)

@@ -180,7 +180,8 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers":
         if not _has_safetensors(path / "text_encoder"):
             refuse_pickle(path / "text_encoder" / "pytorch_model.bin", ctx)
-        model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+        with _no_transformers_bar():
+            model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
         return own_storage(model.eval())
     if source.format == "single_file":
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
@@ -190,6 +191,20 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
             CLIPTextModel, state, subfolder="text_encoder", config=source.config_dir, local_files_only=True
         ))
     raise InputError(f"'{path}' holds no text encoder", field="path")
+
+
+@contextmanager
+def _no_transformers_bar() -> Iterator[None]:
+    """Hide transformers' own "Loading weights" bar: the run shows progress with its own bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(source: ModelSource) -> Any:

@@ -198,3 +198,36 @@ def test_entry_points_help(tmp_path: Path) -> None:
         assert invoke(sub).exit_code == 0, sub
 
 
+
+
+PATH_PARAM = """\
+version: 1
+params:
+  src: {type: path, default: default.txt}
+  label: {type: str, default: data.txt}
+nodes:
+  w: {type: toy.write_text, text: $src, path: copy.txt}
+  l: {type: toy.write_text, text: $label, path: label.txt}
+"""
+
+
+def test_set_path_param_reads_from_the_shell_folder_unless_the_graph_folder_has_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodegraph.cli.app import paths_from_cwd
+    from nodegraph.runtime.engine import Engine
+
+    graph_dir, shell_dir = tmp_path / "graphs", tmp_path / "shell"
+    graph_dir.mkdir()
+    shell_dir.mkdir()
+    graph = graph_dir / "g.yaml"
+    graph.write_text(PATH_PARAM)
+    (shell_dir / "data.txt").write_text("mine")
+    monkeypatch.chdir(shell_dir)
+    plan = Engine(toy_registry()).load(graph, {"src": "data.txt", "label": "data.txt"})
+
+    fixed = paths_from_cwd(plan, {"src": "data.txt", "label": "data.txt"})
+    assert fixed == {"src": str(shell_dir / "data.txt"), "label": "data.txt"}  # str params untouched
+
+    (graph_dir / "data.txt").write_text("graph's own")
+    assert paths_from_cwd(plan, {"src": "data.txt"}) == {"src": "data.txt"}
+    assert paths_from_cwd(plan, {"src": "missing.txt"}) == {"src": "missing.txt"}
