@@ -112,10 +112,27 @@ def run(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="No progress bars and no report table")] = False,
+    sweep: Annotated[list[str] | None, typer.Option(
+        "--sweep", help="Sweep a param or node.input: seed=1..16, w=0,0.5,1 or prompt=@file.txt; repeatable "
+                        "(see docs/sweeps.md)")] = None,
+    zipped: Annotated[bool, typer.Option("--zip/--grid", help="Pair sweep values up (zip) or run every "
+                                                              "combination (grid, the default)")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="Where sweep variants run: local or ray")
+                        ] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to join (HEAD:6379); default: a private Ray on 127.0.0.1")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip sweep variants already finished in --out")
+                      ] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Ray workers (default: one per GPU, else one per CPU slot)")] = None,
 ) -> None:
     """Run a graph; only what changed since the cached results is recomputed."""
     stdout, err = consoles()
+    from nodegraph.sweep.cli import SweepArgs, check_args, sweep_command
+
+    sweep_args = SweepArgs(sweep or [], zipped, executor, address, resume, workers)
     with user_errors(err):
+        check_args(sweep_args)
         if not _DEVICE_RE.match(device):
             raise NodegraphError(f"unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)")
         if dtype != "auto" and dtype not in DTYPES:
@@ -129,6 +146,10 @@ def run(
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              model_dirs=model_dirs(models or []), show_progress=show)
+        if sweep_args.sweeps:
+            packs = tuple(n.strip() for n in os.environ.get(PACKS_ENV, "").split(",") if n.strip()) or None
+            sweep_command(stdout, err, engine, graph, from_cwd, sweep_args, options, packs, quiet)
+            return
         if show:
             from nodegraph.runtime.progress import RichProgress
 
