@@ -10,6 +10,8 @@ The file format (version 1), in short:
       n:   {type: core.number, value: 2}
       sum: {type: core.join_text, parts: ["@a", "@b.out"], separator: $sep}
     metadata: {...}                  # optional, free-form, kept as Plan.extra["metadata"]
+    runtime: {...}                   # optional device/dtype/optimize settings, Plan.extra["runtime"]
+                                     # (checked by nodegraph.runtime.placement)
 
 Input values: a literal; `"@id"` (the single output of node id) or `"@id.output"`; a list of links
 (list inputs); `"$param"` (whole value or list item); `"@@..."`/`"$$..."` for literal text that
@@ -43,7 +45,7 @@ from nodegraph.nodes.registry import Registry
 from nodegraph.nodes.spec import NodeSpec
 
 SUPPORTED_VERSIONS = (1,)
-TOP_LEVEL_KEYS = ("version", "description", "params", "nodes", "metadata")
+TOP_LEVEL_KEYS = ("version", "description", "params", "nodes", "metadata", "runtime")
 
 
 def load_plan(
@@ -283,7 +285,7 @@ def build_plan(
         for node_id, spec in specs.items() if spec is not None
     }
     resolved = _resolved(data, run_bodies, specs, decls, values)
-    extra = {"metadata": data["metadata"]} if "metadata" in data else {}
+    extra = {key: data[key] for key in ("metadata", "runtime") if key in data}
     plan = Plan(planned, dag, values, resolved, graph_file, data.get("description", ""), extra)
     return plan, []
 
@@ -318,8 +320,9 @@ def _resolved(
             out[name] = escape(default)
         nodes[node_id] = out
     doc["nodes"] = nodes
-    if "metadata" in data:
-        doc["metadata"] = copy.deepcopy(data["metadata"])
+    for key in ("metadata", "runtime"):
+        if key in data:
+            doc[key] = copy.deepcopy(data[key])
     return doc
 
 

@@ -120,6 +120,7 @@ def graph_json_schema(registry: Registry) -> dict[str, Any]:
             "nodes": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": f"^{ID_PATTERN}$"},
                       "additionalProperties": {"$ref": "#/$defs/node"}},
             "metadata": {"type": "object"},
+            "runtime": {"type": "object", "description": "device, dtype, optimize and per-node settings"},
         },
         "required": ["version", "nodes"],
         "propertyNames": {"enum": list(TOP_LEVEL_KEYS)},

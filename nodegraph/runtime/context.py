@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from nodegraph.errors import InputError, NodegraphError
+from nodegraph.runtime.placement import NodePlacement
 from nodegraph.runtime.residency import ResidencyManager
 
 
@@ -27,6 +28,8 @@ class RunOptions:
     allow_pickle: bool = False
     model_dirs: tuple[Path, ...] = ()
     show_progress: bool = True
+    optimize: str | None = None  # none | basic | compile | max (None: the graph's runtime setting, or none)
+    order: str = "smart"  # "smart": group nodes needing the same model; "document": plain topological order
 
 
 class ProgressSink(Protocol):
@@ -74,6 +77,8 @@ class RunContext:
     progress_sink: ProgressSink = field(default_factory=NullProgress)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     outputs: dict[Path, Path] = field(default_factory=dict)  # staged path -> final path
+    placement: NodePlacement | None = None  # per-node devices/dtypes (the graph's runtime block)
+    notes: list[str] = field(default_factory=list)  # fallbacks taken, said in the run report
     _device: Any = None
     _dtype: Any = None
 
@@ -97,6 +102,12 @@ class RunContext:
             self._dtype = resolve_dtype(self.options.dtype, self.device)
         return self._dtype
 
+    def placed(self, node_id: str) -> tuple[Any, Any]:
+        """(device, dtype) of one node: its own override from the graph, else the run's."""
+        if self.placement is None or node_id not in self.placement.nodes:
+            return self.device, self.dtype
+        return self.placement.resolve(node_id)
+
     def for_node(self, node_id: str, type_name: str) -> NodeContext:
         return NodeContext(self, node_id, type_name)
 
@@ -119,13 +130,22 @@ class NodeContext:
 
     @property
     def device(self) -> Any:
-        """The torch device this node should compute on."""
-        return self.run.device
+        """The torch device this node should compute on (the graph may place nodes one by one)."""
+        return self.run.placed(self.node_id)[0]
 
     @property
     def dtype(self) -> Any:
         """The torch dtype models should run in on that device."""
-        return self.run.dtype
+        return self.run.placed(self.node_id)[1]
+
+    @property
+    def optimize(self) -> str:
+        """The speed-option level of this run: none, basic, compile or max."""
+        return self.run.options.optimize or "none"
+
+    def note(self, message: str) -> None:
+        """Say something the user should know (a fallback taken); it appears in the run report."""
+        self.run.notes.append(f"{self.node_id}: {message}")
 
     @property
     def metadata(self) -> dict[str, Any]:

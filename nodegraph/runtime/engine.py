@@ -20,8 +20,9 @@ from nodegraph.runtime.cache import Cache
 from nodegraph.runtime.context import NullProgress, ProgressSink, RunContext, RunOptions
 from nodegraph.runtime.executor import RunObserver, execute
 from nodegraph.runtime.metadata import graph_from_png, run_metadata
+from nodegraph.runtime.placement import NodePlacement, merged_options, runtime_settings
 from nodegraph.runtime.report import RunResult
-from nodegraph.runtime.residency import ResidencyManager
+from nodegraph.runtime.residency import ResidencyManager, residency_report
 from nodegraph.runtime.staging import staged_outputs
 
 Source = Plan | Path | str | dict[str, Any]
@@ -31,10 +32,13 @@ class Engine:
     """Registry, cache and residency manager shared by the runs of one process."""
 
     def __init__(self, registry: Registry | None = None, cache_mb: float = 2048,
-                 cache_dir: Path | str | None = None) -> None:
+                 cache_dir: Path | str | None = None, *, vram_budget: int | None = None,
+                 ram_budget: int | None = None, resources: ResidencyManager | None = None) -> None:
+        """`vram_budget`/`ram_budget` in bytes (None: device total minus a margin / no limit); tests
+        may pass their own `resources` manager (fake devices and sizes)."""
         self._registry = registry
         self.cache = Cache(cache_mb, cache_dir)
-        self.resources = ResidencyManager()
+        self.resources = resources or ResidencyManager(vram_budget=vram_budget, ram_budget=ram_budget)
 
     @property
     def registry(self) -> Registry:
@@ -57,9 +61,9 @@ class Engine:
                 if graph is None:
                     raise GraphError([Problem("this PNG carries no nodegraph graph (it was not written by "
                                               "core.save_image)", file=str(path))])
-                return load_plan(graph, self.registry, overrides, file=path)
-            return load_plan(path, self.registry, overrides)
-        return load_plan(source, self.registry, overrides, file=file)
+                return _checked(load_plan(graph, self.registry, overrides, file=path))
+            return _checked(load_plan(path, self.registry, overrides))
+        return _checked(load_plan(source, self.registry, overrides, file=file))
 
     def run(self, plan_or_path: Source, overrides: dict[str, Any] | None = None,
             options: RunOptions | None = None, progress: ProgressSink | None = None) -> RunResult:
@@ -74,9 +78,11 @@ class Engine:
             plan = plan_or_path
         else:
             plan = self.load(plan_or_path, overrides)
-        options = options or RunOptions()
+        settings = runtime_settings(plan)
+        options = merged_options(options or RunOptions(), settings)
         sink = progress or NullProgress()
         with staged_outputs(options.out_dir) as staging:
+            placement = NodePlacement(options.device, options.dtype, settings.nodes)
             run = RunContext(
                 options=options,
                 resources=self.resources,
@@ -84,8 +90,19 @@ class Engine:
                 graph_file=plan.file,
                 metadata=run_metadata(plan, self.registry),
                 progress_sink=sink,
+                placement=placement,
             )
             observer = sink if isinstance(sink, RunObserver) else None
-            return execute(plan, run, self.cache, staging, observer)
+            before = self.resources.begin_run()
+            result = execute(plan, run, self.cache, staging, observer)
+        result.resources = residency_report(self.resources, before)
+        result.notes = [*placement.notes, *run.notes, *result.resources["notes"]]
+        return result
 
     run_file = run
+
+
+def _checked(plan: Plan) -> Plan:
+    """The plan, once its `runtime:` block is valid (so `nodegraph validate` reports bad settings)."""
+    runtime_settings(plan)
+    return plan

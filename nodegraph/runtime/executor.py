@@ -21,6 +21,7 @@ from nodegraph.document.plan import Link, Plan, PlannedNode
 from nodegraph.errors import GraphError, InputError, NodeFailed, NodegraphError, PluginError, Problem
 from nodegraph.runtime.cache import Cache, node_key
 from nodegraph.runtime.context import Cancelled, RunContext
+from nodegraph.runtime.ordering import swap_aware_order
 from nodegraph.runtime.report import NodeEvent, RunResult
 from nodegraph.runtime.staging import Staging
 
@@ -135,7 +136,8 @@ def execute(plan: Plan, run: RunContext, cache: Cache, staging: Staging,
     t0 = time.perf_counter()
     base_dir = plan.file.parent if plan.file else Path.cwd()
     nonce = uuid.uuid4().hex
-    order = execution_order(plan)
+    # document order, except that (by default) nodes needing one model stay together
+    order = execution_order(plan) if run.options.order == "document" else swap_aware_order(plan)
     keys: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
     events: list[NodeEvent] = []

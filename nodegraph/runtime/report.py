@@ -35,6 +35,9 @@ class RunResult:
     written: list[Path]
     wall_ms: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    # model residency during the run: loads, offloads, drops, peak bytes per device, budgets
+    resources: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # fallbacks taken (tiled decode after OOM, ...)
 
     @property
     def executed(self) -> list[str]:
@@ -57,6 +60,8 @@ class RunResult:
             "written": [str(p) for p in self.written],
             "wall_ms": round(self.wall_ms, 3),
             "versions": self.metadata.get("versions", {}),
+            "resources": self.resources,
+            "notes": self.notes,
         }
 
 

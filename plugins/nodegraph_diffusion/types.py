@@ -35,6 +35,8 @@ class LoraPatch:
 
 @dataclass(frozen=True)
 class UNetHandle:
+    # model handles: the engine's scheduler groups nodes reading the same one (fewer model swaps)
+    __nodegraph_resident__ = True
     source: ModelSource
     loras: tuple[LoraPatch, ...] = ()
 
@@ -43,12 +45,14 @@ class UNetHandle:
 class TextEncoderHandle:
     """The CLIP text encoder and its tokenizer."""
 
+    __nodegraph_resident__ = True
     source: ModelSource
     loras: tuple[LoraPatch, ...] = ()
 
 
 @dataclass(frozen=True)
 class VaeHandle:
+    __nodegraph_resident__ = True
     source: ModelSource
 
 
