@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nodegraph.cli import info
+from nodegraph.cli import info, watch_cmd
 from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
 from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
@@ -37,6 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(info.graph_app, name="graph")
+app.command("watch")(watch_cmd.watch)
 
 
 def registry_from(ctx: typer.Context) -> Registry:
@@ -125,6 +126,14 @@ def run(
                       ] = False,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Ray workers (default: one per GPU, else one per CPU slot)")] = None,
+    optimize: Annotated[str | None, typer.Option(
+        "--optimize", help="Speed options: none, basic (channels-last, fused QKV), compile, max "
+                           "(default: the graph's runtime setting, else none)")] = None,
+    vram_budget: Annotated[str | None, typer.Option(
+        "--vram-budget", help="Model memory on the GPU, e.g. 2GB (default: device total minus a margin)")]
+    = None,
+    ram_budget: Annotated[str | None, typer.Option(
+        "--ram-budget", help="Model memory in CPU RAM, e.g. 16GB; past it models are dropped")] = None,
 ) -> None:
     """Run a graph; only what changed since the cached results is recomputed."""
     stdout, err = consoles()
@@ -138,14 +147,16 @@ def run(
         if dtype != "auto" and dtype not in DTYPES:
             raise NodegraphError(f"unknown dtype '{dtype}' (use auto, float32, float16 or bfloat16)")
         overrides = parse_sets(set_ or [])
-        engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=cache_dir)
+        vram, ram = watch_cmd.budgets(vram_budget, ram_budget)
+        engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=cache_dir, vram_budget=vram,
+                        ram_budget=ram)
         plan = engine.load(graph, overrides or None)
         from_cwd = paths_from_cwd(plan, overrides)
         if from_cwd != overrides:
             plan = engine.load(graph, from_cwd)
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                             model_dirs=model_dirs(models or []), show_progress=show)
+                             model_dirs=model_dirs(models or []), show_progress=show, optimize=optimize)
         if sweep_args.sweeps:
             packs = tuple(n.strip() for n in os.environ.get(PACKS_ENV, "").split(",") if n.strip()) or None
             sweep_command(stdout, err, engine, graph, from_cwd, sweep_args, options, packs, quiet)
@@ -166,6 +177,10 @@ def run(
             for name, value in result.outputs.get(node_id, {}).items():
                 if isinstance(value, (str, int, float, bool)):
                     stdout.print(f"{node_id}.{name} = {value!r}", highlight=False, soft_wrap=True)
+        if result.resources.get("loads") or result.resources.get("offloads"):
+            stdout.print(watch_cmd.residency_line(result), highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err.print(f"[yellow]note: {note}[/yellow]", highlight=False, soft_wrap=True)
     for path in result.written:
         stdout.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if report:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodegraph.document.plan import Plan
-from nodegraph.errors import GraphError, Problem
+from nodegraph.errors import GraphError, NodegraphError, Problem
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
@@ -98,6 +98,9 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 def merged_options(options: Any, settings: RuntimeSettings) -> Any:
     """`RunOptions` with the graph's settings filled in where the options say `auto` / nothing."""
+    given = getattr(options, "optimize", None)
+    if given is not None and given not in OPTIMIZE_LEVELS:
+        raise NodegraphError(f"unknown optimize level '{given}' (use {', '.join(OPTIMIZE_LEVELS)})")
     changes: dict[str, Any] = {}
     if options.device == "auto" and settings.device != "auto":
         changes["device"] = settings.device
