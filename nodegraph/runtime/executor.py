@@ -12,6 +12,7 @@ import sys
 import time
 import types
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +22,7 @@ from nodegraph.document.plan import Link, Plan, PlannedNode
 from nodegraph.errors import GraphError, InputError, NodeFailed, NodegraphError, PluginError, Problem
 from nodegraph.runtime.cache import Cache, node_key
 from nodegraph.runtime.context import Cancelled, RunContext
+from nodegraph.runtime.oom import with_oom_retry
 from nodegraph.runtime.ordering import swap_aware_order
 from nodegraph.runtime.report import NodeEvent, RunResult
 from nodegraph.runtime.staging import Staging
@@ -158,7 +160,7 @@ def execute(plan: Plan, run: RunContext, cache: Cache, staging: Staging,
         else:
             inputs = _gather(node, results)
             with _Meter() as meter:
-                outputs = _call(plan, node, run, inputs)
+                outputs = with_oom_retry(partial(_call, plan, node, run, inputs), run, node_id)
             check_outputs(node, outputs)
             results[node_id] = outputs
             if spec.cacheable:

@@ -266,11 +266,13 @@ def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: NodeC
 @contextmanager
 def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
     """The handle's UNet on the run's device and dtype, with its LoRAs active, pinned for the block."""
+    from nodegraph_diffusion.optimize import prepare_unet
+
     source = handle.source
-    with ctx.resources.use(component_key(source, "unet"), lambda: load_unet(source, ctx),
-                           device=ctx.device, dtype=ctx.dtype) as unet:
+    key = component_key(source, "unet")
+    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype) as unet:
         _apply_loras(unet, handle.loras, "unet", ctx)
-        yield unet
+        yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 
 
 @contextmanager
@@ -288,9 +290,11 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[tu
 def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
     """The handle's VAE on the run's device and dtype, pinned for the block."""
     source = handle.source
+    from nodegraph_diffusion.optimize import prepare_vae
+
     with ctx.resources.use(component_key(source, "vae"), lambda: load_vae(source, ctx),
                            device=ctx.device, dtype=ctx.dtype) as vae:
-        yield vae
+        yield prepare_vae(ctx, vae)
 
 
 def scheduler_config(source: ModelSource) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pydantic import Field
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_core.types import Image, Mask
 from nodegraph_diffusion.loading import use_vae
-from nodegraph_diffusion.sampling import VAE_SCALE, decode, encode, latent_mask, make_generator
+from nodegraph_diffusion.oom_fallback import decode_with_fallback
+from nodegraph_diffusion.sampling import VAE_SCALE, encode, latent_mask, make_generator
 from nodegraph_diffusion.types import Latents, VaeHandle
 
 
@@ -25,7 +26,7 @@ def vae_decode(
 ) -> Image:
     """Decode latents into RGB images (float32, [0, 1]), exactly as the diffusers pipelines do."""
     with use_vae(ctx, vae) as model:
-        return Image(decode(model, latents.samples, tiled=tiled, tile_size=tile_size))
+        return Image(decode_with_fallback(ctx, model, latents.samples, tiled, tile_size))
 
 
 def _check_size(image: Image) -> None:
