@@ -1,0 +1,62 @@
+"""Shared pieces of the benchmark scripts: the model to use, timing with device sync, JSON output.
+
+Every script runs on CPU with the built-in tiny model by default and on a GPU with `--sd15 --device
+cuda` (SD1.5-sized random-init model built from configs, no download — weights don't change FLOPs).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph
+    sys.path.insert(0, str(ROOT))
+GRAPHS = ROOT / "graphs"
+
+
+def model_folder(sd15: bool, tmp: Path) -> Path:
+    """The SD1.5-sized random model (built into `tmp`) or the built-in tiny one."""
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+
+    if not sd15:
+        return BUILTIN_DIR / "tinyworld"
+    from bench.txt2img import build_sd15
+
+    return build_sd15(tmp)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn: Callable[[], Any]) -> float:
+    """Seconds one call takes, with the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def emit(data: dict[str, Any], device: str) -> None:
+    """Print one JSON object with the device, date and versions added."""
+    import diffusers
+
+    print(json.dumps({"device": device_name(device), "date": date.today().isoformat(),
+                      "torch": torch.__version__, "diffusers": diffusers.__version__, **data}))
