@@ -1,0 +1,103 @@
+"""Stage 3: ControlNets for the trained base — pose (OpenPose skeletons) and edge (Canny maps).
+
+`ControlNetModel.from_unet` copies the trained UNet's encoder and starts with zero convolutions (an
+exact no-op), as the ControlNet paper does; the base UNet and text encoder stay frozen. 20% empty
+captions teach the net to carry the layout on its own. Control images are drawn by the control pack's
+own renderer/edge detector from the scenes behind the pre-encoded latents, so training sees what the
+graphs feed at run time. Pose nets see figure scenes plus 10% object scenes (black skeleton: no
+figure); edge nets see every kind of scene.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.common import Deadline, make_logger
+from training.data import LatentSet, control_tensor, controls_for
+from training.models import noise_scheduler, tokenize
+from training.train_base import Ema, min_snr_weights
+
+COND_CHANNELS = (16, 32, 64, 128)  # 3 stride-2 steps: 64 px -> 8 latent cells
+
+
+def load_base(run: Path) -> tuple[Any, Any, Any]:
+    """The trained UNet, text encoder and tokenizer of RUN/tinyworld, frozen."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = run / "tinyworld"
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
+    text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    return unet.eval().requires_grad_(False), text.eval().requires_grad_(False), tokenizer
+
+
+def choose(data: LatentSet, kind: str, limit: int, seed: int) -> list[int]:
+    """Row numbers of `data` to train a `kind` net on (figures first for pose)."""
+    rows = list(range(len(data.captions)))
+    if kind == "pose":
+        figures = [r for r in rows if data.captions[r].startswith("a person")]
+        others = [r for r in rows if not data.captions[r].startswith("a person")]
+        rows = figures + others[: len(figures) // 9]
+    rng = np.random.default_rng(seed)
+    rng.shuffle(rows)
+    return sorted(rows[:limit])
+
+
+def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: float = 15.0,
+                     steps: int = 1_000_000, batch: int = 48, lr: float = 5e-4, drop: float = 0.2,
+                     limit: int = 6000, save_every: int = 300) -> Path:
+    """Train a `kind` ("pose" or "edge") ControlNet for RUN/tinyworld; saves RUN/tinyworld-KIND."""
+    from diffusers import ControlNetModel
+
+    log = make_logger(run / f"{kind}.log")
+    out = run / f"tinyworld-{kind}"
+    unet, text_encoder, tokenizer = load_base(run)
+    data = LatentSet.load(run / "latents.pt")
+    rows = choose(data, kind, limit, seed)
+    conds = control_tensor(controls_for(data.seed, [int(data.indices[r]) for r in rows], kind))
+    latents = data.latents[rows]
+    with torch.no_grad():
+        ids = tokenize(tokenizer, [data.captions[r] for r in rows])
+        embeds = torch.cat([text_encoder(ids[i:i + 256])[0] for i in range(0, len(rows), 256)])
+        empty = text_encoder(tokenize(tokenizer, [""]))[0]
+    log(f"{kind}: {len(rows)} samples with control images")
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS).train()
+    ema = Ema(net, 0.998)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+    scheduler = noise_scheduler()
+    gen = torch.Generator().manual_seed(seed)
+    pick = np.random.default_rng(seed + 1)
+    deadline = Deadline(minutes, steps)
+    step, running = 0, 0.0
+    while not deadline.done(step):
+        idx = torch.from_numpy(pick.integers(0, len(rows), size=batch))
+        emb = embeds[idx].clone()
+        emb[torch.from_numpy(pick.random(batch) < drop)] = empty[0]
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen)
+        noisy = scheduler.add_noise(x0, noise, t)
+        down, mid = net(noisy, t, encoder_hidden_states=emb, controlnet_cond=conds[idx], return_dict=False)
+        pred = unet(noisy, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid).sample
+        loss = ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * min_snr_weights(scheduler, t)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema.update(net, step)
+        running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
+        step += 1
+        if step % 50 == 0:
+            log(f"{kind} step {step} loss(ema) {running:.4f}")
+        if step % save_every == 0:
+            ema.model.save_pretrained(out, safe_serialization=True)
+    ema.model.save_pretrained(out, safe_serialization=True)
+    log(f"{kind} done: {step} steps")
+    return out
