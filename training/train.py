@@ -34,6 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--count", type=int, default=16000, help="scenes to pre-encode (encode stage)")
     p.add_argument("--builtin", type=Path, default=None, help="ship: target folder (default: the real one)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="ship: stored dtype")
     return p.parse_args(argv)
 
 
@@ -65,7 +66,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     elif stage == "ship":
         from training.ship import ship
 
-        for path in ship(run, args.builtin):
+        for path in ship(run, args.builtin, dtype=args.dtype):
             print(path)
 
 

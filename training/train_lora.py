@@ -1,0 +1,84 @@
+"""Stage 4: a style LoRA — the "outlined" look (a dark rim around every object and figure).
+
+The same scenes as the base data, drawn outlined and encoded with the VAE; a peft LoRA (rank 8) on
+the UNet's attention projections and resnet convolutions (and rank 4 on the text encoder's
+attention, so the text side carries the style too) learns the difference with the frozen base,
+captions unchanged (no trigger word: the LoRA weight is the style knob). Saved in diffusers' LoRA
+format (`StableDiffusionPipeline.save_lora_weights`), which `diffusion.load_lora` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.common import Deadline, make_logger
+from training.data import LatentSet, encode_world
+from training.models import noise_scheduler, tokenize
+from training.train_base import diffusion_loss
+from training.train_control import load_base
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_000_000, batch: int = 48,
+               lr: float = 1e-3, rank: int = 8, count: int = 4000, save_every: int = 300) -> Path:
+    """Train the style LoRA for RUN/tinyworld; saves RUN/tinyworld-style/tinyworld-style.safetensors."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    log = make_logger(run / "lora.log")
+    out = run / "tinyworld-style"
+    unet, text_encoder, tokenizer = load_base(run)
+    data_path = run / "latents-outlined.pt"
+    if data_path.exists():
+        data = LatentSet.load(data_path)
+    else:
+        vae = AutoencoderKL.from_pretrained(run / "vae", local_files_only=True).eval()
+        data = encode_world(vae, seed + 50, count, style="outlined")
+        data.save(data_path)
+    ids = tokenize(tokenizer, data.captions)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGETS))
+    text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                        target_modules=TEXT_TARGETS))
+    params = [p for m in (unet, text_encoder) for n, p in m.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    unet.train()
+    text_encoder.train()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = noise_scheduler()
+    gen = torch.Generator().manual_seed(seed)
+    pick = np.random.default_rng(seed + 2)
+    deadline = Deadline(minutes, steps)
+    log(f"lora: {len(data.captions)} outlined latents, rank {rank}")
+
+    def save() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=get_peft_model_state_dict(unet),
+                                                  text_encoder_lora_layers=get_peft_model_state_dict(text_encoder),
+                                                  weight_name=f"{out.name}.safetensors", safe_serialization=True)
+
+    step, running = 0, 0.0
+    while not deadline.done(step):
+        idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
+        embeds = text_encoder(ids[idx])[0]
+        loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
+        step += 1
+        if step % 50 == 0:
+            log(f"lora step {step} loss(ema) {running:.4f}")
+        if step % save_every == 0:
+            save()
+    save()
+    log(f"lora done: {step} steps")
+    return out / f"{out.name}.safetensors"
