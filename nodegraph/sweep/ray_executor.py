@@ -105,7 +105,8 @@ class RayExecutor:
         self.requested = workers
         self.cache_mb = cache_mb
         self.workers: list[Any] = []
-        self.retried = 0
+        self.labels: list[str] = []  # host:pid of each worker, as in the manifest's "worker"
+        self.retried = 0  # variants re-queued because their worker died
 
     def start(self) -> None:
         """Start the actors and wait until each has built its engine."""
@@ -117,12 +118,16 @@ class RayExecutor:
         threads = None if on_gpu else 1
         self.workers = [actor.options(**resources, max_restarts=0).remote(
             self.packs, self.options, self.cache_mb, threads) for _ in range(count)]
-        ray.get([w.ping.remote() for w in self.workers])
+        self.labels = ray.get([w.ping.remote() for w in self.workers])
+
+    def worker_named(self, label: str) -> Any:
+        """The actor whose label is `label` (what a finished variant reports as its worker)."""
+        return self.workers[self.labels.index(label)]
 
     def stop(self) -> None:
         for worker in self.workers:
             self.ray.kill(worker)
-        self.workers = []
+        self.workers, self.labels = [], []
 
     def run(self, jobs: list[VariantJob], on_done: OnDone) -> None:
         """Dispatch jobs to free workers; a worker that dies has its variant re-queued for the others."""
@@ -169,7 +174,9 @@ class RayExecutor:
         except ray.exceptions.RayActorError:
             queue.appendleft(job)
             self.retried += 1
-            self.workers = [w for w in self.workers if w is not worker]
+            alive = [i for i, w in enumerate(self.workers) if w is not worker]
+            self.workers = [self.workers[i] for i in alive]
+            self.labels = [self.labels[i] for i in alive]
             return None
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)

@@ -22,7 +22,7 @@ from nodegraph.runtime.cache import node_key
 from nodegraph.runtime.executor import execution_order
 from nodegraph.sweep.spec import Axis
 
-_SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_SLUG_RE = re.compile(r"(?:[^A-Za-z0-9.-]|\.{2,})+")
 _SLUG_MAX = 60
 
 
