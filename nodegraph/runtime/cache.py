@@ -59,8 +59,13 @@ def _fingerprint_type(annotation: Any) -> Any:
     return annotation if hasattr(annotation, "__nodegraph_fingerprint__") else None
 
 
-def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run_nonce: str) -> str:
-    """The cache key of one node, given the keys already computed for the nodes it reads from."""
+def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run_nonce: str,
+             runtime: Mapping[str, str] | None = None) -> str:
+    """The cache key of one node, given the keys already computed for the nodes it reads from.
+
+    `runtime` (the device, dtype and optimize level the node is asked to run with) joins the key:
+    an fp16 GPU result must not stand in for an fp32 CPU one.
+    """
     spec = node.spec
     links: dict[str, Any] = {}
     for name, link in node.links.items():
@@ -85,6 +90,8 @@ def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run
         "links": links,
         "fingerprints": fingerprints,
     }
+    if runtime:
+        payload["runtime"] = dict(runtime)
     if not spec.cacheable:
         payload["run"] = run_nonce  # unique per run: never a hit, and descendants miss too
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

@@ -51,6 +51,16 @@ def execution_order(plan: Plan) -> list[str]:
     return list(nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, len(position))))
 
 
+def requested_runtime(run: RunContext, node_id: str) -> dict[str, str]:
+    """The device, dtype and optimize level a node is asked for, as written (no torch import needed)."""
+    setting = run.placement.nodes.get(node_id) if run.placement is not None else None
+    return {
+        "device": (setting.device if setting and setting.device else None) or run.options.device,
+        "dtype": (setting.dtype if setting and setting.dtype else None) or run.options.dtype,
+        "optimize": run.options.optimize or "none",
+    }
+
+
 def _gather(node: PlannedNode, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     inputs = dict(node.literals)
     for name, link in node.links.items():
@@ -150,7 +160,7 @@ def execute(plan: Plan, run: RunContext, cache: Cache, staging: Staging,
             raise Cancelled("run cancelled")
         node = plan.nodes[node_id]
         spec = node.spec
-        key = keys[node_id] = node_key(node, keys, base_dir, nonce)
+        key = keys[node_id] = node_key(node, keys, base_dir, nonce, requested_runtime(run, node_id))
         if observer is not None:
             observer.node_started(node_id, spec.type_name)
         cached = cache.get(key) if spec.cacheable else None

@@ -136,3 +136,15 @@ def test_file_fingerprint_joins_the_key(tmp_path: Path) -> None:
 def test_cache_object_lives_in_engine(mb: int) -> None:
     a, b = Engine(toy_registry(), cache_mb=mb), Engine(toy_registry(), cache_mb=mb)
     assert isinstance(a.cache, Cache) and a.cache is not b.cache
+
+
+def test_a_result_made_with_another_dtype_or_optimize_level_is_not_reused(tmp_path: Path) -> None:
+    engine = Engine(toy_registry(CallCounter()))
+    plan = make_plan(engine.registry, {"a": {"type": "toy.number", "value": 1.0},
+                                       "s": {"type": "toy.scale", "x": "@a", "factor": 2.0}})
+    out = tmp_path / "o"
+    assert engine.run(plan, options=RunOptions(out_dir=out, dtype="float32")).executed == ["a", "s"]
+    assert engine.run(plan, options=RunOptions(out_dir=out, dtype="float32")).executed == []
+    assert engine.run(plan, options=RunOptions(out_dir=out, dtype="float16")).executed == ["a", "s"]
+    again = engine.run(plan, options=RunOptions(out_dir=out, dtype="float16", optimize="basic"))
+    assert again.executed == ["a", "s"]
