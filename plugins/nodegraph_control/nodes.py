@@ -1,4 +1,4 @@
-"""Nodes of the `control` pack: pose rendering, edge maps, ControlNet and T2I-Adapter units.
+"""Nodes of the `control` pack: pose rendering, edge maps, ControlNet, T2I-Adapter and IP-Adapter units.
 
 Loader nodes output handles (weights are read when a sampler activates the unit); unit nodes output
 `Condition`s for `diffusion.sample`'s `conditions` list, which takes any number of them.
@@ -19,6 +19,8 @@ from pydantic import Field
 from nodegraph.api import InputError, InputFile, NodeContext, node
 from nodegraph_control import edges
 from nodegraph_control.controlnet import ControlNetUnit
+from nodegraph_control.ip_adapter import IPAdapterUnit, IPImageEmbeds, encode_reference
+from nodegraph_control.ip_adapter_files import IPAdapterHandle, IPAdapterRef, describe_ip_adapter
 from nodegraph_control.models import AdapterHandle, AdapterRef, ControlNetHandle, ControlNetRef, describe
 from nodegraph_control.pose import DEFAULT_THRESHOLD, load_pose_file
 from nodegraph_control.pose_render import render_pose as draw_pose
@@ -182,3 +184,60 @@ def t2i_adapter(
 ) -> AdapterUnit:
     """A T2I-Adapter unit for the sampler's `conditions`; combines with ControlNet units."""
     return AdapterUnit(model, image, float(weight), float(end))
+
+
+@node("control.load_ip_adapter", version="1.0.0")
+def load_ip_adapter(
+    ctx: NodeContext,
+    path: Annotated[
+        IPAdapterRef,
+        Field(
+            description="builtin:NAME, an IP-Adapter .safetensors (image_proj.* + ip_adapter.* keys; "
+            ".bin only with --allow-pickle), or a folder holding one"
+        ),
+    ],
+    image_encoder: Annotated[
+        str | None,
+        Field(
+            description="CLIPVisionModelWithProjection folder (default: image_encoder/ beside the "
+            "adapter file or one level up)"
+        ),
+    ] = None,
+) -> IPAdapterHandle:
+    """Name an IP-Adapter and its CLIP image encoder; weights are loaded when used."""
+    where = resolve_model_ref(path, ctx, "adapter")
+    encoder = ctx.input_path(image_encoder) if image_encoder is not None else None
+    return describe_ip_adapter(where, encoder, ctx)
+
+
+@node("control.encode_ip_image", version="1.0.0")
+def encode_ip_image(
+    ctx: NodeContext,
+    model: Annotated[IPAdapterHandle, Field(description="The IP-Adapter (control.load_ip_adapter)")],
+    image: Annotated[Image, Field(description="Reference image(s); a batch gives several images to one adapter")],
+) -> IPImageEmbeds:
+    """Encode reference images with the IP-Adapter's CLIP image encoder (cached apart from the scale)."""
+    return encode_reference(model, image, ctx, ctx.device, ctx.dtype)
+
+
+@node("control.ip_adapter", version="1.0.0")
+def ip_adapter(
+    model: Annotated[IPAdapterHandle, Field(description="The IP-Adapter (control.load_ip_adapter)")],
+    embeds: Annotated[IPImageEmbeds, Field(description="Encoded reference image (control.encode_ip_image)")],
+    scale: Annotated[float, Field(ge=-1, le=2, description="Image prompt strength (0 = off)")] = 1.0,
+    block_scales: Annotated[
+        dict[str, float | list[float] | dict[str, float | list[float]]] | None,
+        Field(
+            description="Per-block scales as diffusers' set_ip_adapter_scale takes them, e.g. "
+            "{up: {block_0: [0.0, 1.0, 0.0]}} (style only); blocks not named get 0; replaces `scale`"
+        ),
+    ] = None,
+) -> IPAdapterUnit:
+    """An IP-Adapter (image prompt) unit for the sampler's `conditions`; combines with the other units."""
+    if embeds.encoder_fingerprint != model.encoder_fingerprint or embeds.hidden_states != model.hidden_states:
+        raise InputError(
+            f"these embeddings were not made by the image encoder of '{model.path}': encode the reference "
+            "image with control.encode_ip_image on this adapter",
+            field="embeds",
+        )
+    return IPAdapterUnit(model, embeds, float(scale), block_scales)
