@@ -65,11 +65,12 @@ class SweepSummary:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
 
-def prepare_sweep(engine: Engine, graph: Path, axes: list[Axis], zipped: bool,
+def prepare_sweep(engine: Engine, graph: Path | str, axes: list[Axis], zipped: bool,
                   fixed: Mapping[str, str] | None = None) -> SweepSpec:
     """Expand and check every variant (raises `GraphError` naming bad targets/values before any run)."""
     from nodegraph.errors import NodegraphError
 
+    graph = Path(graph)
     fixed = dict(fixed or {})
     both = [a.target for a in axes if a.target in fixed]
     if both:
@@ -94,10 +95,11 @@ class LocalExecutor:
             on_done(outcome)
 
 
-def run_sweep(spec: SweepSpec, executor: Executor, out_dir: Path, resume: bool = False,
+def run_sweep(spec: SweepSpec, executor: Executor, out_dir: Path | str, resume: bool = False,
               progress: Callable[[int, int], None] | None = None) -> SweepSummary:
     """Run the variants not yet done; `progress(done, total)` after each. Ctrl-C -> `SweepInterrupted`."""
     t0 = time.perf_counter()
+    out_dir = Path(out_dir)
     folder = SweepFolder(out_dir, resume)
     todo = [v for v in spec.variants if not (resume and folder.done(v))]
     skipped = len(spec.variants) - len(todo)
