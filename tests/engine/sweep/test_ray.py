@@ -120,3 +120,23 @@ def test_killing_a_worker_mid_sweep_still_gives_every_variant_once(
     ray_images = images_by_params(out)
     for params, image in local_images.items():
         assert np.array_equal(ray_images[params], image), params
+
+
+def test_cli_ray_sweep_then_resume_runs_only_the_missing_variant(local_ray: ModuleType, tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from nodegraph.cli.app import app
+
+    out = tmp_path / "cli"
+    args = ["run", str(GRAPH), "--set", "steps=2", "--sweep", "seed=1..3", "--executor", "ray", "--out", str(out),
+            "-q"]
+    result = CliRunner().invoke(app, [*args, "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "3 variants, 3 run, 0 already done" in result.output
+    shutil.rmtree(out / manifest(out)[1]["variant"])  # lose one variant's files
+    result = CliRunner().invoke(app, [*args, "--workers", "1", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "3 variants, 1 run, 2 already done" in result.output
+    assert local_ray.is_initialized()  # the CLI joined the running instance and left it running
