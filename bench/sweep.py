@@ -82,7 +82,8 @@ def bench_ray(spec: SweepSpec, options: RunOptions, out: Path, workers: int | No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graph", type=Path, default=ROOT / "graphs" / "txt2img.yaml")
     parser.add_argument("--variants", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
@@ -90,7 +91,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
-    spec = prepare_sweep(Engine(build_registry()), args.graph, parse_axes([f"seed=1..{args.variants}"]), False,
+    axes = parse_axes([f"seed=1..{args.variants}"])
+    spec = prepare_sweep(Engine(build_registry()), args.graph, axes, False,
                          {"steps": str(args.steps)})
     options = RunOptions(device=args.device)
     report: dict[str, Any] = {
@@ -117,7 +119,8 @@ def main() -> None:
             except NodegraphError as exc:  # Ray not installed
                 report["ray"] = {"skipped": str(exc)}
     if "images_per_minute" in report.get("ray", {}):
-        report["ray_speedup"] = round(report["ray"]["images_per_minute"] / report["local"]["images_per_minute"], 3)
+        ray_rate, local_rate = report["ray"]["images_per_minute"], report["local"]["images_per_minute"]
+        report["ray_speedup"] = round(ray_rate / local_rate, 3)
     print(json.dumps(report, indent=2))
 
 

@@ -61,7 +61,7 @@ def sweep_command(stdout: Console, err: Console, engine: Engine, graph: Path, fi
     """Validate every variant, run the sweep on the chosen executor, and print where the results are."""
     with user_errors(err):
         axes = parse_axes(args.sweeps, Path.cwd())
-        spec = prepare_sweep(engine, graph, axes, args.zipped, fixed)
+        spec = prepare_sweep(engine, graph, axes, args.zipped, fixed, options)
         try:
             summary = _run(err, engine, spec, args, options, packs, quiet)
         except SweepInterrupted as exc:

@@ -1,7 +1,7 @@
 """The sweep folder: one sub-folder per variant, a JSON-lines manifest, and `--resume` bookkeeping.
 
     out/
-      manifest.jsonl               one line per finished variant (variant -> params -> outputs -> keys -> timings)
+      manifest.jsonl     one line per finished variant (variant -> params -> outputs -> keys -> timings)
       contact_sheet.png            all variants in a labelled grid
       seed-3-1f0c2a9e4b7d/txt2img.png   a variant's files, in a folder named by its values and key
 

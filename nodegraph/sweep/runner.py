@@ -66,8 +66,10 @@ class SweepSummary:
 
 
 def prepare_sweep(engine: Engine, graph: Path | str, axes: list[Axis], zipped: bool,
-                  fixed: Mapping[str, str] | None = None) -> SweepSpec:
-    """Expand and check every variant (raises `GraphError` naming bad targets/values before any run)."""
+                  fixed: Mapping[str, str] | None = None, options: RunOptions | None = None) -> SweepSpec:
+    """Expand and check every variant (raises `GraphError` naming bad targets/values before any run).
+
+    `options` (device, dtype) join each variant's key, so `--resume` on another device re-runs."""
     from nodegraph.errors import NodegraphError
 
     graph = Path(graph)
@@ -79,7 +81,8 @@ def prepare_sweep(engine: Engine, graph: Path | str, axes: list[Axis], zipped: b
     def load(overrides: Mapping[str, Any]) -> Any:
         return engine.load(graph, {**fixed, **overrides})
 
-    return SweepSpec(graph, axes, zipped, fixed, build_variants(load, axes, zipped, str(graph)))
+    runtime = {"device": options.device, "dtype": options.dtype} if options is not None else None
+    return SweepSpec(graph, axes, zipped, fixed, build_variants(load, axes, zipped, runtime))
 
 
 class LocalExecutor:

@@ -18,7 +18,7 @@ from typing import Any
 
 from nodegraph.document.plan import Plan
 from nodegraph.errors import GraphError, NodegraphError, Problem
-from nodegraph.runtime.cache import node_key
+from nodegraph.runtime.cache import canonical_json, node_key
 from nodegraph.runtime.executor import execution_order
 from nodegraph.sweep.spec import Axis
 
@@ -58,11 +58,12 @@ def combinations(axes: list[Axis], zipped: bool) -> list[dict[str, str]]:
     return [{axis.target: value for axis, value in zip(axes, row, strict=True)} for row in rows]
 
 
-def plan_key(plan: Plan) -> str:
-    """The content-derived key of what a plan would produce (stable across runs and processes)."""
+def plan_key(plan: Plan, runtime: Mapping[str, str] | None = None) -> str:
+    """The content-derived key of what a plan would produce (stable across runs and processes);
+    `runtime` (requested device, dtype) joins it, so a variant made in fp16 is not taken for fp32."""
     base_dir = plan.file.parent if plan.file else Path.cwd()
     keys: dict[str, str] = {}
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(canonical_json(dict(runtime or {})).encode())
     for node_id in execution_order(plan):
         keys[node_id] = node_key(plan.nodes[node_id], keys, base_dir, "sweep")
         digest.update(f"{node_id}={keys[node_id]};".encode())
@@ -70,7 +71,7 @@ def plan_key(plan: Plan) -> str:
 
 
 def build_variants(load: Callable[[Mapping[str, Any]], Plan], axes: list[Axis], zipped: bool,
-                   file: str | None = None) -> list[Variant]:
+                   runtime: Mapping[str, str] | None = None) -> list[Variant]:
     """Load every variant with its overrides (`load` is `Engine.load` bound to the graph); collect all
     problems, each naming the variant's values, and raise them together before anything runs."""
     problems: list[Problem] = []
@@ -87,7 +88,7 @@ def build_variants(load: Callable[[Mapping[str, Any]], Plan], axes: list[Axis], 
                 first_problem_of[text] = text
                 problems.append(_with_variant(problem, overrides))
             continue
-        variants.append(Variant(index, overrides, plan_key(plan)))
+        variants.append(Variant(index, overrides, plan_key(plan, runtime)))
     if problems:
         raise GraphError(problems)
     return variants

@@ -55,7 +55,8 @@ def registry_for(packs: tuple[str, ...] | None) -> Registry:
     return build_registry([s for s in entry_point_sources() if s.name in packs])
 
 
-def run_variant(engine: Engine, job: VariantJob, options: RunOptions, worker: str = "local") -> VariantOutcome:
+def run_variant(engine: Engine, job: VariantJob, options: RunOptions,
+                worker: str = "local") -> VariantOutcome:
     """Run `job` on `engine` into a private folder and return its files; the folder is always removed."""
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="nodegraph-variant-"))

@@ -63,7 +63,8 @@ def test_grid_sweep_writes_variant_folders_manifest_and_contact_sheet(registry: 
     # every variant's image is the image of a plain run with the same values
     images = images_by_params(out)
     assert len({im.tobytes() for im in images.values()}) == 4
-    single = engine.run(GRAPH, {**FIXED, "seed": "2", "cfg": "7.5"}, options=RunOptions(out_dir=tmp_path / "one"))
+    single = engine.run(GRAPH, {**FIXED, "seed": "2", "cfg": "7.5"},
+                        options=RunOptions(out_dir=tmp_path / "one"))
     assert np.array_equal(pixels(single.written[0]), images[(("cfg", "7.5"), ("seed", "2"))])
     # the contact sheet: a 2x2 grid of upscaled cells plus labels, with the images in it
     with Image.open(out / "contact_sheet.png") as sheet:
@@ -153,7 +154,8 @@ def test_ctrl_c_keeps_finished_variants_and_resume_runs_only_the_missing(
     result = invoke(registry, [*SWEEP, "--out", str(out), "-q", "--resume"])
     assert result.exit_code == 0, result.output
     assert "4 variants, 2 run, 2 already done" in result.output
-    assert counted.calls == [{"steps": "2", "seed": "2", "cfg": "1"}, {"steps": "2", "seed": "2", "cfg": "7.5"}]
+    assert counted.calls == [{"steps": "2", "seed": "2", "cfg": "1"},
+                             {"steps": "2", "seed": "2", "cfg": "7.5"}]
     assert len({e["key"] for e in manifest(out)}) == 4
 
     counted.calls.clear()
@@ -175,6 +177,10 @@ def test_resume_reruns_a_variant_whose_file_changed_and_ignores_a_torn_manifest_
     again = run_sweep(spec, executor, out, resume=True)
     assert (again.ran, again.skipped) == (1, 2)
     assert pixels(damaged).shape == (64, 64, 3)
+    # another requested dtype gives other keys: --resume does not take fp32 results for them
+    other = prepare_sweep(engine, GRAPH, parse_axes(["seed=1..3"]), False, FIXED, RunOptions(dtype="float32"))
+    assert not {v.key for v in other.variants} & {v.key for v in spec.variants}
+    assert run_sweep(other, executor, out, resume=True).ran == 3
     # without --resume everything runs again and the manifest starts over
     fresh = run_sweep(spec, executor, out)
     assert (fresh.ran, fresh.skipped) == (3, 0) and len(manifest(out)) == 3

@@ -122,7 +122,8 @@ def test_killing_a_worker_mid_sweep_still_gives_every_variant_once(
         assert np.array_equal(ray_images[params], image), params
 
 
-def test_cli_ray_sweep_then_resume_runs_only_the_missing_variant(local_ray: ModuleType, tmp_path: Path) -> None:
+def test_cli_ray_sweep_then_resume_runs_only_the_missing_variant(local_ray: ModuleType,
+                                                                 tmp_path: Path) -> None:
     import shutil
 
     from typer.testing import CliRunner
@@ -130,8 +131,8 @@ def test_cli_ray_sweep_then_resume_runs_only_the_missing_variant(local_ray: Modu
     from nodegraph.cli.app import app
 
     out = tmp_path / "cli"
-    args = ["run", str(GRAPH), "--set", "steps=2", "--sweep", "seed=1..3", "--executor", "ray", "--out", str(out),
-            "-q"]
+    args = ["run", str(GRAPH), "--set", "steps=2", "--sweep", "seed=1..3", "--executor", "ray",
+            "--out", str(out), "-q"]
     result = CliRunner().invoke(app, [*args, "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "3 variants, 3 run, 0 already done" in result.output
