@@ -16,7 +16,7 @@ sampler) through the engine, with its result cache on, as a user iterating on a 
   (every model loaded).
 
     python bench/multi_condition.py                       # CPU, built-in tiny models, 64x64, 20 steps
-    python bench/multi_condition.py --sd15 --device cuda  # SD1.5-sized random-init models, 512x512, 30 steps, fp16
+    python bench/multi_condition.py --sd15 --device cuda  # SD1.5-sized random models, 512x512, 30 steps, fp16
 
 `--sd15` builds SD1.5-architecture models with random weights (no download) with bench/txt2img.py's
 `build_sd15`, plus two SD1.5-sized ControlNets (`ControlNetModel.from_unet`), a full T2I-Adapter with
@@ -52,7 +52,6 @@ CONDITIONS = {"pose_cn": "pose ControlNet", "edge_cn": "edge ControlNet", "edge_
 def build_sd15_controls(model: Path, folder: Path) -> dict[str, str]:
     """SD1.5-sized control models and LoRA for the random-init SD1.5 model at `model` (graph overrides)."""
     from diffusers import ControlNetModel, T2IAdapter, UNet2DConditionModel
-
     from nodegraph_diffusion.lora import save_tiny_style_lora
 
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", local_files_only=True)
@@ -110,18 +109,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(tmp: Path, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd15", action="store_true", help="SD1.5-sized random models, 512x512, 30 steps, fp16")
+    parser.add_argument("--sd15", action="store_true", help="SD1.5-sized random models, 512², 30 steps, fp16")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda with --sd15, else cpu)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
     args = parser.parse_args(argv)
 
+    from nodegraph_diffusion.loading import load_text_encoder, load_unet, load_vae, use_unet
+    from nodegraph_diffusion.types import LoraPatch, UNetHandle
+
     from nodegraph import Engine, RunOptions
     from nodegraph.runtime.context import RunContext
     from nodegraph.runtime.residency import ResidencyManager
-    from nodegraph_diffusion.loading import load_text_encoder, load_unet, load_vae, use_unet
-    from nodegraph_diffusion.types import LoraPatch, UNetHandle
 
     device = args.device or ("cuda" if args.sd15 else "cpu")
     dtype = "float16" if args.sd15 and device != "cpu" else "float32"
@@ -138,7 +138,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
         engine = Engine()
         plans = variants(document)
         sampler_s: dict[str, list[float]] = {name: [] for name in plans}
-        for name, doc in plans.items():  # warm-up: loads, allocator, kernels
+        for doc in plans.values():  # warm-up: loads, allocator, kernels
             engine.run(engine.load(doc, {**overrides, "seed": 0}, file=GRAPH), options=options)
         for i in range(args.repeats):
             names = list(plans)
@@ -176,12 +176,13 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
             del fresh
 
         def node_context(resources: Any) -> Any:
-            run = RunContext(options=options, resources=resources, staging_dir=tmp / "staging", graph_file=GRAPH)
+            staging = tmp / "staging"
+            run = RunContext(options=options, resources=resources, staging_dir=staging, graph_file=GRAPH)
             return run.for_node("bench", "bench.load")
 
         load_s, switch_s = [], []
         lora = first.outputs["styled"]["unet"].loras[0]
-        for i in range(args.repeats):
+        for _ in range(args.repeats):
             ctx = node_context(ResidencyManager())
             sync(device)
             start = time.perf_counter()

@@ -84,19 +84,29 @@ def _pil_images(image: Image) -> list[Any]:
     return [PILImage.fromarray(a) for a in to_uint8_rgb(image.pixels)]
 
 
-def encode_reference(handle: IPAdapterHandle, image: Image, ctx: NodeContext | None, device: Any = "cpu",
-                     dtype: Any = torch.float32) -> IPImageEmbeds:
+def encode_reference(
+    handle: IPAdapterHandle,
+    image: Image,
+    ctx: NodeContext | None,
+    device: Any = "cpu",
+    dtype: Any = torch.float32,
+) -> IPImageEmbeds:
     """Encode the reference images (a batch = several images for one adapter) like the pipeline does."""
     from diffusers import StableDiffusionPipeline
 
     with use_image_encoder(ctx, handle, torch.device(device), dtype) as encoder, torch.no_grad():
         pipe = SimpleNamespace(image_encoder=encoder, feature_extractor=feature_extractor(handle, encoder))
         # the pipeline's own method, run on just the two parts it reads
-        embeds, negative = StableDiffusionPipeline.encode_image(pipe, _pil_images(image), device, 1,
-                                                                handle.hidden_states)
+        embeds, negative = StableDiffusionPipeline.encode_image(
+            pipe, _pil_images(image), device, 1, handle.hidden_states
+        )
     as_cpu = dict(device="cpu", dtype=torch.float32)
-    return IPImageEmbeds(embeds[None].to(**as_cpu), negative[None].to(**as_cpu), handle.encoder_fingerprint,
-                         handle.hidden_states)
+    return IPImageEmbeds(
+        embeds[None].to(**as_cpu),
+        negative[None].to(**as_cpu),
+        handle.encoder_fingerprint,
+        handle.hidden_states,
+    )
 
 
 def _ip_processor_classes() -> tuple[type, ...]:
@@ -164,13 +174,18 @@ class IPInstallation:
         self.installed = {}
 
 
-def install_ip_adapter(unet: Any, state: dict[str, Any], scale: float | BlockScales, path: str) -> IPInstallation:
+def install_ip_adapter(
+    unet: Any, state: dict[str, Any], scale: float | BlockScales, path: str
+) -> IPInstallation:
     """Install an IP-Adapter on `unet` with diffusers' loader and scale setter; return its installation."""
     from diffusers.loaders.ip_adapter import IPAdapterMixin
 
     if unet.encoder_hid_proj is not None:
-        raise InputError("the UNet already has an image projection (a second ip_adapter unit in this sampler?); "
-                         "one IP-Adapter unit per sampler is supported", field="conditions")
+        raise InputError(
+            "the UNet already has an image projection (a second ip_adapter unit in this sampler?); "
+            "one IP-Adapter unit per sampler is supported",
+            field="conditions",
+        )
     installation = IPInstallation(unet)
     before = dict(unet.attn_processors)
     installation.bases = {name: _innermost(p) for name, p in before.items()}
@@ -188,10 +203,12 @@ def install_ip_adapter(unet: Any, state: dict[str, Any], scale: float | BlockSca
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"bad IP-Adapter block scales {scale!r}: {exc}", field="block_scales") from exc
         # wrappers that were there (attention hooks) go back on top, the IP processors beneath them
-        unet.set_attn_processor({
-            name: _put_under(top, installation.installed.get(name, installation.bases[name]))
-            for name, top in before.items()
-        })
+        unet.set_attn_processor(
+            {
+                name: _put_under(top, installation.installed.get(name, installation.bases[name]))
+                for name, top in before.items()
+            }
+        )
     except BaseException:
         installation.restore()
         # exactly the chains we found, each ending in its own processor again

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegraph_diffusion.loading import PICKLE_SUFFIXES, own_storage, read_shapes, read_state_dict, refuse_pickle
+from nodegraph_diffusion.loading import (
+    PICKLE_SUFFIXES,
+    own_storage,
+    read_shapes,
+    read_state_dict,
+    refuse_pickle,
+)
 from nodegraph_diffusion.paths import ModelRef, fingerprint_path
 
 from nodegraph.api import InputError, NodeContext
@@ -55,31 +61,41 @@ def adapter_file(path: Path) -> Path:
     """The adapter weights file a reference names (a file, or a folder holding exactly one)."""
     if not path.is_dir():
         if path.suffix.lower() not in ADAPTER_SUFFIXES:
-            raise InputError(f"'{path}' is not an IP-Adapter weights file ({', '.join(ADAPTER_SUFFIXES)})",
-                             field="path")
+            raise InputError(
+                f"'{path}' is not an IP-Adapter weights file ({', '.join(ADAPTER_SUFFIXES)})", field="path"
+            )
         return path
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in ADAPTER_SUFFIXES)
     if len(files) != 1:
-        raise InputError(f"IP-Adapter folder '{path}' must hold exactly one weights file "
-                         f"({', '.join(ADAPTER_SUFFIXES)}), found {len(files)}", field="path")
+        raise InputError(
+            f"IP-Adapter folder '{path}' must hold exactly one weights file "
+            f"({', '.join(ADAPTER_SUFFIXES)}), found {len(files)}",
+            field="path",
+        )
     return files[0]
 
 
 def find_encoder(adapter: Path, given: Path | None) -> Path:
     """The image encoder folder: `given`, else `image_encoder/` beside the adapter file or one level up."""
-    places = [given] if given is not None else [adapter.parent / "image_encoder",
-                                                 adapter.parent.parent / "image_encoder"]
+    places = (
+        [given]
+        if given is not None
+        else [adapter.parent / "image_encoder", adapter.parent.parent / "image_encoder"]
+    )
     for place in places:
         if place.is_dir() and (place / "config.json").is_file():
             return place
     shown = ", ".join(f"'{p}'" for p in places)
-    raise InputError(f"no CLIP image encoder for IP-Adapter '{adapter}': expected a "
-                     f"CLIPVisionModelWithProjection folder (config.json + weights) at {shown}; "
-                     "pass `image_encoder`", field="image_encoder")
+    raise InputError(
+        f"no CLIP image encoder for IP-Adapter '{adapter}': expected a "
+        f"CLIPVisionModelWithProjection folder (config.json + weights) at {shown}; "
+        "pass `image_encoder`",
+        field="image_encoder",
+    )
 
 
 def split_state(state: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
-    """Flat (`image_proj.x`) or nested (`{"image_proj": {...}}`) weights -> the nested form diffusers takes."""
+    """Flat (`image_proj.x`) or nested (`{"image_proj": {...}}`) weights -> nested (what diffusers takes)."""
     if all(isinstance(state.get(part), dict) for part in PARTS):
         return {part: dict(state[part]) for part in PARTS}
     nested: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
@@ -89,8 +105,11 @@ def split_state(state: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
             nested[part][rest] = value
     if not nested["image_proj"] or not nested["ip_adapter"]:
         sample = ", ".join(sorted(state)[:3]) or "none"
-        raise InputError(f"'{path}' is not an IP-Adapter file: expected `image_proj.*` and `ip_adapter.*` "
-                         f"keys (diffusers/original IP-Adapter layout), found e.g. {sample}", field="path")
+        raise InputError(
+            f"'{path}' is not an IP-Adapter file: expected `image_proj.*` and `ip_adapter.*` "
+            f"keys (diffusers/original IP-Adapter layout), found e.g. {sample}",
+            field="path",
+        )
     return nested
 
 
@@ -105,16 +124,20 @@ def _encoder_config(folder: Path, ctx: NodeContext) -> dict[str, Any]:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read image encoder config '{folder / 'config.json'}': {exc}",
-                         field="image_encoder") from exc
+        raise InputError(
+            f"cannot read image encoder config '{folder / 'config.json'}': {exc}", field="image_encoder"
+        ) from exc
     classes = config.get("architectures") or []
     if classes and not set(classes) & set(ENCODER_CLASSES):
-        raise InputError(f"image encoder '{folder}' is a {classes[0]}, not a CLIPVisionModelWithProjection",
-                         field="image_encoder")
+        raise InputError(
+            f"image encoder '{folder}' is a {classes[0]}, not a CLIPVisionModelWithProjection",
+            field="image_encoder",
+        )
     weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", *PICKLE_SUFFIXES)]
     if not weights:
-        raise InputError(f"image encoder folder '{folder}' holds no weights (model.safetensors)",
-                         field="image_encoder")
+        raise InputError(
+            f"image encoder folder '{folder}' holds no weights (model.safetensors)", field="image_encoder"
+        )
     if not any(p.suffix == ".safetensors" for p in weights):
         refuse_pickle(weights[0], ctx, field="image_encoder")
     return dict(config)
@@ -126,10 +149,14 @@ def describe_ip_adapter(path: Path, encoder: Path | None, ctx: NodeContext) -> I
     refuse_pickle(file, ctx)
     shapes = _shapes(file, ctx)
     proj = shapes["image_proj"]
-    if "perceiver_resampler.proj_in.weight" in proj or ("norm.weight" in proj and "proj.weight" not in proj
-                                                         and "proj.3.weight" not in proj):
-        raise InputError(f"'{file}' is an IP-Adapter FaceID model, which needs face embeddings "
-                         "(insightface); only image-prompt IP-Adapters are supported", field="path")
+    if "perceiver_resampler.proj_in.weight" in proj or (
+        "norm.weight" in proj and "proj.weight" not in proj and "proj.3.weight" not in proj
+    ):
+        raise InputError(
+            f"'{file}' is an IP-Adapter FaceID model, which needs face embeddings "
+            "(insightface); only image-prompt IP-Adapters are supported",
+            field="path",
+        )
     folder = find_encoder(file, Path(encoder).resolve() if encoder is not None else None)
     config = _encoder_config(folder, ctx)
     hidden_states = "proj.weight" not in proj  # Plus / Full read the penultimate hidden states
@@ -137,11 +164,14 @@ def describe_ip_adapter(path: Path, encoder: Path | None, ctx: NodeContext) -> I
     wanted = proj.get("proj.weight", proj.get("proj_in.weight", proj.get("proj.0.weight")))
     if wanted is not None and width is not None and wanted[-1] != width:
         what = "hidden_size" if hidden_states else "projection_dim"
-        raise InputError(f"IP-Adapter '{file}' takes image features of width {wanted[-1]}, but image encoder "
-                         f"'{folder}' gives {what} {width}: pair the adapter with its own encoder",
-                         field="image_encoder")
-    return IPAdapterHandle(str(file), fingerprint_path(file), str(folder), fingerprint_path(folder),
-                           hidden_states)
+        raise InputError(
+            f"IP-Adapter '{file}' takes image features of width {wanted[-1]}, but image encoder "
+            f"'{folder}' gives {what} {width}: pair the adapter with its own encoder",
+            field="image_encoder",
+        )
+    return IPAdapterHandle(
+        str(file), fingerprint_path(file), str(folder), fingerprint_path(folder), hidden_states
+    )
 
 
 def read_adapter(handle: IPAdapterHandle, ctx: NodeContext | None) -> dict[str, dict[str, Any]]:
@@ -166,9 +196,13 @@ def load_image_encoder(handle: IPAdapterHandle, ctx: NodeContext | None) -> Any:
     folder = Path(handle.encoder_path)
     safe = any(folder.glob("*.safetensors"))
     if not safe and not (ctx is not None and ctx.options.allow_pickle):
-        raise InputError(f"refusing to load pickled image encoder weights in '{folder}'", field="image_encoder")
+        raise InputError(
+            f"refusing to load pickled image encoder weights in '{folder}'", field="image_encoder"
+        )
     try:
-        model = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True, use_safetensors=safe)
+        model = CLIPVisionModelWithProjection.from_pretrained(
+            folder, local_files_only=True, use_safetensors=safe
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load image encoder '{folder}': {exc}", field="image_encoder") from exc
     return own_storage(model.eval())
@@ -186,9 +220,10 @@ def feature_extractor(handle: IPAdapterHandle, encoder: Any) -> Any:
 
 
 @contextmanager
-def resident(ctx: NodeContext | None, key: str, load: Callable[[], Any], device: Any = None,
-             dtype: Any = None) -> Iterator[Any]:
-    """`load()`'s result, held by the run's residency manager (loaded once per key); plain load without ctx."""
+def resident(
+    ctx: NodeContext | None, key: str, load: Callable[[], Any], device: Any = None, dtype: Any = None
+) -> Iterator[Any]:
+    """`load()`'s result, held by the run's residency manager (loaded once per key); a plain load without."""
     if ctx is None:
         value = load()
         yield value.to(device=device, dtype=dtype) if device is not None and hasattr(value, "to") else value
@@ -204,5 +239,10 @@ def use_adapter_state(ctx: NodeContext | None, handle: IPAdapterHandle) -> Any:
 
 def use_image_encoder(ctx: NodeContext | None, handle: IPAdapterHandle, device: Any, dtype: Any) -> Any:
     """The image encoder on `device`/`dtype`, resident and pinned for the block."""
-    return resident(ctx, f"{handle.encoder_fingerprint}:image_encoder", lambda: load_image_encoder(handle, ctx),
-                    device, dtype)
+    return resident(
+        ctx,
+        f"{handle.encoder_fingerprint}:image_encoder",
+        lambda: load_image_encoder(handle, ctx),
+        device,
+        dtype,
+    )

@@ -214,7 +214,9 @@ def load_ip_adapter(
 def encode_ip_image(
     ctx: NodeContext,
     model: Annotated[IPAdapterHandle, Field(description="The IP-Adapter (control.load_ip_adapter)")],
-    image: Annotated[Image, Field(description="Reference image(s); a batch gives several images to one adapter")],
+    image: Annotated[
+        Image, Field(description="Reference image(s); a batch gives several images to one adapter")
+    ],
 ) -> IPImageEmbeds:
     """Encode reference images with the IP-Adapter's CLIP image encoder (cached apart from the scale)."""
     return encode_reference(model, image, ctx, ctx.device, ctx.dtype)

@@ -54,13 +54,16 @@ def build_tiny_image_encoder(seed: int = SEED) -> Any:
     return model.eval()
 
 
-def adapter_state_dict(unet: Any, image_embed_dim: int, seed: int = SEED, scale: float = 1.0) -> dict[str, Any]:
+def adapter_state_dict(
+    unet: Any, image_embed_dim: int, seed: int = SEED, scale: float = 1.0
+) -> dict[str, Any]:
     """Original-layout IP-Adapter weights for `unet` (flat `image_proj.*` / `ip_adapter.*` keys)."""
     generator = torch.Generator("cpu").manual_seed(seed + 1)
     cross = int(unet.config.cross_attention_dim)
     state: dict[str, Any] = {
-        "image_proj.proj.weight": _randn((IMAGE_TOKENS * cross, image_embed_dim), generator,
-                                         scale / image_embed_dim**0.5),
+        "image_proj.proj.weight": _randn(
+            (IMAGE_TOKENS * cross, image_embed_dim), generator, scale / image_embed_dim**0.5
+        ),
         "image_proj.proj.bias": _randn((IMAGE_TOKENS * cross,), generator, 0.05),
         "image_proj.norm.weight": 1.0 + _randn((cross,), generator, 0.05),
         "image_proj.norm.bias": _randn((cross,), generator, 0.05),
@@ -71,7 +74,9 @@ def adapter_state_dict(unet: Any, image_embed_dim: int, seed: int = SEED, scale:
             continue
         hidden = int(unet.get_submodule(name.removesuffix(".processor")).to_k.out_features)
         for proj in ("to_k_ip", "to_v_ip"):
-            state[f"ip_adapter.{key_id}.{proj}.weight"] = _randn((hidden, cross), generator, scale / cross**0.5)
+            state[f"ip_adapter.{key_id}.{proj}.weight"] = _randn(
+                (hidden, cross), generator, scale / cross**0.5
+            )
         key_id += 2
     return state
 

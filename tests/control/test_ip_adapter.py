@@ -21,7 +21,7 @@ from nodegraph_control.tiny_ip_adapter import NAME, WEIGHT_NAME
 from nodegraph_core.types import Image
 from nodegraph_diffusion.conditions import Condition
 
-from tests.control.test_control_exactness import STEPS, SEED, call
+from tests.control.test_control_exactness import call
 
 BLOCKS = {"up": {"block_1": [0.0, 1.0]}}  # the tiny UNet's only cross-attention up block, 2nd layer only
 
@@ -51,8 +51,13 @@ def pil(image: Image) -> Any:
 
 
 def with_ip_adapter(pipe: Any, builtin: Path, scale: Any) -> Any:
-    pipe.load_ip_adapter(str(builtin / NAME), subfolder="", weight_name=WEIGHT_NAME,
-                         image_encoder_folder="image_encoder", local_files_only=True)
+    pipe.load_ip_adapter(
+        str(builtin / NAME),
+        subfolder="",
+        weight_name=WEIGHT_NAME,
+        image_encoder_folder="image_encoder",
+        local_files_only=True,
+    )
     pipe.set_ip_adapter_scale(scale)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -62,10 +67,15 @@ def sd_pipeline(tiny: dict[str, Any], builtin: Path, scale: Any) -> Any:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     parts = {k: tiny[k] for k in ("vae", "text_encoder", "tokenizer")}
-    pipe = StableDiffusionPipeline(**parts, unet=copy.deepcopy(tiny["unet"]),
-                                   scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
-                                   safety_checker=None, feature_extractor=None, image_encoder=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        **parts,
+        unet=copy.deepcopy(tiny["unet"]),
+        scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
     return with_ip_adapter(pipe, builtin, scale)
 
 
@@ -111,12 +121,19 @@ def test_ip_adapter_with_controlnet_equals_controlnet_pipeline(
     image = control_image(1)
     parts = {k: tiny[k] for k in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionControlNetPipeline(
-        **parts, unet=copy.deepcopy(tiny["unet"]), controlnet=load_control("tinyworld-pose"),
-        scheduler=PNDMScheduler.from_config(tiny["scheduler"].config), safety_checker=None,
-        feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+        **parts,
+        unet=copy.deepcopy(tiny["unet"]),
+        controlnet=load_control("tinyworld-pose"),
+        scheduler=PNDMScheduler.from_config(tiny["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
     )
     with_ip_adapter(pipe, builtin, 0.8)
-    theirs = call(pipe, embeds, image=image, controlnet_conditioning_scale=0.9, ip_adapter_image=pil(reference))
+    theirs = call(
+        pipe, embeds, image=image, controlnet_conditioning_scale=0.9, ip_adapter_image=pil(reference)
+    )
     cn = ControlNetUnit(handle("tinyworld-pose"), Image(image), 0.9)
     for units in ([cn, ip(0.8)], [ip(0.8), cn]):  # list order does not matter for these two
         assert (run_units(units) - theirs).abs().max().item() == 0.0
@@ -182,7 +199,9 @@ def test_encoded_reference_matches_pipeline_encoder(builtin, make_ctx, reference
     handle = describe_ip_adapter(builtin / NAME, None, ctx)
     ours = encode_reference(handle, reference, ctx)
     pipe = sd_pipeline(tiny, builtin, 1.0)
-    theirs = StableDiffusionPipeline.prepare_ip_adapter_image_embeds(pipe, pil(reference), None, "cpu", 1, True)[0]
+    theirs = StableDiffusionPipeline.prepare_ip_adapter_image_embeds(
+        pipe, pil(reference), None, "cpu", 1, True
+    )[0]
     assert torch.equal(torch.cat([ours.negative, ours.embeds]), theirs)
     assert ours.embeds.abs().max() > 0 and not handle.hidden_states
     assert ctx.resources.load_count(f"{handle.encoder_fingerprint}:image_encoder") == 1

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from nodegraph_control.tiny_ip_adapter import NAME, WEIGHT_NAME
 from PIL import Image as PILImage
 
 from nodegraph import Engine, RunOptions
 from nodegraph.errors import NodegraphError
-from nodegraph_control.tiny_ip_adapter import NAME, WEIGHT_NAME
 from tests.control.test_control_graphs import GRAPHS, options, png
 
 FAST = {"steps": 4, "seed": 3}
@@ -28,18 +28,30 @@ def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
 
     engine = Engine()
     result = engine.run(GRAPHS / "ip_adapter.yaml", {**FAST, "ip_scale": 0.6}, options(tmp_path / "a"))
-    pipe = StableDiffusionPipeline.from_pretrained(builtin / "tinyworld", local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        builtin / "tinyworld", local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         own_storage(part)
-    pipe.load_ip_adapter(str(builtin / NAME), subfolder="", weight_name=WEIGHT_NAME,
-                         image_encoder_folder="image_encoder", local_files_only=True)
+    pipe.load_ip_adapter(
+        str(builtin / NAME),
+        subfolder="",
+        weight_name=WEIGHT_NAME,
+        image_encoder_folder="image_encoder",
+        local_files_only=True,
+    )
     pipe.set_ip_adapter_scale(0.6)
     pipe.set_progress_bar_config(disable=True)
     with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
         reference = im.convert("RGB")
-    kwargs = dict(negative_prompt="", height=64, width=64, num_inference_steps=4, guidance_scale=7.5,
-                  ip_adapter_image=reference)
+    kwargs = dict(
+        negative_prompt="",
+        height=64,
+        width=64,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        ip_adapter_image=reference,
+    )
     theirs = pipe(PROMPT, generator=torch.Generator().manual_seed(3), output_type="latent", **kwargs).images
     ours = result.outputs["latents"]["out"].samples
     assert (ours - theirs).abs().max().item() == 0.0
@@ -62,20 +74,29 @@ def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
 
 
 def test_ip_adapter_in_the_multi_condition_graph(tmp_path):
-    """LoRA + pose ControlNet + edge ControlNet + T2I-Adapter + IP-Adapter + attention capture, one sampler."""
+    """LoRA + pose and edge ControlNets + T2I-Adapter + IP-Adapter + attention capture in one sampler."""
     doc = yaml.safe_load((GRAPHS / "multi_condition.yaml").read_text())
     doc["params"]["ip_scale"] = {"type": "float", "default": 0.7}
-    doc["nodes"].update({
-        "ip_model": {"type": "control.load_ip_adapter", "path": "builtin:tinyworld-ip-adapter"},
-        "ip_embeds": {"type": "control.encode_ip_image", "model": "@ip_model", "image": "@photo"},
-        "ip": {"type": "control.ip_adapter", "model": "@ip_model", "embeds": "@ip_embeds", "scale": "$ip_scale"},
-        "capture": {"type": "attention.capture_maps", "name": "maps"},
-    })
+    doc["nodes"].update(
+        {
+            "ip_model": {"type": "control.load_ip_adapter", "path": "builtin:tinyworld-ip-adapter"},
+            "ip_embeds": {"type": "control.encode_ip_image", "model": "@ip_model", "image": "@photo"},
+            "ip": {
+                "type": "control.ip_adapter",
+                "model": "@ip_model",
+                "embeds": "@ip_embeds",
+                "scale": "$ip_scale",
+            },
+            "capture": {"type": "attention.capture_maps", "name": "maps"},
+        }
+    )
     doc["nodes"]["latents"]["conditions"] = ["@capture", "@pose_cn", "@ip", "@edge_cn", "@edge_t2i"]
     graph = tmp_path / "multi_ip.yaml"
     graph.write_text(yaml.safe_dump(doc))
-    files = {"pose": str(GRAPHS / "poses" / "arms_wide_768x512.json"),
-             "edge_image": str(GRAPHS / "inputs" / "scene_64.png")}
+    files = {
+        "pose": str(GRAPHS / "poses" / "arms_wide_768x512.json"),
+        "edge_image": str(GRAPHS / "inputs" / "scene_64.png"),
+    }
     engine = Engine()
     with_ip = engine.run(graph, {**FAST, **files}, options(tmp_path / "a"))
     without = engine.run(graph, {**FAST, **files, "ip_scale": 0.0}, options(tmp_path / "b"))
@@ -87,9 +108,11 @@ def test_ip_adapter_in_the_multi_condition_graph(tmp_path):
 
 
 def _run_adapter(tmp_path: Path, adapter: Path, **opts: Any) -> Any:
-    return Engine().run(GRAPHS / "ip_adapter.yaml", {**FAST, "steps": 1, "adapter": str(adapter)},
-                        RunOptions(out_dir=tmp_path / "out", device="cpu", dtype="float32", show_progress=False,
-                                   **opts))
+    return Engine().run(
+        GRAPHS / "ip_adapter.yaml",
+        {**FAST, "steps": 1, "adapter": str(adapter)},
+        RunOptions(out_dir=tmp_path / "out", device="cpu", dtype="float32", show_progress=False, **opts),
+    )
 
 
 def test_missing_image_encoder_names_the_path(tmp_path, builtin):
@@ -114,14 +137,17 @@ def test_wrong_key_layout_names_the_path(tmp_path, builtin):
 
 
 def test_pickled_adapter_refused_unless_allowed(tmp_path, builtin, make_ctx):
-    from nodegraph.errors import InputError
     from nodegraph_control.ip_adapter_files import describe_ip_adapter, read_adapter
     from safetensors.torch import load_file
 
+    from nodegraph.errors import InputError
+
     shutil.copytree(builtin / NAME / "image_encoder", tmp_path / "image_encoder")
     flat = load_file(str(builtin / NAME / WEIGHT_NAME))
-    nested = {part: {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(part + ".")}
-              for part in ("image_proj", "ip_adapter")}  # the original .bin layout
+    nested = {
+        part: {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(part + ".")}
+        for part in ("image_proj", "ip_adapter")
+    }  # the original .bin layout
     pickled = tmp_path / "ip-adapter.bin"
     torch.save(nested, pickled)
     with pytest.raises(NodegraphError, match="pickle") as info:
