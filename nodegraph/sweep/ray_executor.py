@@ -55,10 +55,11 @@ def _loopback_only(ray: ModuleType) -> Iterator[None]:
 
 
 def start_local_ray(num_cpus: int | None = None) -> ModuleType:
-    """Start a private Ray instance on loopback (no dashboard, worker logs not echoed)."""
+    """Start a private Ray instance on loopback (no dashboard, worker logs not echoed); `address="local"`
+    so a `$RAY_ADDRESS` in the environment cannot send it to some other cluster."""
     ray = import_ray()
     with _loopback_only(ray):
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
                  log_to_driver=False, configure_logging=False)
     return ray
 
@@ -130,13 +131,18 @@ class RayExecutor:
         self.workers, self.labels = [], []
 
     def run(self, jobs: list[VariantJob], on_done: OnDone) -> None:
-        """Dispatch jobs to free workers; a worker that dies has its variant re-queued for the others."""
-        if not self.workers:
+        """Dispatch jobs to free workers; a worker that dies has its variant re-queued for the others.
+
+        Workers started here are stopped at the end; after an explicit `start()` they stay up (for
+        several sweeps on warm workers) until `stop()`."""
+        started_here = not self.workers
+        if started_here:
             self.start()
         try:
             self._dispatch(jobs, on_done)
         finally:
-            self.stop()
+            if started_here:
+                self.stop()
 
     def _dispatch(self, jobs: list[VariantJob], on_done: OnDone) -> None:
         ray = self.ray
