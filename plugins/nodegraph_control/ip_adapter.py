@@ -195,13 +195,18 @@ def install_ip_adapter(
             with _quiet_loader():
                 unet._load_ip_adapter_weights([state])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise InputError(f"IP-Adapter '{path}' does not fit this UNet: {exc}", field="model") from exc
+            raise InputError(
+                f"IP-Adapter '{path}' does not fit this UNet: {exc}", field="conditions"
+            ) from exc
         ours = _ip_processor_classes()
         installation.installed = {n: p for n, p in unet.attn_processors.items() if isinstance(p, ours)}
         try:
             IPAdapterMixin.set_ip_adapter_scale(SimpleNamespace(unet=unet), scale)
         except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"bad IP-Adapter block scales {scale!r}: {exc}", field="block_scales") from exc
+            raise InputError(
+                f"the ip_adapter unit's block_scales {scale!r} do not fit this UNet: {exc}",
+                field="conditions",
+            ) from exc
         # wrappers that were there (attention hooks) go back on top, the IP processors beneath them
         unet.set_attn_processor(
             {

@@ -187,7 +187,7 @@ def test_bad_block_scales_are_an_input_error(tiny, ip, run_units):
     from nodegraph.errors import InputError
 
     before = processors(tiny["unet"])
-    with pytest.raises(InputError, match="block scales"):
+    with pytest.raises(InputError, match="block_scales"):
         run_units([ip(block_scales={"up": {"block_1": [1.0, 1.0, 1.0]}})])  # that block has 2 layers
     assert_restored(tiny["unet"], before)
 
@@ -216,3 +216,20 @@ def test_tiny_ip_adapter_is_deterministic_and_small(builtin, tmp_path):
     target = save_builtin(tmp_path)
     assert fingerprint_path(target) == fingerprint_path(builtin / NAME)
     assert sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) < 2_000_000
+
+
+def test_adapter_for_another_unet_is_an_input_error_naming_it(tiny, builtin, make_ctx):
+    from nodegraph_control.ip_adapter import install_ip_adapter
+    from nodegraph_control.ip_adapter_files import read_adapter
+
+    from nodegraph.errors import InputError
+
+    ctx = make_ctx()
+    handle = describe_ip_adapter(builtin / NAME, None, ctx)
+    state = read_adapter(handle, ctx)
+    del state["ip_adapter"]["7.to_k_ip.weight"]  # a UNet with one cross-attention layer more than it has
+    before = processors(tiny["unet"])
+    with pytest.raises(InputError, match="does not fit this UNet") as info:
+        install_ip_adapter(tiny["unet"], state, 1.0, handle.path)
+    assert handle.path in str(info.value)
+    assert_restored(tiny["unet"], before)
