@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -242,8 +242,7 @@ class ActiveIPAdapter:
         from diffusers import StableDiffusionPipeline
 
         self.installation: IPInstallation | None = None
-        with ExitStack() as stack:
-            state = stack.enter_context(use_adapter_state(ctx, unit.model))
+        with use_adapter_state(ctx, unit.model) as state:
             scale = unit.block_scales if unit.block_scales is not None else float(unit.scale)
             self.installation = install_ip_adapter(setup.unet, state, scale, unit.model.path)
         try:
