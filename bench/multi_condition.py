@@ -114,7 +114,10 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from nodegraph_diffusion.loading import load_text_encoder, load_unet, load_vae, use_unet
     from nodegraph_diffusion.types import LoraPatch, UNetHandle
