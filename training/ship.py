@@ -1,8 +1,10 @@
 """Copy a trained family into the built-in model folder (what `builtin:tinyworld...` resolves to).
 
 Standard diffusers layout is kept file for file (model_index.json, component configs, tokenizer,
-safetensors); floating-point tensors are stored in `dtype` (float16 halves the size; the loaders cast
-to the run's dtype). A `training.json` next to the base model records where the weights came from,
+safetensors); floating-point tensors are stored in `dtype` (float16 halves the size). diffusers loads
+UNet, VAE and ControlNets as float32 whatever the file holds, but transformers keeps a text encoder
+in its file's dtype, so the (0.2 MB) text encoder stays float32: a pipeline loaded from the folder
+then computes exactly what the engine does. A `training.json` next to the base model records where the weights came from,
 which is how tests recognise a trained (rather than random) built-in family.
 """
 
@@ -50,7 +52,8 @@ def ship(run: Path, builtin: Path | None = None, dtype: str = "float32", info: d
             shutil.rmtree(target)
         shutil.copytree(source, target)
         for file in target.rglob("*.safetensors"):
-            convert_file(file, getattr(torch, dtype))
+            if "text_encoder" not in file.parts:  # transformers keeps a file's dtype on load: stay float32
+                convert_file(file, getattr(torch, dtype))
         written.append(target)
     marker = target_root / "tinyworld" / MARKER
     marker.write_text(json.dumps({"trained_by": "python -m training.train", "run": run.name, "dtype": dtype,

@@ -58,7 +58,8 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     elif stage in ("pose", "edge"):
         from training.train_control import train_controlnet
 
-        train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes or 15.0, steps=args.steps)
+        train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes or 15.0, steps=args.steps,
+                         limit=6000 if stage == "pose" else 3000)
     elif stage == "lora":
         from training.train_lora import train_lora
 
