@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,16 @@ def model_folder(sd15: bool, tmp: Path) -> Path:
     from bench.txt2img import build_sd15
 
     return build_sd15(tmp)
+
+
+@contextmanager
+def scratch_dir(prefix: str = "ng_bench_") -> Iterator[Path]:
+    """A temporary folder for the models a benchmark builds and the files it writes, removed after."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def sync(device: str) -> None:

@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph and bench
     sys.path.insert(0, str(ROOT))
 
-from bench.txt2img import build_sd15, sync  # noqa: E402
+from bench.common import scratch_dir, sync  # noqa: E402
+from bench.txt2img import build_sd15  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "multi_condition.yaml"
 CONDITIONS = {"pose_cn": "pose ControlNet", "edge_cn": "edge ControlNet", "edge_t2i": "T2I-Adapter"}
@@ -100,11 +99,8 @@ def node_s(result: Any, node_id: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_mc_"))
-    try:
+    with scratch_dir("ng_bench_mc_") as tmp:
         return bench(tmp, argv)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench(tmp: Path, argv: list[str] | None) -> int:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph
     sys.path.insert(0, str(ROOT))
+from bench.common import scratch_dir, sync  # noqa: E402
+
 GRAPH = ROOT / "graphs" / "txt2img.yaml"
 PROMPT = "a red circle on a blue sky"
 
@@ -75,17 +75,9 @@ def build_sd15(folder: Path) -> Path:
     return target
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def main(argv: list[str] | None = None) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
-    try:
+    with scratch_dir() as tmp:
         return bench(tmp, argv)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench(tmp: Path, argv: list[str] | None) -> int:
