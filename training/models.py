@@ -76,7 +76,8 @@ def save_pipeline(folder: Path, unet: Any, vae: Any, text_encoder: Any, tokenize
     """Write the family in standard diffusers layout (StableDiffusionPipeline.from_pretrained loads it)."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+    del tokenizer  # a used tokenizer saves its padding settings (transformers 5): save a fresh one
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=make_tokenizer(),
                                    scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)

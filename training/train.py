@@ -20,6 +20,8 @@ from pathlib import Path
 from training.common import DEFAULT_RUNS, setup_threads
 
 STAGES = ("vae", "encode", "base", "pose", "edge", "lora", "ship")
+# minutes per stage of the recorded CPU run (README); --minutes overrides
+MINUTES = {"vae": 14.0, "base": 30.0, "pose": 14.0, "edge": 5.0, "lora": 4.0}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -42,11 +44,11 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     """Dispatch one stage (imports lazily: each stage pulls in only what it needs)."""
     run: Path = args.run
     run.mkdir(parents=True, exist_ok=True)
-    minutes = args.minutes
+    minutes = args.minutes or MINUTES.get(stage, 0.0)
     if stage == "vae":
         from training.train_vae import train_vae
 
-        train_vae(run, seed=args.seed, minutes=minutes or 14.0, steps=args.steps)
+        train_vae(run, seed=args.seed, minutes=minutes, steps=args.steps)
     elif stage == "encode":
         from training.train_base import encode_stage
 
@@ -54,16 +56,16 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     elif stage == "base":
         from training.train_base import train_base
 
-        train_base(run, seed=args.seed, minutes=minutes or 35.0, steps=args.steps)
+        train_base(run, seed=args.seed, minutes=minutes, steps=args.steps)
     elif stage in ("pose", "edge"):
         from training.train_control import train_controlnet
 
-        train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes or 15.0, steps=args.steps,
+        train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes, steps=args.steps,
                          limit=6000 if stage == "pose" else 3000)
     elif stage == "lora":
         from training.train_lora import train_lora
 
-        train_lora(run, seed=args.seed, minutes=minutes or 8.0, steps=args.steps)
+        train_lora(run, seed=args.seed, minutes=minutes, steps=args.steps)
     elif stage == "ship":
         from training.ship import ship
 
