@@ -77,7 +77,10 @@ def test_emphasis_scales_tokens_and_keeps_mean(ctx: Any, model: Any) -> None:
     assert torch.equal(neutral.embeds, plain.embeds)
     assert strong.token_ids == plain.token_ids
     assert not torch.equal(strong.embeds, plain.embeds)
-    assert strong.embeds.mean().item() == pytest.approx(plain.embeds.mean().item(), rel=1e-5)
+    # A1111 restores the mean after scaling; the mean is a small number (~6e-4 on the trained encoder)
+    # summed from values of order 1, so compare it on the scale of the values, not relative to itself.
+    scale = plain.embeds.abs().mean().item()
+    assert strong.embeds.mean().item() == pytest.approx(plain.embeds.mean().item(), abs=1e-6 * scale)
     literal = encode_text(ctx, model.text_encoder, "a (red:1.5) circle", emphasis=False)
     assert len([i for i in literal.token_ids if i != literal.token_ids[-1]]) > 5  # brackets are tokens
 
