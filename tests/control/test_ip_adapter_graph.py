@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from nodegraph import Engine, RunOptions
 from nodegraph.errors import NodegraphError
 from tests.control.test_control_graphs import GRAPHS, options, png
+from tests.control.test_ip_adapter import with_ip_adapter
 
 FAST = {"steps": 4, "seed": 3}
 PROMPT = "a red sun over the sea"  # the graph's default
@@ -33,15 +34,7 @@ def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
     )
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         own_storage(part)
-    pipe.load_ip_adapter(
-        str(builtin / NAME),
-        subfolder="",
-        weight_name=WEIGHT_NAME,
-        image_encoder_folder="image_encoder",
-        local_files_only=True,
-    )
-    pipe.set_ip_adapter_scale(0.6)
-    pipe.set_progress_bar_config(disable=True)
+    with_ip_adapter(pipe, builtin, 0.6)
     with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
         reference = im.convert("RGB")
     kwargs = dict(
