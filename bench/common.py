@@ -6,6 +6,7 @@ cuda` (SD1.5-sized random-init model built from configs, no download — weights
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shutil
@@ -35,6 +36,24 @@ def model_folder(sd15: bool, tmp: Path) -> Path:
     from bench.txt2img import build_sd15
 
     return build_sd15(tmp)
+
+
+def bench_parser(doc: str | None, repeats: int | None = 3) -> argparse.ArgumentParser:
+    """A parser with the options every script takes: --sd15, --device (and --repeats)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--sd15", action="store_true",
+                        help="SD1.5-sized random-init model, 512x512, 30 steps")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda with --sd15, else cpu)")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats)
+    return parser
+
+
+def workload(args: argparse.Namespace) -> tuple[str, int, int]:
+    """(device, steps, size): SD1.5-sized at 512x512 and 30 steps, else the tiny model at 64x64 and 20."""
+    device = args.device or ("cuda" if args.sd15 else "cpu")
+    steps, size = (30, 512) if args.sd15 else (20, 64)
+    return device, steps, size
 
 
 @contextmanager

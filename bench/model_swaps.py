@@ -10,17 +10,13 @@ Prints JSON: loads, offloads, drops and wall time for each order; outputs are ch
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit, timed  # noqa: E402
-
+from bench.common import bench_parser, emit, scratch_dir, timed, workload  # noqa: E402
 
 
 def two_models(tmp: Path, sd15: bool) -> tuple[Path, Path]:
@@ -37,17 +33,14 @@ def two_models(tmp: Path, sd15: bool) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd15", action="store_true")
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
-    device = args.device or ("cuda" if args.sd15 else "cpu")
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
-    try:
+    args = bench_parser(__doc__, repeats=None).parse_args(argv)
+    device = workload(args)[0]
+    with scratch_dir() as tmp:
+        from diffusers import UNet2DConditionModel
+
         from nodegraph import Engine, RunOptions
         from nodegraph.runtime.residency import module_bytes
         from tests.engine.scheduler.test_order_and_budget_runs import TWO
-        from diffusers import UNet2DConditionModel
 
         a, b = two_models(tmp, args.sd15)
         graph = tmp / "two.yaml"
@@ -76,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
               "budget_bytes": budget, "budget_kind": "ram" if device == "cpu" else "vram",
               "smart": rows["smart"], "naive": rows["document"],
               "outputs_equal": bool(torch.equal(images["smart"], images["document"]))}, device)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

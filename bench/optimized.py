@@ -11,46 +11,35 @@ diffusers' default output. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import GRAPHS, emit, model_folder, timed  # noqa: E402
+from bench.common import GRAPHS, bench_parser, emit, model_folder, scratch_dir, timed, workload  # noqa: E402
 
 PROMPT = "a red circle on a blue sky"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd15", action="store_true")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = bench_parser(__doc__)
     parser.add_argument("--levels", default="none,basic,compile", help="engine levels to run (comma list)")
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if args.sd15 else "cpu")
-    half = args.sd15 and device != "cpu"
-    dtype = torch.float16 if half else torch.float32
-    steps, size = (30, 512) if args.sd15 else (20, 64)
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
-    try:
+    device, steps, size = workload(args)
+    dtype = torch.float16 if args.sd15 and device != "cpu" else torch.float32
+    with scratch_dir() as tmp:
         return run(args, tmp, device, dtype, steps, size)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(args: Any, tmp: Path, device: str, dtype: torch.dtype, steps: int, size: int) -> int:
     from diffusers import StableDiffusionPipeline
-
-    from nodegraph import Engine, RunOptions
     from nodegraph_diffusion.schedulers import make_scheduler
     from nodegraph_diffusion.types import SchedulerSpec
+
+    from nodegraph import Engine, RunOptions
 
     folder = model_folder(args.sd15, tmp)
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,

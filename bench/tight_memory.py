@@ -13,18 +13,15 @@ outputs equal) and its overhead, not transfer costs. Prints JSON.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import GRAPHS, emit, model_folder, timed  # noqa: E402
+from bench.common import GRAPHS, bench_parser, emit, model_folder, scratch_dir, timed, workload  # noqa: E402
 
 
 def engine_for(device: str, budget: int | None) -> Any:
@@ -42,16 +39,11 @@ def engine_for(device: str, budget: int | None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd15", action="store_true")
-    parser.add_argument("--device", default=None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--vram-budget", default=None, help="e.g. 2GB (default: the UNet's size + 5%%)")
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if args.sd15 else "cpu")
-    steps, size = (30, 512) if args.sd15 else (20, 64)
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
-    try:
+    device, steps, size = workload(args)
+    with scratch_dir() as tmp:
         from diffusers import UNet2DConditionModel
 
         from nodegraph import RunOptions
@@ -90,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
               "no_budget": rows["no_budget"], "budget": rows["budget"],
               "slowdown": round(rows["budget"]["median_s"] / rows["no_budget"]["median_s"], 3),
               "outputs_equal": bool(torch.equal(images["no_budget"], images["budget"]))}, device)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -10,30 +10,22 @@ noise -> sampler -> decode -> save should execute. Target: warm <= 10% of cold. 
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import GRAPHS, emit, model_folder, timed  # noqa: E402
+from bench.common import GRAPHS, bench_parser, emit, model_folder, scratch_dir, timed, workload  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd15", action="store_true")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = bench_parser(__doc__)
     parser.add_argument("--optimize", default="none")
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if args.sd15 else "cpu")
-    steps, size = (30, 512) if args.sd15 else (20, 64)
-    tmp = Path(tempfile.mkdtemp(prefix="ng_bench_"))
-    try:
+    device, steps, size = workload(args)
+    with scratch_dir() as tmp:
         from nodegraph import Engine, RunOptions
 
         folder = model_folder(args.sd15, tmp)
@@ -57,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
               "steps": steps, "size": f"{size}x{size}", "optimize": args.optimize, "repeats": args.repeats,
               "cold_median_s": round(cold, 4), "warm_median_s": round(warm, 4),
               "warm_over_cold": round(warm / cold, 4), "warm_executed": executed}, device)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
