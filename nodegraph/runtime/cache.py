@@ -185,38 +185,48 @@ class MemoryCache:
 
 
 class Cache:
-    """Both tiers behind one interface; lives in an `Engine`, so it survives across runs."""
+    """Both tiers behind one interface; lives in an `Engine`, so it survives across runs.
+
+    Thread-safe: nodes on different lanes (see `lanes`) read and write it at the same time. The memory
+    tier has its own lock, the disk tier writes atomically (temporary folder, then rename), and the
+    counters are updated under `_lock`.
+    """
 
     def __init__(self, memory_mb: float = 2048, disk_dir: Path | str | None = None) -> None:
         self.memory = MemoryCache(int(memory_mb * 1024 * 1024))
         self.disk = DiskCache(Path(disk_dir)) if disk_dir is not None else None
         self.stats = CacheStats()
+        self._lock = threading.Lock()
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, amount in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + amount)
+            self.stats.evictions = self.memory.evictions
 
     def get(self, key: str) -> Outputs | None:
         """The cached outputs for `key` (memory first, then disk, promoted to memory), or None."""
         outputs = self.memory.get(key)
         if outputs is not None:
-            self.stats.hits += 1
+            self._count(hits=1)
             return outputs
         if self.disk is not None:
             outputs = self.disk.get(key)
             if outputs is not None:
-                self.stats.hits += 1
-                self.stats.disk_hits += 1
+                self._count(hits=1, disk_hits=1)
                 self.memory.put(key, outputs)
                 return outputs
-        self.stats.misses += 1
+        self._count(misses=1)
         return None
 
     def put(self, key: str, outputs: Outputs) -> None:
-        self.stats.stores += 1
         self.memory.put(key, outputs)
-        self.stats.evictions = self.memory.evictions
+        self._count(stores=1)
         if self.disk is not None:
             if self.disk.put(key, outputs):
-                self.stats.disk_writes += 1
+                self._count(disk_writes=1)
             else:
-                self.stats.disk_skips += 1
+                self._count(disk_skips=1)
 
     def clear(self) -> None:
         self.memory.clear()

@@ -81,6 +81,7 @@ class RunContext:
     notes: list[str] = field(default_factory=list)  # fallbacks taken, said in the run report
     _device: Any = None
     _dtype: Any = None
+    _outputs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def base_dir(self) -> Path:
@@ -166,11 +167,12 @@ class NodeContext:
         rel = safe_relative(relative)
         staged = self.run.staging_dir / rel
         final = self.run.options.out_dir / rel
-        if staged in self.run.outputs:
-            raise InputError(f"output path '{relative}' is written twice in this run; give each output "
-                             "its own path", field="path")
+        with self.run._outputs_lock:  # nodes on different lanes may ask at the same time
+            if staged in self.run.outputs:
+                raise InputError(f"output path '{relative}' is written twice in this run; give each "
+                                 "output its own path", field="path")
+            self.run.outputs[staged] = final
         staged.parent.mkdir(parents=True, exist_ok=True)
-        self.run.outputs[staged] = final
         return staged
 
     def check_cancelled(self) -> None:

@@ -1,5 +1,8 @@
 """Run a `Plan`: nodes in topological order, each either taken from the cache or executed.
 
+Nodes on different lanes (devices, see `lanes`) may run at the same time; a run on one lane (any
+CPU-only run without multi-device placement) runs them one by one on the calling thread.
+
 Inputs are gathered from literals and from the outputs of upstream nodes; a node's outputs are
 checked against their declared types (a mismatch is a bug in the pack and is reported as such).
 Files go through a staging folder, so a run writes all of its outputs or none.
@@ -22,8 +25,9 @@ from nodegraph.document.plan import Link, Plan, PlannedNode
 from nodegraph.errors import GraphError, InputError, NodeFailed, NodegraphError, PluginError, Problem
 from nodegraph.runtime.cache import Cache, node_key
 from nodegraph.runtime.context import Cancelled, RunContext
+from nodegraph.runtime.lanes import plan_lanes, run_in_lanes
 from nodegraph.runtime.oom import with_oom_retry
-from nodegraph.runtime.ordering import swap_aware_order
+from nodegraph.runtime.ordering import model_groups, swap_aware_order
 from nodegraph.runtime.report import NodeEvent, RunResult
 from nodegraph.runtime.staging import Staging
 
@@ -82,8 +86,10 @@ def check_outputs(node: PlannedNode, outputs: dict[str, Any]) -> None:
     spec = node.spec
     for name, out in spec.outputs.items():
         if name not in outputs:
-            raise NodeBug(f"node '{node.id}' ({spec.type_name} {spec.version}, pack '{spec.pack}') "
-                          f"returned no output '{name}'")
+            raise NodeBug(
+                f"node '{node.id}' ({spec.type_name} {spec.version}, pack '{spec.pack}') "
+                f"returned no output '{name}'"
+            )
         cls = _plain_class(out.type)
         value = outputs[name]
         if cls is None or isinstance(value, cls) or (cls is float and isinstance(value, int)):
@@ -96,7 +102,10 @@ def check_outputs(node: PlannedNode, outputs: dict[str, Any]) -> None:
 
 
 class _Meter:
-    """Wall time and peak-memory growth of one call (RSS high-water mark; CUDA peak when in use)."""
+    """Wall time and peak-memory growth of one call (RSS high-water mark; CUDA peak when in use).
+
+    Both memory figures are process-wide: while lanes overlap, another lane's growth can show here too.
+    """
 
     def __enter__(self) -> _Meter:
         self.cuda = None
@@ -116,8 +125,9 @@ class _Meter:
 
 
 def _locate(plan: Plan, node: PlannedNode, message: str, field: str | None) -> Problem:
-    return Problem(message, file=str(plan.file) if plan.file else None, line=node.line, node=node.id,
-                   field=field)
+    return Problem(
+        message, file=str(plan.file) if plan.file else None, line=node.line, node=node.id, field=field
+    )
 
 
 def _call(plan: Plan, node: PlannedNode, run: RunContext, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -139,47 +149,123 @@ def _call(plan: Plan, node: PlannedNode, run: RunContext, inputs: dict[str, Any]
         raise
 
 
-def execute(plan: Plan, run: RunContext, cache: Cache, staging: Staging,
-            observer: RunObserver | None = None) -> RunResult:
-    """Run every node of `plan` (from cache where possible); commit staged files on success.
+class _NodeRunner:
+    """One run's keys and results so far; runs one node, from the cache or by calling it.
 
-    The caller wraps this in `staged_outputs`, which discards the staging folder on any failure.
+    Safe to call from one thread per lane: a node only reads the entries of nodes upstream of it,
+    which are complete before it starts, and writes its own.
     """
-    t0 = time.perf_counter()
-    base_dir = plan.file.parent if plan.file else Path.cwd()
-    nonce = uuid.uuid4().hex
-    # document order, except that (by default) nodes needing one model stay together
-    order = execution_order(plan) if run.options.order == "document" else swap_aware_order(plan)
-    keys: dict[str, str] = {}
-    results: dict[str, dict[str, Any]] = {}
-    events: list[NodeEvent] = []
-    if observer is not None:
-        observer.run_started(len(order))
-    for node_id in order:
-        if run.cancel_event.is_set():
+
+    def __init__(self, plan: Plan, run: RunContext, cache: Cache) -> None:
+        self.plan = plan
+        self.run = run
+        self.cache = cache
+        self.base_dir = plan.file.parent if plan.file else Path.cwd()
+        self.nonce = uuid.uuid4().hex
+        self.keys: dict[str, str] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def key(self, node_id: str) -> str:
+        """Check for cancellation, then compute (and remember) the node's cache key."""
+        if self.run.cancel_event.is_set():
             raise Cancelled("run cancelled")
+        node = self.plan.nodes[node_id]
+        key = node_key(node, self.keys, self.base_dir, self.nonce, requested_runtime(self.run, node_id))
+        self.keys[node_id] = key
+        return key
+
+    def __call__(self, node_id: str, key: str | None = None) -> NodeEvent:
+        """Run one node (its key computed first unless given); its outputs go to `results`."""
+        key = key if key is not None else self.key(node_id)
+        plan, run, cache = self.plan, self.run, self.cache
         node = plan.nodes[node_id]
         spec = node.spec
-        key = keys[node_id] = node_key(node, keys, base_dir, nonce, requested_runtime(run, node_id))
-        if observer is not None:
-            observer.node_started(node_id, spec.type_name)
         cached = cache.get(key) if spec.cacheable else None
         if cached is not None:
-            results[node_id] = cached
-            event = NodeEvent(node_id, spec.type_name, "cached", 0.0, 0.0, key)
-        else:
-            inputs = _gather(node, results)
-            with _Meter() as meter:
-                outputs = with_oom_retry(partial(_call, plan, node, run, inputs), run, node_id)
-            check_outputs(node, outputs)
-            results[node_id] = outputs
-            if spec.cacheable:
-                cache.put(key, outputs)
-            event = NodeEvent(node_id, spec.type_name, "executed", round(meter.wall_ms, 3),
-                              round(meter.peak_mb, 3), key,
-                              round(meter.cuda_mb, 3) if meter.cuda_mb is not None else None)
+            self.results[node_id] = cached
+            return NodeEvent(node_id, spec.type_name, "cached", 0.0, 0.0, key)
+        inputs = _gather(node, self.results)
+        with _Meter() as meter:
+            outputs = with_oom_retry(partial(_call, plan, node, run, inputs), run, node_id)
+        check_outputs(node, outputs)
+        self.results[node_id] = outputs
+        if spec.cacheable:
+            cache.put(key, outputs)
+        return NodeEvent(
+            node_id,
+            spec.type_name,
+            "executed",
+            round(meter.wall_ms, 3),
+            round(meter.peak_mb, 3),
+            key,
+            round(meter.cuda_mb, 3) if meter.cuda_mb is not None else None,
+        )
+
+
+def _sequential(order: list[str], runner: _NodeRunner, observer: RunObserver | None) -> list[NodeEvent]:
+    events: list[NodeEvent] = []
+    for node_id in order:
+        key = runner.key(node_id)
+        if observer is not None:
+            observer.node_started(node_id, runner.plan.nodes[node_id].spec.type_name)
+        event = runner(node_id, key)
         events.append(event)
         if observer is not None:
             observer.node_finished(event)
+    return events
+
+
+def _concurrent(
+    order: list[str], lanes: dict[str, str], runner: _NodeRunner, observer: RunObserver | None
+) -> list[NodeEvent]:
+    """Nodes on different lanes at the same time (see `lanes`); events still in the planned order."""
+    plan = runner.plan
+    upstream = {
+        node_id: set(plan.dag.predecessors(node_id)) if node_id in plan.dag else set() for node_id in order
+    }
+
+    def started(node_id: str) -> None:
+        if observer is not None:
+            observer.node_started(node_id, plan.nodes[node_id].spec.type_name)
+
+    def finished(node_id: str, event: NodeEvent) -> None:
+        if observer is not None:
+            observer.node_finished(event)
+
+    events = run_in_lanes(
+        order,
+        upstream,
+        lanes,
+        runner,
+        shared=model_groups(plan),
+        started=started,
+        finished=finished,
+        on_interrupt=runner.run.cancel_event.set,
+    )
+    return [events[node_id] for node_id in order]
+
+
+def execute(
+    plan: Plan, run: RunContext, cache: Cache, staging: Staging, observer: RunObserver | None = None
+) -> RunResult:
+    """Run every node of `plan` (from cache where possible); commit staged files on success.
+
+    When the run spans more than one lane (a GPU run with host work, or nodes placed on several
+    devices), independent nodes on different lanes run at the same time; otherwise strictly one after
+    another on the calling thread. The caller wraps this in `staged_outputs`, which discards the
+    staging folder on any failure.
+    """
+    t0 = time.perf_counter()
+    # document order, except that (by default) nodes needing one model stay together
+    order = execution_order(plan) if run.options.order == "document" else swap_aware_order(plan)
+    runner = _NodeRunner(plan, run, cache)
+    if observer is not None:
+        observer.run_started(len(order))
+    lanes = plan_lanes(plan, run)
+    if lanes is None:
+        events = _sequential(order, runner, observer)
+    else:
+        events = _concurrent(order, lanes, runner, observer)
     written = staging.commit()
-    return RunResult(results, events, written, (time.perf_counter() - t0) * 1000, run.metadata)
+    outputs = {node_id: runner.results[node_id] for node_id in order}  # planned order, as events
+    return RunResult(outputs, events, written, (time.perf_counter() - t0) * 1000, run.metadata)
