@@ -104,15 +104,21 @@ def check_outputs(node: PlannedNode, outputs: dict[str, Any]) -> None:
 class _Meter:
     """Wall time and peak-memory growth of one call (RSS high-water mark; CUDA peak when in use).
 
-    Both memory figures are process-wide: while lanes overlap, another lane's growth can show here too.
+    The RSS figure is process-wide: while lanes overlap, another lane's growth can show here too. The
+    CUDA peak is the node's lane's device (the current device when run one by one); nodes on the host
+    lane leave it alone, so they do not reset the peak a sampler on the GPU lane is measuring.
     """
+
+    def __init__(self, lane: str | None = None) -> None:
+        self.lane = lane
 
     def __enter__(self) -> _Meter:
         self.cuda = None
         torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        on_cuda = self.lane is None or self.lane.startswith("cuda")
+        if on_cuda and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             self.cuda = torch.cuda
-            self.cuda.reset_peak_memory_stats()
+            self.cuda.reset_peak_memory_stats(self.lane)
         self.rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.t0 = time.perf_counter()
         return self
@@ -121,7 +127,7 @@ class _Meter:
         self.wall_ms = (time.perf_counter() - self.t0) * 1000
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss0
         self.peak_mb = grown * _RSS_UNIT / 2**20
-        self.cuda_mb = self.cuda.max_memory_allocated() / 2**20 if self.cuda is not None else None
+        self.cuda_mb = self.cuda.max_memory_allocated(self.lane) / 2**20 if self.cuda is not None else None
 
 
 def _locate(plan: Plan, node: PlannedNode, message: str, field: str | None) -> Problem:
@@ -156,8 +162,9 @@ class _NodeRunner:
     which are complete before it starts, and writes its own.
     """
 
-    def __init__(self, plan: Plan, run: RunContext, cache: Cache) -> None:
+    def __init__(self, plan: Plan, run: RunContext, cache: Cache, lanes: dict[str, str] | None) -> None:
         self.plan = plan
+        self.lanes = lanes
         self.run = run
         self.cache = cache
         self.base_dir = plan.file.parent if plan.file else Path.cwd()
@@ -185,7 +192,7 @@ class _NodeRunner:
             self.results[node_id] = cached
             return NodeEvent(node_id, spec.type_name, "cached", 0.0, 0.0, key)
         inputs = _gather(node, self.results)
-        with _Meter() as meter:
+        with _Meter(self.lanes[node_id] if self.lanes is not None else None) as meter:
             outputs = with_oom_retry(partial(_call, plan, node, run, inputs), run, node_id)
         check_outputs(node, outputs)
         self.results[node_id] = outputs
@@ -258,10 +265,10 @@ def execute(
     t0 = time.perf_counter()
     # document order, except that (by default) nodes needing one model stay together
     order = execution_order(plan) if run.options.order == "document" else swap_aware_order(plan)
-    runner = _NodeRunner(plan, run, cache)
+    lanes = plan_lanes(plan, run)
+    runner = _NodeRunner(plan, run, cache, lanes)
     if observer is not None:
         observer.run_started(len(order))
-    lanes = plan_lanes(plan, run)
     if lanes is None:
         events = _sequential(order, runner, observer)
     else:

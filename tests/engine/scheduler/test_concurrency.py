@@ -335,3 +335,55 @@ def test_scheduler_refuses_nothing_a_sequential_run_would_do() -> None:
     upstream = {"a1": set(), "b1": {"a1"}, "a2": {"b1"}, "b2": {"a2"}, "a3": {"b2"}}
     lanes = {n: ("cpu" if n.startswith("a") else "cuda:1") for n in order}
     assert run_in_lanes(order, upstream, lanes, str.upper) == {n: n.upper() for n in order}
+
+
+def test_a_controlnet_graph_on_a_stand_in_gpu_matches_the_cpu_run_exactly(
+    stand_in: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real packs under lanes: pose rendering and saving on the host, encode/sample/decode on the GPU lane."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    graph = Path(__file__).resolve().parents[3] / "graphs" / "controlnet_pose.yaml"
+    lane_runs: list[dict[str, str]] = []
+
+    def spy(order: list[str], upstream: Any, lanes: Any, run_node: Any, **kwargs: Any) -> Any:
+        lane_runs.append(dict(lanes))
+        return run_in_lanes(order, upstream, lanes, run_node, **kwargs)
+
+    monkeypatch.setattr(executor, "run_in_lanes", spy)
+    engine = Engine()
+    results = {
+        device: engine.run(
+            graph, {"steps": 4}, RunOptions(out_dir=tmp_path / device.replace(":", "_"), device=device)
+        )
+        for device in ("cpu", STAND_IN)
+    }
+    assert len(lane_runs) == 1  # the CPU run stayed sequential; the stand-in GPU run used lanes
+    lanes = lane_runs[0]
+    assert lanes["skeleton"] == lanes["save"] == "cpu" and lanes["latents"] == lanes["image"] == STAND_IN
+    for name in ("controlnet_pose.png", "pose_skeleton.png"):
+        cpu, gpu = (np.asarray(PILImage.open(tmp_path / d / name)) for d in ("cpu", "cuda_1"))
+        assert np.array_equal(cpu, gpu)
+    assert [e.node for e in results["cpu"].events] == [e.node for e in results[STAND_IN].events]
+    assert not results[STAND_IN].cached  # the device joins the cache key: everything ran again
+
+
+def test_cli_user_error_on_a_stand_in_gpu_is_exit_2_with_the_cpu_run_message(
+    stand_in: None, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from nodegraph.cli.app import app
+
+    graph = Path(__file__).resolve().parents[3] / "graphs" / "controlnet_pose.yaml"
+    outputs = {}
+    for device in ("cpu", STAND_IN):
+        out = tmp_path / device.replace(":", "_")
+        args = ["run", str(graph), "--out", str(out), "--device", device, "--set", "pose=missing.json"]
+        result = CliRunner().invoke(app, [*args, "--set", "steps=2"])
+        assert result.exit_code == 2, result.output
+        assert "skeleton" in result.output and "Traceback" not in result.output
+        assert not out.exists()
+        outputs[device] = result.output
+    assert outputs["cpu"] == outputs[STAND_IN]
