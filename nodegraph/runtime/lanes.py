@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from nodegraph.document.plan import Plan
 from nodegraph.runtime import devices
+from nodegraph.runtime.context import RunContext
 from nodegraph.runtime.ordering import model_groups
 
 HOST = "cpu"
@@ -36,10 +37,10 @@ def lane_of(device_name: str) -> str:
     return devices.device_key(device_name)
 
 
-def plan_lanes(plan: Plan, run: Any) -> dict[str, str] | None:
+def plan_lanes(plan: Plan, run: RunContext) -> dict[str, str] | None:
     """Node id -> lane, or None when every node would share one lane (then run sequentially).
 
-    `run` is the `RunContext`; torch is imported only when a node reads a model or has a placement.
+    Torch is imported only when a node reads a model or has a placement.
     """
     groups = model_groups(plan)
     placed = {
