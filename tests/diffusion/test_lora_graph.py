@@ -21,7 +21,7 @@ def engine() -> Engine:
 
 
 def run(engine: Engine, tmp_path: Path, **overrides: Any) -> Any:
-    params = {"steps": 4, **overrides}
+    params = {"steps": 4, "scheduler": "pndm", **overrides}  # the pipeline's (the model's own) scheduler
     options = RunOptions(out_dir=tmp_path / "out", device="cpu", dtype="float32", show_progress=False)
     return engine.run(GRAPH, params, options=options)
 
