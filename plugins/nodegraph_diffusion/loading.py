@@ -289,12 +289,12 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[tu
 @contextmanager
 def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
     """The handle's VAE on the run's device and dtype, pinned for the block."""
-    source = handle.source
     from nodegraph_diffusion.optimize import prepare_vae
 
-    with ctx.resources.use(component_key(source, "vae"), lambda: load_vae(source, ctx),
-                           device=ctx.device, dtype=ctx.dtype) as vae:
-        yield prepare_vae(ctx, vae)
+    source = handle.source
+    key = component_key(source, "vae")
+    with ctx.resources.use(key, lambda: load_vae(source, ctx), device=ctx.device, dtype=ctx.dtype) as vae:
+        yield prepare_vae(ctx, key, vae)
 
 
 def scheduler_config(source: ModelSource) -> dict[str, Any]:

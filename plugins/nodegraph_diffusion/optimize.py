@@ -6,9 +6,10 @@ Levels (each includes the ones before):
   `fuse_qkv_projections`; skipped while LoRA adapters are loaded, which wrap the separate q/k/v).
   Attention already runs through PyTorch SDPA (diffusers' default `AttnProcessor2_0`, kept), and
   classifier-free guidance is already one UNet call on a `[uncond, cond]` batch (`sampling.run_loop`).
-- `compile`: also `torch.compile` of the UNet (made once per resident model and reused by later runs in
-  the process; inductor's on-disk cache shortens compiles in later processes). The one-time cost —
-  the first call — is measured and reported as a note.
+- `compile`: also `torch.compile` of the UNet and of the VAE's decode (made once per resident model and
+  reused by later runs in the process; inductor's on-disk cache shortens compiles in later processes).
+  The one-time cost — the first call of each — is measured and reported as a note. Tiled decoding
+  (and its out-of-memory fallback) runs the VAE eagerly.
 - `max`: compile with `mode="max-autotune"` on CUDA (autotuned kernels and CUDA graphs for the fixed
   shapes); like `compile` elsewhere.
 
@@ -90,6 +91,18 @@ class TimedFirstCall:
         return getattr(self._original, name)
 
 
+class CompiledDecode:
+    """A VAE whose `decode` is compiled (first call timed like the UNet's); everything else is the VAE's own,
+    so tiled decoding and `vae.config` / `vae.parameters()` see the plain module."""
+
+    def __init__(self, vae: Any, level: str, device: Any) -> None:
+        self._vae = vae
+        self.decode = TimedFirstCall(_compile(vae.decode, level, device), vae.decode, "VAE decoder")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vae, name)
+
+
 def _compile(model: Any, level: str, device: Any) -> Any:
     backend = os.environ.get(BACKEND_ENV, "inductor")
     mode = "max-autotune" if level == "max" and getattr(device, "type", "") == "cuda" else None
@@ -113,7 +126,14 @@ def prepare_unet(ctx: Any, key: str, unet: Any) -> Any:
     return wrapper
 
 
-def prepare_vae(ctx: Any, vae: Any) -> Any:
-    """The VAE at this run's level: channels-last from `basic` on (decode is not compiled)."""
-    set_state(vae, channels_last=level_at_least(getattr(ctx, "optimize", "none"), "basic"), fused=False)
-    return vae
+def prepare_vae(ctx: Any, key: str, vae: Any) -> Any:
+    """The VAE at this run's level: channels-last from `basic` on, a compiled `decode` from `compile` on."""
+    level = getattr(ctx, "optimize", "none")
+    set_state(vae, channels_last=level_at_least(level, "basic"), fused=False)
+    if not level_at_least(level, "compile"):
+        return vae
+    device = next(vae.parameters()).device
+    wrapper: CompiledDecode = ctx.resources.derived(key, f"compiled:{level}",
+                                                    lambda m: CompiledDecode(m, level, device))
+    wrapper.decode.ctx = ctx
+    return wrapper

@@ -42,6 +42,7 @@ def test_compile_level_reports_its_one_time_cost(tmp_path: Path, monkeypatch: py
     compiled = _image(engine, tmp_path, "compile")
     assert (compiled - eager).abs().max().item() <= TOLERANCE
     assert any("compiled the UNet" in n for n in engine.last_notes)  # type: ignore[attr-defined]
+    assert any("compiled the VAE decoder" in n for n in engine.last_notes)  # type: ignore[attr-defined]
     _image(engine, tmp_path, "compile", seed=8)
     assert not any("compiled" in n for n in engine.last_notes)  # type: ignore[attr-defined]
     torch._dynamo.reset()
