@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,9 +36,20 @@ class Deadline:
     """Stop a loop after `minutes` of wall-clock time or `steps` steps, whichever comes first."""
 
     def __init__(self, minutes: float, steps: int) -> None:
-        self.end = time.monotonic() + minutes * 60.0
+        self.start = time.monotonic()
+        self.end = self.start + minutes * 60.0
         self.steps = steps
+
+    def fraction(self, step: int) -> float:
+        """How much of the budget is spent (0..1): drives a learning-rate decay that ends with the run."""
+        return min(1.0, max(step / self.steps, (time.monotonic() - self.start) / (self.end - self.start)))
 
     def done(self, step: int) -> bool:
         """True once the step budget or the time budget is spent."""
         return step >= self.steps or time.monotonic() >= self.end
+
+
+def lr_factor(step: int, warmup: int, deadline: Deadline, decay: bool) -> float:
+    """Linear warm-up, then constant or (decay=True, used when resuming) cosine down to zero by the deadline."""
+    ramp = min(1.0, (step + 1) / warmup)
+    return ramp * (0.5 * (1.0 + math.cos(math.pi * deadline.fraction(step))) if decay else 1.0)

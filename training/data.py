@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.world import SIZE, draw_scene, draw_skeleton, edge_map, held_out, restyle, sample_scene
+from training.world import SIZE, Scene, draw_scene, draw_skeleton, edge_map, held_out, reframe, restyle, sample_scene
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -48,22 +48,31 @@ class LatentSet:
     indices: torch.Tensor  # scene index in the world
     seed: int
     style: str = "plain"
+    framing: str = "standard"  # "varied": figures reframed as real pose files frame them (world.reframe)
 
     def save(self, path: Path) -> None:
         """Store as a torch file (tensors and strings only; read back with weights_only=True)."""
         torch.save({"latents": self.latents, "captions": self.captions, "indices": self.indices,
-                    "seed": self.seed, "style": self.style}, path)
+                    "seed": self.seed, "style": self.style, "framing": self.framing}, path)
 
     @classmethod
     def load(cls, path: Path) -> LatentSet:
         """Read a set written by `save`."""
         data = torch.load(path, weights_only=True)
-        return cls(data["latents"], list(data["captions"]), data["indices"], int(data["seed"]), data["style"])
+        return cls(data["latents"], list(data["captions"]), data["indices"], int(data["seed"]), data["style"],
+                   data.get("framing", "standard"))
 
 
 @torch.no_grad()
+def scene_at(seed: int, index: int, framing: str = "standard") -> Scene:
+    """Scene `index` of world `seed`, reframed when `framing` is "varied"."""
+    scene = sample_scene(seed, index)
+    return reframe(scene, seed, index) if framing == "varied" else scene
+
+
 def encode_world(vae: Any, seed: int, count: int, style: str = "plain", batch: int = 64,
-                 kinds: tuple[str, ...] = ("object", "figure"), log: Any = None) -> LatentSet:
+                 kinds: tuple[str, ...] = ("object", "figure"), log: Any = None,
+                 framing: str = "standard") -> LatentSet:
     """Draw scenes `0..` of world `seed` (keeping only `kinds`, never a held-out combination) until
     `count`, and encode them with `vae`."""
     latents, captions, indices = [], [], []
@@ -72,7 +81,7 @@ def encode_world(vae: Any, seed: int, count: int, style: str = "plain", batch: i
     while len(captions) < count:
         scenes, ids = [], []
         while len(scenes) < batch and len(captions) + len(scenes) < count:
-            scene = sample_scene(seed, index)
+            scene = scene_at(seed, index, framing)
             kind = "figure" if scene.figure is not None else "object"
             if kind in kinds and not held_out(scene):
                 scenes.append(restyle(scene, style))
@@ -85,13 +94,13 @@ def encode_world(vae: Any, seed: int, count: int, style: str = "plain", batch: i
         indices += ids
         if log is not None and len(captions) % (batch * 20) == 0:
             log(f"encoded {len(captions)}/{count}")
-    return LatentSet(torch.cat(latents), captions, torch.tensor(indices), seed, style)
+    return LatentSet(torch.cat(latents), captions, torch.tensor(indices), seed, style, framing)
 
 
-def controls_for(seed: int, indices: list[int], kind: str) -> np.ndarray:
+def controls_for(seed: int, indices: list[int], kind: str, framing: str = "standard") -> np.ndarray:
     """The control images (skeletons or edge maps, uint8) of scenes `indices` of world `seed`."""
     out = []
     for i in indices:
-        scene = sample_scene(seed, i)
+        scene = scene_at(seed, i, framing)
         out.append(draw_skeleton(scene) if kind == "pose" else edge_map(draw_scene(scene)))
     return np.stack(out)

@@ -183,6 +183,140 @@ def eval_lora(family: Family, n: int, weights: tuple[float, ...] = (0.0, 0.5, 1.
     return {"weights": list(weights), "outline": means, "monotonic": monotonic}, np.concatenate(rows)
 
 
+def eval_multi(family: Family, n: int, lora_weight: float = 1.0) -> tuple[dict[str, float], np.ndarray]:
+    """Pose + edge ControlNets + style LoRA in one sampler: is each still measurable?
+
+    Held-out figure scenes; the pose net gets the figure's skeleton, the edge net the Canny map of the
+    same scene. Scores: limb coverage (pose), edge F1 (edge) and the outline score (LoRA) — each next
+    to the same generation without that one ingredient, so its own effect is visible.
+    """
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    assert family.pose is not None and family.edge is not None and family.lora is not None
+    scenes = eval_scenes("figure", n, seed=EVAL_SEED + 3)
+    skeletons = np.stack([draw_skeleton(s) for s in scenes])
+    edges = np.stack([edge_map(draw_scene(s)) for s in scenes])
+    prompts = [s.caption for s in scenes]
+    base = _pipe(family)
+    nets = [ControlNetModel.from_pretrained(f, local_files_only=True, torch_dtype=torch.float32)
+            for f in (family.pose, family.edge)]
+    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=nets)
+    pipe.set_progress_bar_config(disable=True)
+    file = sorted(family.lora.glob("*.safetensors"))[0]
+    pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name="style")
+    seeds = list(range(n))
+
+    def run(pose_scale: float, edge_scale: float, weight: float) -> np.ndarray:
+        pipe.set_adapters(["style"], [weight])
+        out = []
+        for i in range(0, n, 16):
+            control = [torch.from_numpy(c[i:i + 16]).permute(0, 3, 1, 2).float() / 255.0 for c in (skeletons, edges)]
+            args = dict(prompt=prompts[i:i + 16], image=control, controlnet_conditioning_scale=[pose_scale, edge_scale],
+                        height=SIZE, width=SIZE, num_inference_steps=20, guidance_scale=7.5, output_type="np",
+                        generator=[torch.Generator().manual_seed(s) for s in seeds[i:i + 16]])
+            with torch.no_grad():
+                images = pipe(**args).images
+            out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        return np.concatenate(out)
+
+    together = run(1.0, 1.0, lora_weight)
+    no_pose, no_edge, no_lora = run(0.0, 1.0, lora_weight), run(1.0, 0.0, lora_weight), run(1.0, 1.0, 0.0)
+    neither = run(0.0, 0.0, lora_weight)
+
+    def coverage(images: np.ndarray) -> float:
+        return _mean([pose_scores(i, s)["coverage"] for i, s in zip(images, skeletons, strict=True)])
+
+    def f1(images: np.ndarray) -> float:
+        return _mean([edge_overlap(i, e) for i, e in zip(images, edges, strict=True)])
+
+    def outline(images: np.ndarray) -> float:
+        return float(np.mean([outline_score(i) for i in images]))
+
+    scores = {"coverage": coverage(together), "coverage_without_controlnets": coverage(neither),
+              "edge_f1": f1(together), "edge_f1_without_controlnets": f1(neither),
+              "edge_f1_pose_only": f1(no_edge), "coverage_edge_only": coverage(no_pose),
+              "outline": outline(together), "outline_without_lora": outline(no_lora)}
+    return scores, np.concatenate([skeletons[:8], edges[:8], together[:8], no_lora[:8]])
+
+
+SHAPE_SWAP = {"circle": "square", "square": "triangle", "triangle": "circle"}
+P2P_GRAPH = ROOT / "graphs" / "prompt_to_prompt.yaml"
+
+
+def _p2p_pair(engine: Any, model: Path, source: str, edited: str, seed: int, out_dir: Path,
+              **overrides: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(source, edited) uint8 images from graphs/prompt_to_prompt.yaml run by the engine."""
+    from nodegraph import RunOptions
+
+    options = RunOptions(out_dir=out_dir, device="cpu", dtype="float32", show_progress=False)
+    result = engine.run(P2P_GRAPH, {"model": str(model.resolve()), "source": source, "edited": edited, "seed": seed,
+                                    **overrides}, options=options)
+    pixels = result.outputs["image"]["out"].pixels  # (2, 3, H, W) in [0, 1]
+    images = (pixels.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return images[0], images[1]
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the bounding boxes of two masks (0 when either is empty)."""
+    if not a.any() or not b.any():
+        return 0.0
+    (ay, ax), (by, bx) = np.nonzero(a), np.nonzero(b)
+    y0, y1 = max(ay.min(), by.min()), min(ay.max(), by.max()) + 1
+    x0, x1 = max(ax.min(), bx.min()), min(ax.max(), bx.max()) + 1
+    inter = max(0, y1 - y0) * max(0, x1 - x0)
+    area = lambda ys, xs: (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # noqa: E731
+    return float(inter / (area(ay, ax) + area(by, bx) - inter))
+
+
+def eval_p2p(family: Family, n: int) -> tuple[dict[str, float], np.ndarray]:
+    """Prompt-to-prompt shape swap (circle -> square -> triangle -> circle) on held-out object captions.
+
+    The object must keep its place and size while its shape changes: object-mask IoU and bounding-box
+    IoU between source and edit, and how often the edit shows the new shape. Baseline: the edited
+    prompt sampled from the same noise without prompt-to-prompt (cross/self replace 0). Note that two
+    different shapes filling the same box cannot reach mask IoU 1 (circle vs square: pi/4 = 0.785).
+    """
+    import tempfile
+
+    from nodegraph import Engine
+
+    from training.scoring import background_rgb, classify_shape, foreground_mask, largest_component
+
+    def mask(img: np.ndarray) -> np.ndarray:
+        return largest_component(foreground_mask(img, background_rgb(img)))
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        union = (a | b).sum()
+        return float((a & b).sum() / union) if union else 0.0
+
+    scenes = [s for s in eval_scenes("object", 2 * n) if s.obj is not None][:n]
+    engine = Engine()
+    stats: dict[str, list[float]] = {k: [] for k in ("mask_iou", "box_iou", "changed", "kept_source",
+                                                       "base_mask_iou", "base_box_iou", "base_changed")}
+    rows: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, scene in enumerate(scenes):
+            shape = scene.obj.shape
+            edited = scene.caption.replace(shape, SHAPE_SWAP[shape])
+            src, edit = _p2p_pair(engine, family.base, scene.caption, edited, i, Path(tmp))
+            _, plain = _p2p_pair(engine, family.base, scene.caption, edited, i, Path(tmp),
+                                 cross_replace=0.0, self_replace=0.0)
+            ms, me, mp = mask(src), mask(edit), mask(plain)
+            stats["mask_iou"].append(iou(ms, me))
+            stats["box_iou"].append(_box_iou(ms, me))
+            stats["changed"].append(float(me.any() and classify_shape(me) == SHAPE_SWAP[shape]))
+            stats["kept_source"].append(float(ms.any() and classify_shape(ms) == shape))
+            stats["base_mask_iou"].append(iou(ms, mp))
+            stats["base_box_iou"].append(_box_iou(ms, mp))
+            stats["base_changed"].append(float(mp.any() and classify_shape(mp) == SHAPE_SWAP[shape]))
+            if i < 8:
+                rows.append(np.stack([src, edit, plain]))
+    scores = {k: float(np.mean(v)) for k, v in stats.items()}
+    pictures = np.concatenate([np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                               np.stack([r[2] for r in rows])])
+    return scores, pictures
+
+
 def grid(rows: list[np.ndarray], path: Path, scale: int = 2) -> Path:
     """Write rows of 64x64 images (each row up to 8) as one PNG."""
     from PIL import Image
@@ -197,7 +331,7 @@ def grid(rows: list[np.ndarray], path: Path, scale: int = 2) -> Path:
 
 
 def evaluate(root: Path, n: int = 40, grid_path: Path | None = None,
-             suites: tuple[str, ...] = ("text", "pose", "edge", "lora")) -> dict[str, Any]:
+             suites: tuple[str, ...] = ("text", "pose", "edge", "lora", "p2p", "multi")) -> dict[str, Any]:
     """Run the suites available for the family in `root`; returns the scores (and writes a grid)."""
     family = Family.at(root)
     report: dict[str, Any] = {"n": n}
@@ -214,6 +348,12 @@ def evaluate(root: Path, n: int = 40, grid_path: Path | None = None,
     if "lora" in suites and family.lora is not None:
         report["lora"], lora_rows = eval_lora(family, max(8, n // 2))
         rows += [lora_rows[i:i + 8] for i in range(0, len(lora_rows), 8)]
+    if "p2p" in suites:
+        report["p2p"], p2p_rows = eval_p2p(family, n)
+        rows += [p2p_rows[:8], p2p_rows[8:16]]
+    if "multi" in suites and None not in (family.pose, family.edge, family.lora):
+        report["multi"], multi_rows = eval_multi(family, max(8, n // 2))
+        rows += [multi_rows[i:i + 8] for i in range(0, len(multi_rows), 8)]
     if grid_path is not None and rows:
         grid(rows, grid_path)
     return report
@@ -226,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=40)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--grid", type=Path, default=None)
-    p.add_argument("--suites", default="text,pose,edge,lora")
+    p.add_argument("--suites", default="text,pose,edge,lora,p2p,multi")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)

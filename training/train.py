@@ -34,6 +34,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=None, help="time budget of the stage")
     p.add_argument("--steps", type=int, default=1_000_000, help="step budget of the stage")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true",
+                   help="base/pose/edge: continue from the run's saved weights, learning rate decaying to 0")
     p.add_argument("--count", type=int, default=16000, help="scenes to pre-encode (encode stage)")
     p.add_argument("--builtin", type=Path, default=None, help="ship: target folder (default: the real one)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="ship: stored dtype")
@@ -56,12 +58,13 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     elif stage == "base":
         from training.train_base import train_base
 
-        train_base(run, seed=args.seed, minutes=minutes, steps=args.steps)
+        train_base(run, seed=args.seed, minutes=minutes, steps=args.steps, resume=args.resume)
     elif stage in ("pose", "edge"):
         from training.train_control import train_controlnet
 
         train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes, steps=args.steps,
-                         limit=6000 if stage == "pose" else 3000)
+                         limit=6000 if stage == "pose" else 3000, resume=args.resume,
+                         reframed=3000 if stage == "pose" else 0)
     elif stage == "lora":
         from training.train_lora import train_lora
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, make_logger
+from training.common import Deadline, lr_factor, make_logger
 from training.data import LatentSet, encode_world
 from training.models import make_tokenizer, new_text_encoder, new_unet, noise_scheduler, save_pipeline, tokenize
 
@@ -66,8 +66,12 @@ def diffusion_loss(unet: Any, scheduler: Any, latents: torch.Tensor, embeds: tor
 
 
 def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_000_000, batch: int = 64,
-               lr: float = 6e-4, drop: float = 0.1, save_every: int = 400) -> Path:
-    """Train UNet + text encoder on RUN/latents.pt; saves the EMA pipeline to RUN/tinyworld."""
+               lr: float = 6e-4, drop: float = 0.1, save_every: int = 400, resume: bool = False) -> Path:
+    """Train UNet + text encoder on RUN/latents.pt; saves the EMA pipeline to RUN/tinyworld.
+
+    resume=True continues from RUN/tinyworld (the saved EMA weights) with a cosine decay of the
+    learning rate over the budget, instead of starting from the seed's random weights.
+    """
     from diffusers import AutoencoderKL
 
     log = make_logger(run / "base.log")
@@ -76,17 +80,22 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
     tokenizer = make_tokenizer()
     ids = tokenize(tokenizer, data.captions)
     empty = tokenize(tokenizer, [""])[0]
-    unet, text_encoder = new_unet(seed).train(), new_text_encoder(seed, tokenizer).train()
+    if resume:
+        from training.train_control import load_base
+
+        unet, text_encoder, _ = load_base(run)
+        unet, text_encoder = unet.requires_grad_(True).train(), text_encoder.requires_grad_(True).train()
+    else:
+        unet, text_encoder = new_unet(seed).train(), new_text_encoder(seed, tokenizer).train()
     ema_unet, ema_text = Ema(unet, 0.999), Ema(text_encoder, 0.999)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    warmup = 200
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    scheduler = noise_scheduler()
-    gen = torch.Generator().manual_seed(seed)
-    pick = np.random.default_rng(seed)
     deadline = Deadline(minutes, steps)
-    log(f"base: {len(data.captions)} latents, batch {batch}, lr {lr}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 200, deadline, decay=resume))
+    scheduler = noise_scheduler()
+    gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
+    pick = np.random.default_rng(seed + 100 if resume else seed)
+    log(f"base: {len(data.captions)} latents, batch {batch}, lr {lr}{', resumed' if resume else ''}")
     step, running = 0, 0.0
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))

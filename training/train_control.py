@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, make_logger
-from training.data import LatentSet, control_tensor, controls_for
+from training.common import Deadline, lr_factor, make_logger
+from training.data import LatentSet, control_tensor, controls_for, encode_world
 from training.models import noise_scheduler, tokenize
 from training.train_base import Ema, min_snr_weights
 
@@ -48,10 +48,30 @@ def choose(data: LatentSet, kind: str, limit: int, seed: int) -> list[int]:
     return sorted(rows[:limit])
 
 
+def reframed_set(run: Path, seed: int, count: int) -> LatentSet:
+    """RUN/latents-reframed.pt: `count` reframed figure scenes of world `seed` (encoded on first use)."""
+    from diffusers import AutoencoderKL
+
+    path = run / "latents-reframed.pt"
+    if path.exists():
+        data = LatentSet.load(path)
+        if len(data.captions) >= count and data.seed == seed:
+            return data
+    vae = AutoencoderKL.from_pretrained(run / "vae", local_files_only=True).eval()
+    data = encode_world(vae, seed, count, kinds=("figure",), framing="varied")
+    data.save(path)
+    return data
+
+
 def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: float = 15.0,
                      steps: int = 1_000_000, batch: int = 48, lr: float = 5e-4, drop: float = 0.2,
-                     limit: int = 6000, save_every: int = 300) -> Path:
-    """Train a `kind` ("pose" or "edge") ControlNet for RUN/tinyworld; saves RUN/tinyworld-KIND."""
+                     limit: int = 6000, save_every: int = 300, resume: bool = False, reframed: int = 0) -> Path:
+    """Train a `kind` ("pose" or "edge") ControlNet for RUN/tinyworld; saves RUN/tinyworld-KIND.
+
+    resume=True continues from RUN/tinyworld-KIND (e.g. after more base training) with a cosine
+    learning-rate decay over the budget. reframed=N adds N figure scenes framed as real pose files
+    frame them (close-ups, sideways stretch: world.reframe), encoded once into RUN/latents-reframed.pt.
+    """
     from diffusers import ControlNetModel
 
     log = make_logger(run / f"{kind}.log")
@@ -61,19 +81,30 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
     rows = choose(data, kind, limit, seed)
     conds = control_tensor(controls_for(data.seed, [int(data.indices[r]) for r in rows], kind))
     latents = data.latents[rows]
+    captions = [data.captions[r] for r in rows]
+    if reframed:
+        extra = reframed_set(run, seed + 30, reframed)
+        conds = torch.cat([conds, control_tensor(controls_for(extra.seed, extra.indices.tolist(), kind, "varied"))])
+        latents = torch.cat([latents, extra.latents])
+        captions += extra.captions
+        rows = list(range(len(captions)))
     with torch.no_grad():
-        ids = tokenize(tokenizer, [data.captions[r] for r in rows])
+        ids = tokenize(tokenizer, captions)
         embeds = torch.cat([text_encoder(ids[i:i + 256])[0] for i in range(0, len(rows), 256)])
         empty = text_encoder(tokenize(tokenizer, [""]))[0]
     log(f"{kind}: {len(rows)} samples with control images")
     torch.manual_seed(seed)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS).train()
+    if resume:
+        net = ControlNetModel.from_pretrained(out, local_files_only=True).train()
+    else:
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=COND_CHANNELS).train()
     ema = Ema(net, 0.998)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
-    scheduler = noise_scheduler()
-    gen = torch.Generator().manual_seed(seed)
-    pick = np.random.default_rng(seed + 1)
     deadline = Deadline(minutes, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 50, deadline, decay=resume))
+    scheduler = noise_scheduler()
+    gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
+    pick = np.random.default_rng(seed + 101 if resume else seed + 1)
     step, running = 0, 0.0
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(rows), size=batch))
@@ -91,6 +122,7 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        sched.step()
         ema.update(net, step)
         running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
         step += 1

@@ -337,6 +337,27 @@ def held_out(scene: Scene, buckets: int = 10) -> bool:
     return zlib.crc32(key.encode()) % buckets == 0
 
 
+def reframe(scene: Scene, seed: int, index: int, size_px: int = SIZE) -> Scene:
+    """The scene's figure as real pose files often frame it: closer (up to 1.9x, legs leaving the frame)
+    and/or stretched sideways (0.75-1.4x, as a 768x512 canvas drawn at 64x64 is), keypoints outside
+    the image dropped from the skeleton. Scenes without a figure are returned unchanged."""
+    fig = scene.figure
+    if fig is None:
+        return scene
+    rng = rng_for(seed + 7777, index)
+    zoom = float(rng.uniform(1.0, 1.9)) if rng.random() < 0.7 else 1.0
+    stretch = float(rng.uniform(0.75, 1.4)) if rng.random() < 0.5 else 1.0
+    neck = fig.keypoints[1]
+    h = fig.height * zoom
+    top = 0.17 * h + 2.0
+    new_neck = (float(rng.uniform(0.3, 0.7)) * size_px, float(rng.uniform(top, max(top, 0.4 * size_px))))
+    points = tuple((new_neck[0] + (x - neck[0]) * zoom * stretch, new_neck[1] + (y - neck[1]) * zoom)
+                   for x, y in fig.keypoints)
+    visible = tuple(v and 0 <= x < size_px and 0 <= y < size_px for (x, y), v in zip(points, fig.visible, strict=True))
+    return Scene(scene.background, scene.caption, scene.obj, Figure(points, fig.shirt, fig.pants, visible, h),
+                 scene.style)
+
+
 def restyle(scene: Scene, style: str) -> Scene:
     """The same scene in another style (the LoRA's training pairs)."""
     return Scene(scene.background, scene.caption, scene.obj, scene.figure, style)
