@@ -63,13 +63,13 @@ class LatentSet:
                    data.get("framing", "standard"))
 
 
-@torch.no_grad()
 def scene_at(seed: int, index: int, framing: str = "standard") -> Scene:
     """Scene `index` of world `seed`, reframed when `framing` is "varied"."""
     scene = sample_scene(seed, index)
     return reframe(scene, seed, index) if framing == "varied" else scene
 
 
+@torch.no_grad()
 def encode_world(vae: Any, seed: int, count: int, style: str = "plain", batch: int = 64,
                  kinds: tuple[str, ...] = ("object", "figure"), log: Any = None,
                  framing: str = "standard") -> LatentSet:

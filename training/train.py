@@ -3,6 +3,7 @@
 Stages, in order (each reads what the earlier ones wrote in the same `--run` folder):
   vae      the AutoencoderKL                                  -> RUN/vae
   encode   pre-encode world scenes with that VAE              -> RUN/latents.pt
+  decoder  sharpen the VAE decoder on those latents (encoder and latent space unchanged) -> RUN/vae
   base     UNet + CLIP text encoder on the latents            -> RUN/tinyworld (diffusers pipeline folder)
   pose     pose ControlNet (from the UNet's encoder)          -> RUN/tinyworld-pose
   edge     edge (Canny) ControlNet                            -> RUN/tinyworld-edge
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from training.common import DEFAULT_RUNS, setup_threads
 
-STAGES = ("vae", "encode", "base", "pose", "edge", "lora", "ship")
+STAGES = ("vae", "encode", "decoder", "base", "pose", "edge", "lora", "ship")
 # minutes per stage of the recorded CPU run (README); --minutes overrides
-MINUTES = {"vae": 14.0, "base": 30.0, "pose": 14.0, "edge": 5.0, "lora": 4.0}
+MINUTES = {"vae": 14.0, "decoder": 12.0, "base": 30.0, "pose": 14.0, "edge": 5.0, "lora": 4.0}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -34,6 +35,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=None, help="time budget of the stage")
     p.add_argument("--steps", type=int, default=1_000_000, help="step budget of the stage")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the stage's)")
     p.add_argument("--resume", action="store_true",
                    help="base/pose/edge: continue from the run's saved weights, learning rate decaying to 0")
     p.add_argument("--count", type=int, default=16000, help="scenes to pre-encode (encode stage)")
@@ -51,6 +53,10 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
         from training.train_vae import train_vae
 
         train_vae(run, seed=args.seed, minutes=minutes, steps=args.steps)
+    elif stage == "decoder":
+        from training.train_vae import train_decoder
+
+        train_decoder(run, seed=args.seed, minutes=minutes, steps=args.steps)
     elif stage == "encode":
         from training.train_base import encode_stage
 
@@ -58,17 +64,18 @@ def run_stage(stage: str, args: argparse.Namespace) -> None:
     elif stage == "base":
         from training.train_base import train_base
 
-        train_base(run, seed=args.seed, minutes=minutes, steps=args.steps, resume=args.resume)
+        train_base(run, seed=args.seed, minutes=minutes, steps=args.steps, resume=args.resume,
+                   **({"lr": args.lr} if args.lr else {}))
     elif stage in ("pose", "edge"):
         from training.train_control import train_controlnet
 
         train_controlnet(run, kind=stage, seed=args.seed, minutes=minutes, steps=args.steps,
                          limit=6000 if stage == "pose" else 3000, resume=args.resume,
-                         reframed=3000 if stage == "pose" else 0)
+                         reframed=3000 if stage == "pose" else 0, **({"lr": args.lr} if args.lr else {}))
     elif stage == "lora":
         from training.train_lora import train_lora
 
-        train_lora(run, seed=args.seed, minutes=minutes, steps=args.steps)
+        train_lora(run, seed=args.seed, minutes=minutes, steps=args.steps, **({"lr": args.lr} if args.lr else {}))
     elif stage == "ship":
         from training.ship import ship
 

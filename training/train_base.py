@@ -65,6 +65,13 @@ def diffusion_loss(unet: Any, scheduler: Any, latents: torch.Tensor, embeds: tor
     return (per_sample * min_snr_weights(scheduler, t)).mean()
 
 
+def current_vae(run: Path) -> Any:
+    """RUN/vae as it is on disk now (the decoder stage may sharpen it while the UNet trains)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(run / "vae", local_files_only=True).eval()
+
+
 def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_000_000, batch: int = 64,
                lr: float = 6e-4, drop: float = 0.1, save_every: int = 400, resume: bool = False) -> Path:
     """Train UNet + text encoder on RUN/latents.pt; saves the EMA pipeline to RUN/tinyworld.
@@ -72,11 +79,9 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
     resume=True continues from RUN/tinyworld (the saved EMA weights) with a cosine decay of the
     learning rate over the budget, instead of starting from the seed's random weights.
     """
-    from diffusers import AutoencoderKL
 
     log = make_logger(run / "base.log")
     data = LatentSet.load(run / "latents.pt")
-    vae = AutoencoderKL.from_pretrained(run / "vae", local_files_only=True).eval()
     tokenizer = make_tokenizer()
     ids = tokenize(tokenizer, data.captions)
     empty = tokenize(tokenizer, [""])[0]
@@ -115,7 +120,7 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
         if step % 50 == 0:
             log(f"base step {step} loss(ema) {running:.4f}")
         if step % save_every == 0:
-            save_pipeline(run / "tinyworld", ema_unet.model, vae, ema_text.model, tokenizer)
-    save_pipeline(run / "tinyworld", ema_unet.model, vae, ema_text.model, tokenizer)
+            save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
+    save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
     log(f"base done: {step} steps")
     return run / "tinyworld"

@@ -20,17 +20,23 @@ from training.models import noise_scheduler, tokenize
 from training.train_base import diffusion_loss
 from training.train_control import load_base
 
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+# everything but the cross-attention's key/value projections, which read the prompt: a LoRA whose change
+# does not depend on the prompt changes the conditional and unconditional predictions alike, so
+# classifier-free guidance (which multiplies their difference by 6.5 at CFG 7.5) does not amplify it
+TARGETS = r".*(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_q|to_out\.0)|conv1|conv2)$"
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_000_000, batch: int = 48,
-               lr: float = 5e-4, rank: int = 8, text_rank: int = 4, count: int = 4000, save_every: int = 300) -> Path:
+               lr: float = 5e-4, rank: int = 8, text_rank: int = 4, count: int = 4000, save_every: int = 300,
+               drop: float = 0.5) -> Path:
     """Train the style LoRA for RUN/tinyworld; saves RUN/tinyworld-style/tinyworld-style.safetensors.
 
     The learning rate decays (cosine) to zero by the end of the budget: a LoRA stopped at a high rate
     is noisy, and its noise grows with the weight it is applied at (the style score stops rising).
-    text_rank=0 leaves the text encoder alone.
+    text_rank=0 leaves the text encoder alone. `drop` of the captions are emptied, as in base training:
+    classifier-free guidance runs the LoRA'd UNet on the empty prompt too, and a LoRA never trained
+    there makes the guided difference (and the image) noisy at full weight.
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     from peft import LoraConfig
@@ -47,6 +53,7 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
         data = encode_world(vae, seed + 50, count, style="outlined")
         data.save(data_path)
     ids = tokenize(tokenizer, data.captions)
+    empty = tokenize(tokenizer, [""])[0]
     torch.manual_seed(seed)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGETS))
     if text_rank:
@@ -75,7 +82,9 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
     step, running = 0, 0.0
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
-        embeds = text_encoder(ids[idx])[0]
+        batch_ids = ids[idx].clone()
+        batch_ids[torch.from_numpy(pick.random(batch) < drop)] = empty
+        embeds = text_encoder(batch_ids)[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
