@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -53,3 +53,14 @@ def lr_factor(step: int, warmup: int, deadline: Deadline, decay: bool) -> float:
     """Linear warm-up, then constant or (decay=True, used when resuming) cosine down to zero by the deadline."""
     ramp = min(1.0, (step + 1) / warmup)
     return ramp * (0.5 * (1.0 + math.cos(math.pi * deadline.fraction(step))) if decay else 1.0)
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter],
+                   sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """One update as every stage does it: backward, gradient norm clipped to 1, step, learning-rate schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    if sched is not None:
+        sched.step()

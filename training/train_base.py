@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger
+from training.common import Deadline, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, encode_world
 from training.models import make_tokenizer, new_text_encoder, new_unet, noise_scheduler, save_pipeline, tokenize
 
@@ -108,14 +108,10 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
         batch_ids[torch.from_numpy(pick.random(batch) < drop)] = empty
         embeds = text_encoder(batch_ids)[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, params, sched)
         ema_unet.update(unet, step)
         ema_text.update(text_encoder, step)
-        running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
+        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
         if step % 50 == 0:
             log(f"base step {step} loss(ema) {running:.4f}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger
+from training.common import Deadline, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, control_tensor, controls_for, encode_world
 from training.models import noise_scheduler, tokenize
 from training.train_base import Ema, min_snr_weights
@@ -118,13 +118,9 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
         pred = unet(noisy, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
         loss = ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * min_snr_weights(scheduler, t)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, net.parameters(), sched)
         ema.update(net, step)
-        running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
+        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
         if step % 50 == 0:
             log(f"{kind} step {step} loss(ema) {running:.4f}")

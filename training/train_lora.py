@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger
+from training.common import Deadline, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, encode_world
 from training.models import noise_scheduler, tokenize
 from training.train_base import diffusion_loss
@@ -86,12 +86,8 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
         batch_ids[torch.from_numpy(pick.random(batch) < drop)] = empty
         embeds = text_encoder(batch_ids)[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = float(loss) if step == 0 else 0.99 * running + 0.01 * float(loss)
+        optimizer_step(loss, opt, params, sched)
+        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
         if step % 50 == 0:
             log(f"lora step {step} loss(ema) {running:.4f}")

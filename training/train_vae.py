@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger
+from training.common import Deadline, lr_factor, make_logger, optimizer_step
 from training.data import image_pool, to_tensor
 from training.models import new_vae
 
@@ -62,14 +62,11 @@ def train_vae(out: Path, seed: int = 1, minutes: float = 14.0, steps: int = 100_
         if gen.random() < 0.5:
             x = x.flip(-1)
         loss, l1 = vae_loss(vae, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(loss, opt, vae.parameters())
         running = l1 if step == 0 else 0.98 * running + 0.02 * l1
         step += 1
         if step % 50 == 0:
-            log(f"vae step {step} loss {float(loss):.4f} l1(ema) {running:.4f}")
+            log(f"vae step {step} loss {float(loss.detach()):.4f} l1(ema) {running:.4f}")
         if step % save_every == 0:
             vae.eval()
             vae.save_pretrained(out / "vae", safe_serialization=True)
@@ -131,15 +128,12 @@ def train_decoder(run: Path, seed: int = 1, minutes: float = 12.0, steps: int = 
         recon = vae.decode(z_all[torch.from_numpy(idx)]).sample
         err = recon - x
         loss = (foreground_weight(x) * (err.abs() + err.pow(2))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = float(err.abs().mean()) if step == 0 else 0.98 * running + 0.02 * float(err.abs().mean())
+        optimizer_step(loss, opt, params, sched)
+        l1 = float(err.detach().abs().mean())
+        running = l1 if step == 0 else 0.98 * running + 0.02 * l1
         step += 1
         if step % 50 == 0:
-            log(f"decoder step {step} loss {float(loss):.4f} l1(ema) {running:.4f}")
+            log(f"decoder step {step} loss {float(loss.detach()):.4f} l1(ema) {running:.4f}")
         if step % save_every == 0:
             save()
     save()
