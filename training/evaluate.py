@@ -268,7 +268,7 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / (area(ay, ax) + area(by, bx) - inter))
 
 
-def eval_p2p(family: Family, n: int) -> tuple[dict[str, float], np.ndarray]:
+def eval_p2p(family: Family, n: int, **settings: Any) -> tuple[dict[str, float], np.ndarray]:
     """Prompt-to-prompt shape swap (circle -> square -> triangle -> circle) on held-out object captions.
 
     The object must keep its place and size while its shape changes: object-mask IoU and bounding-box
@@ -280,7 +280,7 @@ def eval_p2p(family: Family, n: int) -> tuple[dict[str, float], np.ndarray]:
 
     from nodegraph import Engine
 
-    from training.scoring import background_rgb, classify_shape, foreground_mask, largest_component
+    from training.scoring import background_rgb, classify_shape, foreground_mask, largest_component, shape_templates
 
     def mask(img: np.ndarray) -> np.ndarray:
         return largest_component(foreground_mask(img, background_rgb(img)))
@@ -291,18 +291,20 @@ def eval_p2p(family: Family, n: int) -> tuple[dict[str, float], np.ndarray]:
 
     scenes = [s for s in eval_scenes("object", 2 * n) if s.obj is not None][:n]
     engine = Engine()
-    stats: dict[str, list[float]] = {k: [] for k in ("mask_iou", "box_iou", "changed", "kept_source",
+    stats: dict[str, list[float]] = {k: [] for k in ("mask_iou", "mask_iou_ceiling", "box_iou", "changed", "kept_source",
                                                        "base_mask_iou", "base_box_iou", "base_changed")}
     rows: list[np.ndarray] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, scene in enumerate(scenes):
             shape = scene.obj.shape
             edited = scene.caption.replace(shape, SHAPE_SWAP[shape])
-            src, edit = _p2p_pair(engine, family.base, scene.caption, edited, i, Path(tmp))
+            src, edit = _p2p_pair(engine, family.base, scene.caption, edited, i, Path(tmp), **settings)
             _, plain = _p2p_pair(engine, family.base, scene.caption, edited, i, Path(tmp),
                                  cross_replace=0.0, self_replace=0.0)
             ms, me, mp = mask(src), mask(edit), mask(plain)
             stats["mask_iou"].append(iou(ms, me))
+            ideal = shape_templates(ms) if ms.any() else None  # the best two shapes in one box can do
+            stats["mask_iou_ceiling"].append(iou(ideal[shape], ideal[SHAPE_SWAP[shape]]) if ideal else 0.0)
             stats["box_iou"].append(_box_iou(ms, me))
             stats["changed"].append(float(me.any() and classify_shape(me) == SHAPE_SWAP[shape]))
             stats["kept_source"].append(float(ms.any() and classify_shape(ms) == shape))

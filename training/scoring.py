@@ -47,7 +47,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best
 
 
-def _templates(mask: np.ndarray) -> dict[str, np.ndarray]:
+def shape_templates(mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The ideal circle, square and triangle filling the mask's bounding box."""
     ys, xs = np.nonzero(mask)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     h, w = mask.shape
@@ -69,7 +70,7 @@ def classify_shape(mask: np.ndarray) -> str:
     """'circle', 'square' or 'triangle': the ideal silhouette in the bounding box with the best IoU."""
     if mask.sum() < 4:
         return "none"
-    scores = {name: (t & mask).sum() / max((t | mask).sum(), 1) for name, t in _templates(mask).items()}
+    scores = {name: (t & mask).sum() / max((t | mask).sum(), 1) for name, t in shape_templates(mask).items()}
     return max(scores, key=lambda k: scores[k])
 
 

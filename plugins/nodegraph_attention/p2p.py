@@ -6,7 +6,8 @@ a controller edits the edited prompt's attention while the source renders untouc
   `mapped` = word-swap matrix (replace), aligned columns (refine) or aligned columns times a per-token
   equalizer (reweight); alpha_t per token from `cross_replace` / `cross_replace_words`;
 - self-attention: edited probs := source probs for steps < int(self_replace * steps), only in layers
-  with at most (h/4)·(w/4) query positions (the paper's 16² at 512 px);
+  with at most (h/4)·(w/4) query positions (the paper's 16² at 512 px) — or, on a small latent where
+  no layer is that coarse, in the UNet's coarsest attention layers (else self_replace would do nothing);
 - local blend: after each scheduler step, latents[1] := latents[0] + mask · (latents[1] - latents[0]),
   mask = the chosen words' cross-attention (summed over steps so far, at the UNet resolution nearest
   latent/4), 3×3 max-pooled, normalised, > threshold, source mask OR edited mask.
@@ -154,8 +155,9 @@ class _Controller:
         steps = setup.num_steps
         self.alpha = alignment.cross_replace_alpha(spec.cross_ends, steps)  # (steps+1, L)
         self.self_stop = int(steps * spec.self_replace)
-        self.self_max_positions = (lh // 4) * (lw // 4)
         sides = _attention_sides(setup.unet, lh)
+        coarsest = min(sides) * min(sides) * lw // max(lh, 1)
+        self.self_max_positions = max((lh // 4) * (lw // 4), coarsest)
         self.blend_h = min(sides, key=lambda s: (abs(s - lh / 4), -s))
         self.blend_first = int(spec.blend_start * steps)
         self.blend_sum: torch.Tensor | None = None
