@@ -4,6 +4,9 @@ A node *needs a model* when one of its inputs is linked to an output whose type 
 `__nodegraph_resident__ = True` (model handles: the residency manager materialises them when the node
 runs). Handles passed through nodes that transform them (a LoRA node takes a UNet handle and gives
 one back) are traced to their root: the node that made the handle first, i.e. the checkpoint.
+A value whose type declares `__nodegraph_defers_models__ = True` (a sampler condition: a ControlNet or
+adapter unit, which loads its model only when the sampler activates it) carries the models its maker
+read to whoever consumes it, so a sampler's group holds its checkpoint *and* its control models.
 
 The order is built greedily: among the ready nodes (all inputs done), take the first in document
 order that needs no model or only the model group in use; switch groups only when nothing else is
@@ -22,6 +25,7 @@ import networkx as nx
 from nodegraph.document.plan import Link, Plan
 
 RESIDENT_MARK = "__nodegraph_resident__"
+DEFERS_MARK = "__nodegraph_defers_models__"
 
 
 def is_resident_type(tp: Any) -> bool:
@@ -51,17 +55,24 @@ def _root(plan: Plan, link: Link, seen: frozenset[tuple[str, str]] = frozenset()
 
 def model_groups(plan: Plan) -> dict[str, frozenset[str]]:
     """Node id -> the roots (checkpoint nodes) of the model handles it reads (empty: needs no model)."""
+    graph = plan.dag.copy()
+    graph.add_nodes_from(plan.nodes)
     groups: dict[str, frozenset[str]] = {}
-    for node_id in plan.nodes:
-        roots = set()
+    for node_id in nx.topological_sort(graph):
+        if node_id not in plan.nodes:
+            continue
+        roots: set[str] = set()
         for _name, link in _links(plan, node_id):
             source = plan.nodes.get(link.node)
             if source is None:
                 continue
-            if is_resident_type(source.spec.outputs[link.output].type):
+            out_type = source.spec.outputs[link.output].type
+            if is_resident_type(out_type):
                 roots.add(_root(plan, link))
+            elif getattr(out_type, DEFERS_MARK, False):
+                roots |= groups.get(link.node, frozenset())
         groups[node_id] = frozenset(roots)
-    return groups
+    return {node_id: groups[node_id] for node_id in plan.nodes}
 
 
 def swap_aware_order(plan: Plan) -> list[str]:

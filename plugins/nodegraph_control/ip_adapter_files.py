@@ -50,6 +50,8 @@ class IPAdapterRef(ModelRef):
 class IPAdapterHandle:
     """Where an IP-Adapter and its image encoder are; hashable and cheap (weights load on use)."""
 
+    __nodegraph_resident__ = True  # a model handle: the engine's order groups the nodes using one
+
     path: str  # the adapter weights file
     fingerprint: str
     encoder_path: str  # CLIPVisionModelWithProjection folder

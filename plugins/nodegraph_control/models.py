@@ -56,6 +56,8 @@ class AdapterRef(ModelRef):
 class ControlModelHandle:
     """Where a control model's weights are; hashable, cheap, the residency key is its fingerprint."""
 
+    __nodegraph_resident__ = True  # a model handle: the engine's order groups the nodes using one
+
     path: str
     fingerprint: str
     format: str  # "diffusers" | "single_file" (diffusers layout) | "original" (ControlNet single file)

@@ -120,3 +120,38 @@ def test_vram_budget_respected_and_outputs_unchanged(tmp_path: Path) -> None:
     assert report["budgets"]["cpu"] == budget
     assert tight_engine.resources.where(next(k for k in tight_engine.resources._entries
                                               if k.endswith(":text_encoder"))) == "ram"
+
+
+# one checkpoint, two ControlNets; document order alternates them (pose, edge, pose)
+CONTROLS = """
+version: 1
+nodes:
+  model:    {type: diffusion.load_model, path: "builtin:tinyworld"}
+  pose_net: {type: control.load_controlnet, path: "builtin:tinyworld-pose"}
+  edge_net: {type: control.load_controlnet, path: "builtin:tinyworld-edge"}
+  blank:    {type: control.render_pose, keypoints: "POSE", width: 64, height: 64}
+  pos:      {type: diffusion.encode_text, encoder: "@model.text_encoder", text: "a red circle"}
+  empty:    {type: diffusion.empty_latents, width: 64, height: 64}
+  pose_1:   {type: control.controlnet, model: "@pose_net", image: "@blank"}
+  s1:       {type: diffusion.sample, unet: "@model.unet", scheduler: "@model.scheduler", positive: "@pos",
+             latents: "@empty", conditions: ["@pose_1"], steps: 2}
+  edge_2:   {type: control.controlnet, model: "@edge_net", image: "@blank"}
+  s2:       {type: diffusion.sample, unet: "@model.unet", scheduler: "@model.scheduler", positive: "@pos",
+             latents: "@empty", conditions: ["@edge_2"], steps: 2}
+  pose_3:   {type: control.controlnet, model: "@pose_net", image: "@blank", strength: 0.5}
+  s3:       {type: diffusion.sample, unet: "@model.unet", scheduler: "@model.scheduler", positive: "@pos",
+             latents: "@empty", conditions: ["@pose_3"], steps: 2}
+"""
+
+
+def test_samplers_using_one_controlnet_run_together(tmp_path: Path) -> None:
+    path = tmp_path / "controls.yaml"
+    pose = Path(__file__).resolve().parents[3] / "graphs" / "poses" / "standing_512x512.json"
+    path.write_text(CONTROLS.replace("POSE", str(pose)))
+    plan = Engine().load(path)
+    groups = model_groups(plan)
+    assert groups["s1"] == groups["s3"] == {"model", "pose_net"}  # the unit carries its ControlNet
+    assert groups["s2"] == {"model", "edge_net"} and groups["pose_1"] == {"pose_net"}
+    smart = swap_aware_order(plan)
+    assert smart.index("s3") == smart.index("s1") + 1 < smart.index("s2")  # the pose net stays in use
+    assert count_switches(smart, groups) < count_switches(execution_order(plan), groups)
