@@ -42,7 +42,7 @@ def test_txt2img_graph_png_equals_pipeline_png(tmp_path, tiny_dir):
     ours = png(tmp_path / "txt2img.png")
     pipe = pipe_with(StableDiffusionPipeline, tiny_dir, "dpmpp_2m")
     theirs = pipe("a red circle on a blue sky", negative_prompt="", height=64, width=64,
-                  num_inference_steps=5, guidance_scale=7.5,
+                  num_inference_steps=5, guidance_scale=3.0,
                   generator=torch.Generator().manual_seed(3)).images[0]
     assert ours.shape == (64, 64, 3)
     assert np.array_equal(ours, np.asarray(theirs))
@@ -64,7 +64,7 @@ def test_txt2img_graph_batch_equals_num_images_per_prompt(tmp_path, tiny_dir):
                           options(tmp_path))
     pipe = pipe_with(StableDiffusionPipeline, tiny_dir, "euler_a")
     theirs = pipe("a red circle on a blue sky", negative_prompt="", height=64, width=64,
-                  num_inference_steps=5, guidance_scale=7.5, num_images_per_prompt=2, output_type="latent",
+                  num_inference_steps=5, guidance_scale=3.0, num_images_per_prompt=2, output_type="latent",
                   generator=torch.Generator().manual_seed(4)).images
     assert torch.equal(result.outputs["latents"]["out"].samples, theirs)
 
@@ -77,7 +77,7 @@ def test_img2img_graph_equals_pipeline(tmp_path, tiny_dir):
     pipe = pipe_with(StableDiffusionImg2ImgPipeline, tiny_dir, "euler_a")
     # encoded latents as `image`: the pipeline then draws only the noise, like our sampler
     theirs = pipe("a red circle on a blue sky, oil painting", negative_prompt="", image=encoded, strength=0.6,
-                  num_inference_steps=5, guidance_scale=7.5, output_type="latent",
+                  num_inference_steps=5, guidance_scale=3.0, output_type="latent",
                   generator=torch.Generator().manual_seed(5)).images
     assert torch.equal(result.outputs["latents"]["out"].samples, theirs)
     assert png(tmp_path / "img2img.png").shape == (64, 64, 3)
@@ -97,7 +97,7 @@ def test_inpaint_graph_keeps_unmasked_latents_and_matches_pipeline(tmp_path, tin
     pipe = pipe_with(StableDiffusionInpaintPipeline, tiny_dir, "ddim")
     theirs = pipe("a yellow sun", negative_prompt="", image=source.samples, mask_image=mask,
                   masked_image_latents=source.samples, strength=1.0, height=64, width=64,
-                  num_inference_steps=5, guidance_scale=7.5, output_type="latent",
+                  num_inference_steps=5, guidance_scale=3.0, output_type="latent",
                   generator=torch.Generator().manual_seed(6)).images
     assert torch.equal(out, theirs)
 
