@@ -165,8 +165,11 @@ def eval_edge(family: Family, n: int) -> tuple[dict[str, float], np.ndarray]:
     return {"f1": f1, "baseline_f1": base}, np.concatenate([edges[:8], with_cn[:8]])
 
 
-def eval_lora(family: Family, n: int, weights: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)) -> tuple[dict[str, Any], np.ndarray]:
-    """Mean outline score at each LoRA weight (objects not black, backgrounds not black)."""
+def eval_lora(family: Family, n: int, weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+              beyond: float = 1.5) -> tuple[dict[str, Any], np.ndarray]:
+    """Mean outline score at each LoRA weight over its range 0..1 (should rise monotonically), and at
+    `beyond` (past the weight it was trained at; reported, not part of the monotonic check).
+    Objects not black, backgrounds not black (the detector looks for a dark rim)."""
     assert family.lora is not None
     scenes = [s for s in (sample_scene(EVAL_SEED + 2, i) for i in range(6 * n))
               if s.background != "black" and (s.obj is None or s.obj.color != "black")][:n]
@@ -174,14 +177,18 @@ def eval_lora(family: Family, n: int, weights: tuple[float, ...] = (0.0, 0.5, 1.
     pipe = _pipe(family)
     file = sorted(family.lora.glob("*.safetensors"))[0]
     pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name="style")
-    means, rows = [], []
-    for w in weights:
+    scores: dict[float, float] = {}
+    rows = []
+    for w in (*weights, beyond):
         pipe.set_adapters(["style"], [w])
         images = generate(pipe, prompts, list(range(n)))
-        means.append(float(np.mean([outline_score(i) for i in images])))
-        rows.append(images[:8])
+        scores[w] = float(np.mean([outline_score(i) for i in images]))
+        if w in (0.0, 0.5, 1.0, beyond):
+            rows.append(images[:8])
+    means = [scores[w] for w in weights]
     monotonic = all(b > a for a, b in zip(means, means[1:], strict=False))
-    return {"weights": list(weights), "outline": means, "monotonic": monotonic}, np.concatenate(rows)
+    return {"weights": list(weights), "outline": means, "monotonic": monotonic,
+            "beyond_weight": beyond, "beyond_outline": scores[beyond]}, np.concatenate(rows)
 
 
 def eval_multi(family: Family, n: int, lora_weight: float = 1.0) -> tuple[dict[str, float], np.ndarray]:

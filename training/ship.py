@@ -103,6 +103,10 @@ def ship(run: Path, builtin: Path | None = None, dtype: str = "float32", info: d
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target)
+        for config_file in target.rglob("config.json"):  # where a resumed model was loaded from: not the model
+            config = json.loads(config_file.read_text())
+            if config.pop("_name_or_path", None) is not None:
+                config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if name == "tinyworld":
             _normalise_base(target)
         for file in target.rglob("*.safetensors"):
