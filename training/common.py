@@ -64,3 +64,21 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: Itera
     opt.step()
     if sched is not None:
         sched.step()
+
+
+class Progress:
+    """What every stage does after a step: a smoothed loss, a log line every 50 steps, a checkpoint every
+    `save_every` (so an interrupted run still leaves usable weights)."""
+
+    def __init__(self, name: str, log: Callable[[str], None], save: Callable[[], None], save_every: int,
+                 smoothing: float = 0.99) -> None:
+        self.name, self.log, self.save, self.save_every, self.smoothing = name, log, save, save_every, smoothing
+        self.running = 0.0
+
+    def after(self, step: int, value: float) -> None:
+        """Record step `step`'s (1-based) loss value."""
+        self.running = value if step == 1 else self.smoothing * self.running + (1 - self.smoothing) * value
+        if step % 50 == 0:
+            self.log(f"{self.name} step {step} loss(ema) {self.running:.4f}")
+        if step % self.save_every == 0:
+            self.save()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger, optimizer_step
+from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, encode_world
 from training.models import make_tokenizer, new_text_encoder, new_unet, noise_scheduler, save_pipeline, tokenize
 
@@ -101,7 +101,11 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
     gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
     pick = np.random.default_rng(seed + 100 if resume else seed)
     log(f"base: {len(data.captions)} latents, batch {batch}, lr {lr}{', resumed' if resume else ''}")
-    step, running = 0, 0.0
+    def save() -> None:
+        save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
+
+    step = 0
+    progress = Progress("base", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
         batch_ids = ids[idx].clone()
@@ -111,12 +115,8 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
         optimizer_step(loss, opt, params, sched)
         ema_unet.update(unet, step)
         ema_text.update(text_encoder, step)
-        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
-        if step % 50 == 0:
-            log(f"base step {step} loss(ema) {running:.4f}")
-        if step % save_every == 0:
-            save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
-    save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
+        progress.after(step, float(loss.detach()))
+    save()
     log(f"base done: {step} steps")
     return run / "tinyworld"

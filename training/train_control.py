@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger, optimizer_step
+from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, control_tensor, controls_for, encode_world
 from training.models import noise_scheduler, tokenize
 from training.train_base import Ema, min_snr_weights
@@ -105,7 +105,11 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
     scheduler = noise_scheduler()
     gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
     pick = np.random.default_rng(seed + 101 if resume else seed + 1)
-    step, running = 0, 0.0
+    def save() -> None:
+        ema.model.save_pretrained(out, safe_serialization=True)
+
+    step = 0
+    progress = Progress(kind, log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(rows), size=batch))
         emb = embeds[idx].clone()
@@ -120,12 +124,8 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
         loss = ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * min_snr_weights(scheduler, t)).mean()
         optimizer_step(loss, opt, net.parameters(), sched)
         ema.update(net, step)
-        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
-        if step % 50 == 0:
-            log(f"{kind} step {step} loss(ema) {running:.4f}")
-        if step % save_every == 0:
-            ema.model.save_pretrained(out, safe_serialization=True)
-    ema.model.save_pretrained(out, safe_serialization=True)
+        progress.after(step, float(loss.detach()))
+    save()
     log(f"{kind} done: {step} steps")
     return out

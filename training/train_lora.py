@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger, optimizer_step
+from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, encode_world
 from training.models import noise_scheduler, tokenize
 from training.train_base import diffusion_loss
@@ -79,7 +79,8 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
                                                   if text_rank else None,
                                                   weight_name=f"{out.name}.safetensors", safe_serialization=True)
 
-    step, running = 0, 0.0
+    step = 0
+    progress = Progress("lora", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
         batch_ids = ids[idx].clone()
@@ -87,12 +88,8 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
         embeds = text_encoder(batch_ids)[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
         optimizer_step(loss, opt, params, sched)
-        running = float(loss.detach()) if step == 0 else 0.99 * running + 0.01 * float(loss.detach())
         step += 1
-        if step % 50 == 0:
-            log(f"lora step {step} loss(ema) {running:.4f}")
-        if step % save_every == 0:
-            save()
+        progress.after(step, float(loss.detach()))
     save()
     log(f"lora done: {step} steps")
     return out / f"{out.name}.safetensors"

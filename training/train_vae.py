@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import Deadline, lr_factor, make_logger, optimizer_step
+from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import image_pool, to_tensor
 from training.models import new_vae
 
@@ -121,7 +121,8 @@ def train_decoder(run: Path, seed: int = 1, minutes: float = 12.0, steps: int = 
                 vae.save_pretrained(folder, safe_serialization=True)
         vae.train()
 
-    step, running = 0, 0.0
+    step = 0
+    progress = Progress("decoder", log, save, save_every, smoothing=0.98)
     while not deadline.done(step):
         idx = gen.integers(0, len(z_all), size=batch)
         x = to_tensor(x_all[idx])
@@ -129,13 +130,8 @@ def train_decoder(run: Path, seed: int = 1, minutes: float = 12.0, steps: int = 
         err = recon - x
         loss = (foreground_weight(x) * (err.abs() + err.pow(2))).mean()
         optimizer_step(loss, opt, params, sched)
-        l1 = float(err.detach().abs().mean())
-        running = l1 if step == 0 else 0.98 * running + 0.02 * l1
         step += 1
-        if step % 50 == 0:
-            log(f"decoder step {step} loss {float(loss.detach()):.4f} l1(ema) {running:.4f}")
-        if step % save_every == 0:
-            save()
+        progress.after(step, float(err.detach().abs().mean()))  # logged: the plain L1
     save()
     log(f"decoder done: {step} steps")
     return run / "vae"

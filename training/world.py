@@ -338,14 +338,14 @@ def held_out(scene: Scene, buckets: int = 10) -> bool:
 
 
 def reframe(scene: Scene, seed: int, index: int, size_px: int = SIZE) -> Scene:
-    """The scene's figure as real pose files often frame it: closer (up to 1.9x, legs leaving the frame)
+    """The scene's figure as real pose files often frame it: closer (up to 1.4x, legs leaving the frame)
     and/or stretched sideways (0.75-1.4x, as a 768x512 canvas drawn at 64x64 is), keypoints outside
     the image dropped from the skeleton. Scenes without a figure are returned unchanged."""
     fig = scene.figure
     if fig is None:
         return scene
     rng = rng_for(seed + 7777, index)
-    zoom = float(rng.uniform(1.0, 1.9)) if rng.random() < 0.7 else 1.0
+    zoom = float(rng.uniform(1.0, 1.4)) if rng.random() < 0.7 else 1.0
     stretch = float(rng.uniform(0.75, 1.4)) if rng.random() < 0.5 else 1.0
     neck = fig.keypoints[1]
     h = fig.height * zoom
