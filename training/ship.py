@@ -91,6 +91,21 @@ def _normalise_base(folder: Path) -> None:
         write_config_folder(folder, CONFIGS_DIR / "tinyworld")
 
 
+def average_models(first: Path, second: Path, out: Path, weight: float = 0.5) -> Path:
+    """A model whose weights are `(1 - weight) * first + weight * second` (same architecture; config and
+    everything else copied from `second`). Two checkpoints along one fine-tuning path average well (a
+    "model soup"); the shipped pose net is such an average (training/README.md)."""
+    from safetensors.torch import load_file, save_file
+
+    name = "diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(first / name)), load_file(str(second / name))
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(second, out)
+    save_file({k: a[k].float() * (1 - weight) + b[k].float() * weight for k in b}, str(out / name))
+    return out
+
+
 def ship(run: Path, builtin: Path | None = None, dtype: str = "float32", info: dict | None = None) -> list[Path]:
     """Replace the built-in folders named in NAMES by the ones trained in `run` (those present)."""
     target_root = builtin or default_builtin()
