@@ -55,8 +55,8 @@ def test_a_words_map_lies_on_what_it_names(tmp_path: Path) -> None:
         heat = torch.nn.functional.interpolate(heat[None, None], size=on_object.shape, mode="nearest")[0, 0]
         return float(heat[on_object].mean() / heat[~on_object].mean())
 
-    assert on_object_ratio("circle") > 1.3  # measured 2.2 with the shipped demo model
-    assert on_object_ratio("circle") > on_object_ratio("a") + 0.5  # "a": 0.7, mostly the background
+    assert on_object_ratio("circle") > 1.3  # measured 4.4 with the shipped demo model (2.2 with the first)
+    assert on_object_ratio("circle") > on_object_ratio("a") + 0.5  # "a": 0.2, mostly the background
 
 
 def test_maps_come_from_the_cache_with_the_sampler_output(tmp_path: Path) -> None:
