@@ -78,7 +78,7 @@ def run(args: Any, tmp: Path, device: str, dtype: torch.dtype, steps: int, size:
         torch.cuda.empty_cache()
 
     overrides = {"model": str(folder), "steps": steps, "width": size, "height": size, "scheduler": "dpmpp_2m",
-                 "prompt": PROMPT}
+                 "cfg": 7.5, "prompt": PROMPT}  # the pipeline's guidance, not the demo graphs' default
     for level in args.levels.split(","):
         engine = Engine(cache_mb=0)  # every node runs every time; models stay resident
         options = RunOptions(out_dir=tmp / level, device=device, dtype="float16" if dtype == torch.float16

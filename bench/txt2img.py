@@ -111,7 +111,8 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     engine = Engine(cache_mb=0)  # no result cache: every node runs every time; models stay resident
     options = RunOptions(out_dir=tmp / "out", device=device, dtype="float16" if dtype == torch.float16 else
                          "float32", show_progress=False)
-    overrides = {"model": str(folder), "steps": steps, "width": size, "height": size, "scheduler": "dpmpp_2m"}
+    overrides = {"model": str(folder), "steps": steps, "width": size, "height": size, "scheduler": "dpmpp_2m",
+                 "cfg": 7.5}  # the pipeline's guidance, not the demo graphs' default
 
     import yaml
 
