@@ -70,7 +70,8 @@ def eval_scenes(kind: str, n: int, seed: int = EVAL_SEED) -> list[Scene]:
     return out
 
 
-def _pipe(family: Family, controlnet: Path | None = None) -> Any:
+def _pipe(family: Family, *controlnets: Path) -> Any:
+    """A DPM++ 2M pipeline of the family's base, with the given ControlNets (several: a multi-ControlNet)."""
     from diffusers import ControlNetModel, DPMSolverMultistepScheduler, StableDiffusionControlNetPipeline
     from diffusers import StableDiffusionPipeline
 
@@ -78,24 +79,36 @@ def _pipe(family: Family, controlnet: Path | None = None) -> Any:
                                                    requires_safety_checker=False, torch_dtype=torch.float32)
     base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
     base.set_progress_bar_config(disable=True)
-    if controlnet is None:
+    if not controlnets:
         return base
-    net = ControlNetModel.from_pretrained(controlnet, local_files_only=True, torch_dtype=torch.float32)
-    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=net)
+    nets = [ControlNetModel.from_pretrained(f, local_files_only=True, torch_dtype=torch.float32) for f in controlnets]
+    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=nets[0] if len(nets) == 1 else nets)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def generate(pipe: Any, prompts: list[str], seeds: list[int], control: np.ndarray | None = None,
+def _with_style(pipe: Any, family: Family) -> Any:
+    """`pipe` with the family's style LoRA loaded as adapter "style" (weight set per call)."""
+    assert family.lora is not None
+    file = sorted(family.lora.glob("*.safetensors"))[0]
+    pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name="style")
+    return pipe
+
+
+def generate(pipe: Any, prompts: list[str], seeds: list[int], control: np.ndarray | list[np.ndarray] | None = None,
              batch: int = 16, **kwargs: Any) -> np.ndarray:
-    """uint8 images (B, 64, 64, 3) for `prompts`, one seeded CPU generator per image."""
+    """uint8 images (B, 64, 64, 3) for `prompts`, one seeded CPU generator per image; `control`: the
+    control images (uint8, B x H x W x 3), or a list of them for a multi-ControlNet pipeline."""
+    def tensor(images: np.ndarray, i: int) -> torch.Tensor:
+        return torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 255.0
+
     out = []
     for i in range(0, len(prompts), batch):
         args: dict[str, Any] = dict(prompt=prompts[i:i + batch], height=SIZE, width=SIZE, num_inference_steps=20,
                                     guidance_scale=CFG, output_type="np",
                                     generator=[torch.Generator().manual_seed(s) for s in seeds[i:i + batch]])
         if control is not None:
-            args["image"] = torch.from_numpy(control[i:i + batch]).permute(0, 3, 1, 2).float() / 255.0
+            args["image"] = [tensor(c, i) for c in control] if isinstance(control, list) else tensor(control, i)
         with torch.no_grad():
             images = pipe(**args, **kwargs).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
@@ -174,9 +187,7 @@ def eval_lora(family: Family, n: int, weights: tuple[float, ...] = (0.0, 0.25, 0
     scenes = [s for s in (sample_scene(EVAL_SEED + 2, i) for i in range(6 * n))
               if s.background != "black" and (s.obj is None or s.obj.color != "black")][:n]
     prompts = [s.caption for s in scenes]
-    pipe = _pipe(family)
-    file = sorted(family.lora.glob("*.safetensors"))[0]
-    pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name="style")
+    pipe = _with_style(_pipe(family), family)
     scores: dict[float, float] = {}
     rows = []
     for w in (*weights, beyond):
@@ -198,34 +209,17 @@ def eval_multi(family: Family, n: int, lora_weight: float = 1.0) -> tuple[dict[s
     same scene. Scores: limb coverage (pose), edge F1 (edge) and the outline score (LoRA) — each next
     to the same generation without that one ingredient, so its own effect is visible.
     """
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-
     assert family.pose is not None and family.edge is not None and family.lora is not None
     scenes = eval_scenes("figure", n, seed=EVAL_SEED + 3)
     skeletons = np.stack([draw_skeleton(s) for s in scenes])
     edges = np.stack([edge_map(draw_scene(s)) for s in scenes])
     prompts = [s.caption for s in scenes]
-    base = _pipe(family)
-    nets = [ControlNetModel.from_pretrained(f, local_files_only=True, torch_dtype=torch.float32)
-            for f in (family.pose, family.edge)]
-    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=nets)
-    pipe.set_progress_bar_config(disable=True)
-    file = sorted(family.lora.glob("*.safetensors"))[0]
-    pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name="style")
-    seeds = list(range(n))
+    pipe = _with_style(_pipe(family, family.pose, family.edge), family)
 
     def run(pose_scale: float, edge_scale: float, weight: float) -> np.ndarray:
         pipe.set_adapters(["style"], [weight])
-        out = []
-        for i in range(0, n, 16):
-            control = [torch.from_numpy(c[i:i + 16]).permute(0, 3, 1, 2).float() / 255.0 for c in (skeletons, edges)]
-            args = dict(prompt=prompts[i:i + 16], image=control, controlnet_conditioning_scale=[pose_scale, edge_scale],
-                        height=SIZE, width=SIZE, num_inference_steps=20, guidance_scale=CFG, output_type="np",
-                        generator=[torch.Generator().manual_seed(s) for s in seeds[i:i + 16]])
-            with torch.no_grad():
-                images = pipe(**args).images
-            out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-        return np.concatenate(out)
+        return generate(pipe, prompts, list(range(n)), [skeletons, edges],
+                        controlnet_conditioning_scale=[pose_scale, edge_scale])
 
     together = run(1.0, 1.0, lora_weight)
     no_pose, no_edge, no_lora = run(0.0, 1.0, lora_weight), run(1.0, 0.0, lora_weight), run(1.0, 1.0, 0.0)

@@ -9,6 +9,7 @@ faster on a short budget) and an EMA of the weights, which is what gets saved.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,28 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float = 5.0)
 
 
 def diffusion_loss(unet: Any, scheduler: Any, latents: torch.Tensor, embeds: torch.Tensor,
-                   gen: torch.Generator, **unet_kwargs: Any) -> torch.Tensor:
-    """Min-SNR-weighted epsilon MSE at uniformly drawn timesteps."""
+                   gen: torch.Generator, extra: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
+                   ) -> torch.Tensor:
+    """Min-SNR-weighted epsilon MSE at uniformly drawn timesteps.
+
+    `extra(noisy, t)` gives more UNet keyword arguments computed from the noisy input (a ControlNet's
+    residuals), so every stage draws noise and timesteps, and weighs the loss, the same way.
+    """
     noise = torch.randn(latents.shape, generator=gen)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen)
     noisy = scheduler.add_noise(latents, noise, t)
-    pred = unet(noisy, t, encoder_hidden_states=embeds, **unet_kwargs).sample
+    kwargs = extra(noisy, t) if extra is not None else {}
+    pred = unet(noisy, t, encoder_hidden_states=embeds, **kwargs).sample
     per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
     return (per_sample * min_snr_weights(scheduler, t)).mean()
+
+
+def drop_captions(values: torch.Tensor, empty: torch.Tensor, pick: np.random.Generator, drop: float) -> torch.Tensor:
+    """A copy of `values` (token ids or embeddings, a row per sample) with a `drop` fraction of the rows set
+    to the empty caption's: classifier-free guidance asks the model for the empty prompt too."""
+    out = values.clone()
+    out[torch.from_numpy(pick.random(len(values)) < drop)] = empty
+    return out
 
 
 def current_vae(run: Path) -> Any:
@@ -101,6 +116,7 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
     gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
     pick = np.random.default_rng(seed + 100 if resume else seed)
     log(f"base: {len(data.captions)} latents, batch {batch}, lr {lr}{', resumed' if resume else ''}")
+
     def save() -> None:
         save_pipeline(run / "tinyworld", ema_unet.model, current_vae(run), ema_text.model, tokenizer)
 
@@ -108,9 +124,7 @@ def train_base(run: Path, seed: int = 1, minutes: float = 35.0, steps: int = 1_0
     progress = Progress("base", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
-        batch_ids = ids[idx].clone()
-        batch_ids[torch.from_numpy(pick.random(batch) < drop)] = empty
-        embeds = text_encoder(batch_ids)[0]
+        embeds = text_encoder(drop_captions(ids[idx], empty, pick, drop))[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
         optimizer_step(loss, opt, params, sched)
         ema_unet.update(unet, step)

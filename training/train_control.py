@@ -10,6 +10,7 @@ figure); edge nets see every kind of scene.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, control_tensor, controls_for, encode_world
 from training.models import noise_scheduler, tokenize
-from training.train_base import Ema, min_snr_weights
+from training.train_base import Ema, diffusion_loss, drop_captions
 
 COND_CHANNELS = (16, 32, 64, 128)  # 3 stride-2 steps: 64 px -> 8 latent cells
 
@@ -46,6 +47,13 @@ def choose(data: LatentSet, kind: str, limit: int, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     rng.shuffle(rows)
     return sorted(rows[:limit])
+
+
+def controlnet_residuals(net: Any, embeds: torch.Tensor, cond: torch.Tensor, noisy: torch.Tensor,
+                         t: torch.Tensor) -> dict[str, Any]:
+    """The UNet keyword arguments that add a ControlNet's residuals for this noisy input."""
+    down, mid = net(noisy, t, encoder_hidden_states=embeds, controlnet_cond=cond, return_dict=False)
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def reframed_set(run: Path, seed: int, count: int) -> LatentSet:
@@ -105,6 +113,7 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
     scheduler = noise_scheduler()
     gen = torch.Generator().manual_seed(seed + 100 if resume else seed)
     pick = np.random.default_rng(seed + 101 if resume else seed + 1)
+
     def save() -> None:
         ema.model.save_pretrained(out, safe_serialization=True)
 
@@ -112,16 +121,9 @@ def train_controlnet(run: Path, kind: str = "pose", seed: int = 1, minutes: floa
     progress = Progress(kind, log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(rows), size=batch))
-        emb = embeds[idx].clone()
-        emb[torch.from_numpy(pick.random(batch) < drop)] = empty[0]
-        x0 = latents[idx]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen)
-        noisy = scheduler.add_noise(x0, noise, t)
-        down, mid = net(noisy, t, encoder_hidden_states=emb, controlnet_cond=conds[idx], return_dict=False)
-        pred = unet(noisy, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid).sample
-        loss = ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * min_snr_weights(scheduler, t)).mean()
+        emb = drop_captions(embeds[idx], empty[0], pick, drop)
+        loss = diffusion_loss(unet, scheduler, latents[idx], emb, gen,
+                              extra=partial(controlnet_residuals, net, emb, conds[idx]))
         optimizer_step(loss, opt, net.parameters(), sched)
         ema.update(net, step)
         step += 1

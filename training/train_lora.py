@@ -17,7 +17,7 @@ import torch
 from training.common import Deadline, Progress, lr_factor, make_logger, optimizer_step
 from training.data import LatentSet, encode_world
 from training.models import noise_scheduler, tokenize
-from training.train_base import diffusion_loss
+from training.train_base import diffusion_loss, drop_captions
 from training.train_control import load_base
 
 # everything but the cross-attention's key/value projections, which read the prompt: a LoRA whose change
@@ -83,9 +83,7 @@ def train_lora(run: Path, seed: int = 1, minutes: float = 8.0, steps: int = 1_00
     progress = Progress("lora", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(data.captions), size=batch))
-        batch_ids = ids[idx].clone()
-        batch_ids[torch.from_numpy(pick.random(batch) < drop)] = empty
-        embeds = text_encoder(batch_ids)[0]
+        embeds = text_encoder(drop_captions(ids[idx], empty, pick, drop))[0]
         loss = diffusion_loss(unet, scheduler, data.latents[idx], embeds, gen)
         optimizer_step(loss, opt, params, sched)
         step += 1

@@ -19,15 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import networkx as nx
-
 from nodegraph.document.plan import Link, Plan, PlannedNode
 from nodegraph.errors import GraphError, InputError, NodeFailed, NodegraphError, PluginError, Problem
 from nodegraph.runtime.cache import Cache, node_key
 from nodegraph.runtime.context import Cancelled, RunContext
 from nodegraph.runtime.lanes import plan_lanes, run_in_lanes
 from nodegraph.runtime.oom import with_oom_retry
-from nodegraph.runtime.ordering import model_groups, swap_aware_order
+from nodegraph.runtime.ordering import execution_order, model_groups, swap_aware_order
 from nodegraph.runtime.report import NodeEvent, RunResult
 from nodegraph.runtime.staging import Staging
 
@@ -45,14 +43,6 @@ class RunObserver(Protocol):
     def run_started(self, total: int) -> None: ...
     def node_started(self, node_id: str, type_name: str) -> None: ...
     def node_finished(self, event: NodeEvent) -> None: ...
-
-
-def execution_order(plan: Plan) -> list[str]:
-    """A topological order of the plan, ties broken by document order (so runs are reproducible)."""
-    position = {node_id: i for i, node_id in enumerate(plan.nodes)}
-    graph = plan.dag.copy()
-    graph.add_nodes_from(plan.nodes)
-    return list(nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, len(position))))
 
 
 def requested_runtime(run: RunContext, node_id: str) -> dict[str, str]:

@@ -53,10 +53,23 @@ def _root(plan: Plan, link: Link, seen: frozenset[tuple[str, str]] = frozenset()
     return link.node
 
 
-def model_groups(plan: Plan) -> dict[str, frozenset[str]]:
-    """Node id -> the roots (checkpoint nodes) of the model handles it reads (empty: needs no model)."""
+def plan_graph(plan: Plan) -> nx.DiGraph:
+    """The plan's dependency graph including nodes without links (the plan's dag holds only linked ones)."""
     graph = plan.dag.copy()
     graph.add_nodes_from(plan.nodes)
+    return graph
+
+
+def execution_order(plan: Plan) -> list[str]:
+    """A topological order of the plan, ties broken by document order (so runs are reproducible)."""
+    position = {node_id: i for i, node_id in enumerate(plan.nodes)}
+    key = lambda n: position.get(n, len(position))  # noqa: E731
+    return list(nx.lexicographical_topological_sort(plan_graph(plan), key=key))
+
+
+def model_groups(plan: Plan) -> dict[str, frozenset[str]]:
+    """Node id -> the roots (checkpoint nodes) of the model handles it reads (empty: needs no model)."""
+    graph = plan_graph(plan)
     groups: dict[str, frozenset[str]] = {}
     for node_id in nx.topological_sort(graph):
         if node_id not in plan.nodes:
@@ -77,12 +90,11 @@ def model_groups(plan: Plan) -> dict[str, frozenset[str]]:
 
 def swap_aware_order(plan: Plan) -> list[str]:
     """A topological order of the plan that keeps nodes needing the same model together."""
-    position = {node_id: i for i, node_id in enumerate(plan.nodes)}
-    graph = plan.dag.copy()
-    graph.add_nodes_from(plan.nodes)
     groups = model_groups(plan)
     if not any(groups.values()):
-        return list(nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, len(position))))
+        return execution_order(plan)
+    position = {node_id: i for i, node_id in enumerate(plan.nodes)}
+    graph = plan_graph(plan)
     waiting = {n: graph.in_degree(n) for n in graph}
     ready = sorted((position.get(n, len(position)), n) for n, d in waiting.items() if d == 0)
     current: frozenset[str] = frozenset()
