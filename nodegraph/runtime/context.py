@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from nodegraph.errors import InputError, NodegraphError
 from nodegraph.runtime.placement import NodePlacement
 from nodegraph.runtime.residency import ResidencyManager
+from nodegraph.runtime.staging import staged_target
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RunContext:
     progress_sink: ProgressSink = field(default_factory=NullProgress)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     outputs: dict[Path, Path] = field(default_factory=dict)  # staged path -> final path
+    output_nodes: dict[Path, str] = field(default_factory=dict)  # staged path -> id of the node writing it
     placement: NodePlacement | None = None  # per-node devices/dtypes (the graph's runtime block)
     notes: list[str] = field(default_factory=list)  # fallbacks taken, said in the run report
     _device: Any = None
@@ -172,8 +174,9 @@ class NodeContext:
                 raise InputError(f"output path '{relative}' is written twice in this run; give each "
                                  "output its own path", field="path")
             self.run.outputs[staged] = final
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        return staged
+            self.run.output_nodes[staged] = self.node_id
+        # refuses targets that links would take out of the output (or staging) folder
+        return staged_target(self.run.staging_dir, self.run.options.out_dir, rel)
 
     def check_cancelled(self) -> None:
         """Long loops call this between steps so Ctrl-C stops the run cleanly."""

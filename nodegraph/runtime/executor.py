@@ -263,6 +263,6 @@ def execute(
         events = _sequential(order, runner, observer)
     else:
         events = _concurrent(order, lanes, runner, observer)
-    written = staging.commit()
+    written = staging.commit(run.output_nodes)
     outputs = {node_id: runner.results[node_id] for node_id in order}  # planned order, as events
     return RunResult(outputs, events, written, (time.perf_counter() - t0) * 1000, run.metadata)
