@@ -24,6 +24,7 @@ from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
 from nodegraph.runtime.engine import Engine
 from nodegraph.runtime.report import write_json_atomic
+from nodegraph.runtime.staging import check_output_folder
 
 MODELS_ENV = "NODEGRAPH_MODELS"
 PACKS_ENV = "NODEGRAPH_PACKS"  # comma-separated pack names to load (default: every installed pack)
@@ -141,6 +142,7 @@ def run(
 
     sweep_args = SweepArgs(sweep or [], zipped, executor, address, resume, workers)
     with user_errors(err):
+        check_output_folder(out)  # a bad --out fails now, not after the whole graph has computed
         check_args(sweep_args)
         if not _DEVICE_RE.match(device):
             raise NodegraphError(f"unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)")
