@@ -91,7 +91,13 @@ def save_image(
     arrays = to_uint8(image.pixels)
     names = _png_paths(str(path), len(arrays))
     for array, name in zip(arrays, names, strict=True):
-        PILImage.fromarray(array).save(ctx.output_path(name), format="PNG", pnginfo=info)
+        target = ctx.output_path(name)
+        try:
+            # "x": a new file only, so a link planted at the staged name is refused, not followed
+            with open(target, "xb") as file:
+                PILImage.fromarray(array).save(file, format="PNG", pnginfo=info)
+        except OSError as exc:  # a full disk, a read-only folder: the run writes nothing
+            raise InputError(f"cannot write '{name}': {exc.strerror or exc}", field="path") from exc
     return names
 
 
