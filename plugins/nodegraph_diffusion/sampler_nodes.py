@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
 from nodegraph_diffusion.conditions import Condition
 from nodegraph_diffusion.loading import use_unet
-from nodegraph_diffusion.sampling import (
-    LoopInput,
-    SamplingError,
-    draw_noise,
-    make_generator,
-    plan_schedule,
-    run_loop,
-)
 from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.types import Conditioning, Latents, Noise, SchedulerSpec, UNetHandle
 
+if TYPE_CHECKING:  # a catalogue module: torch and sampling are imported in the node body (first call)
+    import torch
 
-def _embeds(cond: Conditioning, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return cond.embeds.to(device=device, dtype=dtype)
+
+def guidance_embeds(positive: Conditioning, negative: Conditioning | None,
+                    cfg: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The embeddings the loop gets: with CFG on, the shorter side padded to the longer (cond_padding)."""
+    if negative is None or cfg <= 1.0:  # no guidance: the negative is not used, nothing to pad
+        return positive.embeds, None if negative is None else negative.embeds
+    try:
+        return match_lengths(positive.embeds, negative.embeds, positive.empty, negative.empty)
+    except PaddingError as exc:
+        raise InputError(str(exc), field="negative") from exc
 
 
 @node("diffusion.sample", version="1.0.0")
@@ -60,6 +62,17 @@ def sample(
     eta: Annotated[float, Field(ge=0, le=1, description="DDIM eta (schedulers that take it)")] = 0.0,
 ) -> Latents:
     """Denoise latents with a UNet and scheduler, guided by prompts and any number of conditions."""
+    import torch
+
+    from nodegraph_diffusion.sampling import (
+        LoopInput,
+        SamplingError,
+        draw_noise,
+        make_generator,
+        plan_schedule,
+        run_loop,
+    )
+
     if negative is None and cfg > 1.0:
         raise InputError(f"cfg {cfg} needs a negative conditioning: connect diffusion.encode_text with "
                          "text '' (or set cfg to 1 to sample without guidance)", field="negative")
@@ -72,6 +85,7 @@ def sample(
     generator = make_generator(seed)
     drawn = draw_noise(shape, generator)
     initial = drawn if noise is None else noise.samples
+    pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
         param = next(model.parameters())
@@ -79,8 +93,8 @@ def sample(
         request = LoopInput(
             unet=model,
             scheduler=sched,
-            positive=_embeds(positive, device, dtype),
-            negative=None if negative is None else _embeds(negative, device, dtype),
+            positive=pos_embeds.to(device=device, dtype=dtype),
+            negative=None if neg_embeds is None else neg_embeds.to(device=device, dtype=dtype),
             latents=latents.samples.to(device=device, dtype=dtype),
             noise=initial.to(device=device, dtype=dtype),
             generator=generator,

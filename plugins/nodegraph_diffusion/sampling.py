@@ -253,6 +253,11 @@ def run_loop(
     positive = batch_embeds(req.positive, batch)
     if do_cfg:
         assert req.negative is not None
+        if req.negative.shape[1] != positive.shape[1]:
+            raise SamplingError(
+                f"positive has {positive.shape[1]} tokens and negative {req.negative.shape[1]}: pad the "
+                "shorter first (cond_padding.match_lengths, which the sampler node applies)"
+            )
         prompt_embeds = torch.cat([batch_embeds(req.negative, batch), positive])
     else:
         prompt_embeds = positive

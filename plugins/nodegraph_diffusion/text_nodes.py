@@ -94,7 +94,21 @@ def encode_prompt(tokenizer: Any, encoder: Any, text: str, clip_skip: int = 0,
     return encode_chunks(tokenizer, encoder, tokens, [1.0] * len(tokens), clip_skip)
 
 
-@node("diffusion.encode_text", version="1.0.0")
+def empty_encoding(tokenizer: Any, encoder: Any, text: str, embeds: Any, clip_skip: int) -> Any:
+    """The encoder's empty-prompt encoding (1, 77, dim), which the sampler pads shorter conditioning with.
+
+    Kept only where padding can need it: an empty prompt is its own (no extra encoder call); a prompt
+    longer than one chunk pays one extra call, so that a short prompt on the other side can borrow it
+    (see cond_padding). A one-chunk non-empty prompt carries none and costs nothing extra.
+    """
+    if text == "":
+        return embeds
+    if int(embeds.shape[1]) > tokenizer.model_max_length:
+        return encode_plain(tokenizer, encoder, "", clip_skip)[0]
+    return None
+
+
+@node("diffusion.encode_text", version="1.1.0")
 def encode_text(
     ctx: NodeContext,
     encoder: Annotated[TextEncoderHandle, Field(description="Text encoder (with its tokenizer and LoRAs)")],
@@ -108,4 +122,6 @@ def encode_text(
     """Encode a prompt into cross-attention conditioning."""
     with use_text_encoder(ctx, encoder) as (tokenizer, model):
         embeds, ids = encode_prompt(tokenizer, model, text, clip_skip, emphasis)
-    return Conditioning(embeds=embeds.detach().cpu(), prompt=text, token_ids=tuple(int(i) for i in ids))
+        empty = empty_encoding(tokenizer, model, text, embeds, clip_skip)
+    return Conditioning(embeds=embeds.detach().cpu(), prompt=text, token_ids=tuple(int(i) for i in ids),
+                        empty=None if empty is None else empty.detach().cpu())

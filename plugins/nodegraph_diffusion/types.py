@@ -69,13 +69,16 @@ class SchedulerSpec:
 class Conditioning:
     """Text conditioning for cross-attention: embeddings (B, tokens, dim).
 
-    `prompt` and `token_ids` are kept so attention hooks can find words.
+    `prompt` and `token_ids` are kept so attention hooks can find words. `empty` is the same encoder's
+    encoding of the empty prompt (1, 77, dim): the sampler pads a shorter conditioning with it to a
+    longer one (A1111's `pad_cond_uncond`); kept where padding may need it (empty and long prompts).
     """
 
     embeds: Any  # torch.Tensor
     prompt: str = ""
     token_ids: tuple[int, ...] = ()
     pooled: Any = None  # SDXL pooled embeds, when the encoder gives them
+    empty: Any = None  # torch.Tensor (1, 77, dim) or None
 
 
 @dataclass(frozen=True, eq=False)
