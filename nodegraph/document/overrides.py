@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodegraph.document.params import ParamDecl
-from nodegraph.document.source import parse_scalar
+from nodegraph.document.source import is_too_long_integer, parse_scalar, too_long_integer
 from nodegraph.errors import Problem
 from nodegraph.nodes.registry import Registry
 
@@ -40,6 +40,9 @@ def split_overrides(
         if target in params:
             decl = params[target]
             keep_text = decl.type in ("str", "path") and isinstance(value, str)
+            if not keep_text and isinstance(value, str) and is_too_long_integer(value):
+                result.problems.append(Problem(f"--set {target}: {too_long_integer(value)}", file=file))
+                continue
             result.params[target] = value if keep_text or not isinstance(value, str) else parse_scalar(value)
             continue
         node_id, dot, name = target.partition(".")

@@ -15,6 +15,7 @@ import json
 import json.decoder
 import json.scanner
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,11 @@ class _YamlBuilder:
         if node.tag not in _SCALAR_TAGS:
             self.problem(f"unsupported YAML tag '{node.tag}' (use plain text and numbers)", node)
             return None
-        return self.loader.construct_object(node, deep=True)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ValueError:  # an integer past Python's int-string conversion limit
+            self.problem(too_long_integer(str(node.value)), node)
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: Key, active: frozenset[int]) -> dict[str, Any]:
         if node.tag != _TAG + "map":
@@ -146,6 +151,35 @@ class _YamlBuilder:
 
 class _TooBig(Exception):
     """Internal: stops building a document that expands without bound."""
+
+
+class _LongInt(Exception):
+    """Internal: a JSON integer literal longer than Python converts (`sys.get_int_max_str_digits`)."""
+
+    def __init__(self, digits: str) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def too_long_integer(literal: str) -> str:
+    """The problem text for an integer literal Python refuses to convert (a 5000-digit number, say)."""
+    digits = sum(ch.isdigit() for ch in literal)
+    return (f"integer literal with {digits} digits is too long (Python reads at most "
+            f"{sys.get_int_max_str_digits()} digits); no input takes a number this large")
+
+
+def is_too_long_integer(text: str) -> bool:
+    """Whether `text` is an integer literal past Python's int-string conversion limit."""
+    limit = sys.get_int_max_str_digits()
+    digits = text.strip().lstrip("+-").replace("_", "")
+    return bool(limit) and digits.isascii() and digits.isdigit() and len(digits) > limit
+
+
+def _json_int(literal: str) -> int:
+    try:
+        return int(literal)
+    except ValueError as exc:
+        raise _LongInt(literal) from exc
 
 
 def _decode(raw: bytes, file: str | None) -> tuple[str | None, list[Problem]]:
@@ -222,12 +256,16 @@ def parse_json(text: str, file: str | None) -> tuple[Source | None, list[Problem
         return result, end
 
     decoder.parse_object = parse_object  # type: ignore[attr-defined]
+    decoder.parse_int = _json_int  # type: ignore[assignment]
     # the C scanner ignores parse_object, so use the pure-Python one
     decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     try:
         data = decoder.decode(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=exc.lineno)]
+    except _LongInt as exc:
+        return None, [Problem(too_long_integer(exc.digits), file=file,
+                              line=text.count("\n", 0, max(text.find(exc.digits), 0)) + 1)]
     except RecursionError:
         return None, [Problem("the document is nested too deeply", file=file)]
     lines: dict[Key, int] = {}

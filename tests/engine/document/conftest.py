@@ -21,6 +21,7 @@ SIDECAR: dict[str, dict[str, object]] = {
     "binary_junk.yaml": {"expect": ["binary file"]},
     "json_syntax_error.json": {"expect": ["invalid JSON: Expecting ',' delimiter"], "line": 5},
     "duplicate_node_id.json": {"expect": ["duplicate key 'a' (lines 4 and 5)"], "line": 5},
+    "huge_int_5000_digits.json": {"expect": ["integer literal with 5000 digits is too long"], "line": 5},
     "port_type_mismatch.json": {"expect": ["output 'a.out' is float, input 'parts' expects str"],
                                 "node": "b", "field": "parts", "line": 6},
 }
