@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.document.plan import Plan
+from nodegraph.errors import GraphError, NodeFailed, NodegraphError
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.engine import Engine
 from nodegraph.runtime.report import RunResult
@@ -30,4 +31,5 @@ def run(path: Path | str, *, options: RunOptions | None = None, **overrides: Any
     return Engine().run(path, overrides or None, options=options)
 
 
-__all__ = ["Engine", "Plan", "RunOptions", "RunResult", "__version__", "load", "run"]
+__all__ = ["Engine", "GraphError", "NodeFailed", "NodegraphError", "Plan", "RunOptions", "RunResult",
+           "__version__", "load", "run"]

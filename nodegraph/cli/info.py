@@ -47,7 +47,9 @@ def _spec_or_error(registry: Registry, type_name: str) -> NodeSpec:
     if spec is None:
         close = registry.closest(type_name)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise NodegraphError(f"unknown node type '{type_name}'{hint}; `nodegraph nodes` lists them all")
+        failed = registry.failed_pack(type_name)
+        why = f"; pack '{failed.name}' failed to load, see `nodegraph plugins`" if failed else ""
+        raise NodegraphError(f"unknown node type '{type_name}'{hint}; `nodegraph nodes` lists them all{why}")
     return spec
 
 

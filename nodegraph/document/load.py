@@ -182,7 +182,9 @@ class _Builder:
         if spec is None:
             close = self.registry.closest(type_name)
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            self.add(f"unknown node type '{type_name}' ({hint}see `nodegraph nodes`)", "nodes", node_id,
+            failed = self.registry.failed_pack(type_name)
+            why = f"; pack '{failed.name}' failed to load, see `nodegraph plugins`" if failed else ""
+            self.add(f"unknown node type '{type_name}' ({hint}see `nodegraph nodes`){why}", "nodes", node_id,
                      "type", node=node_id, field="type")
         return spec
 

@@ -30,6 +30,8 @@ def nodegraph_register(registry: Any) -> None:
 
     Return: nothing.
 
-    When it is called: once per plugin manager, when the registry is built, packs in entry-point
-    name order. If it raises, the whole pack is left out and reported by `nodegraph plugins`.
+    When it is called: once per plugin manager, when the registry is built: nodegraph's own packs
+    first, then the others, each in entry-point name order. If it raises, declares a node that
+    breaks the rules (no semver version, no docstring) or claims a node type an earlier pack
+    declared, the whole pack is left out and `nodegraph plugins` says why.
     """

@@ -9,6 +9,7 @@ A parameter annotated with `NodeContext` receives the run's services and is not 
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from pydantic.fields import FieldInfo
 
 NODE_MARK = "__nodegraph_node__"
 SINGLE_OUTPUT = "out"
+# Semantic Versioning 2.0.0 (semver.org): MAJOR.MINOR.PATCH, optional -prerelease and +build.
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?")
 
 
 class _Missing:
@@ -221,6 +225,21 @@ def build_spec(func: Callable[..., Any], context_type: type) -> NodeSpec:
         context_param=context_param,
         multi_output=multi,
     )
+
+
+def check_declaration(spec: NodeSpec) -> None:
+    """Refuse a node that breaks the rules every cache key and help page relies on; raises TypeError.
+
+    The version is part of every cache key, so it must say what kind of change happened (semver);
+    the docstring's first line is the node's description in `nodegraph nodes`. The registry calls
+    this for every node, so a pack breaking either rule is left out whole and reported.
+    """
+    if not isinstance(spec.version, str) or not SEMVER.fullmatch(spec.version):
+        raise TypeError(f"{spec.type_name}: version {spec.version!r} is not a semantic version "
+                        "MAJOR.MINOR.PATCH like '1.0.0'")
+    if not spec.description.strip():
+        raise TypeError(f"{spec.type_name}: no docstring (its first line is the node's description "
+                        "in `nodegraph nodes`)")
 
 
 def fits(out_type: Any, in_type: Any) -> bool:

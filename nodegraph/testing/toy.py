@@ -1,20 +1,22 @@
-"""Test support for nodegraph and for pack authors (a pytest plugin, loaded via the `pytest11` entry point).
+"""A toy pack of small nodes that need no torch models, for fast and isolated engine tests.
 
-Gives a toy pack of small nodes that need no torch models, and fixtures to build a registry from
-explicit packs (no installed entry points involved), so engine tests are fast and isolated.
+Each call of `toy_module` makes fresh node functions reporting to a `CallCounter`, so a test can
+assert exactly which nodes re-ran. The registry is built from an explicit pack source, never from
+the installed entry points.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from types import ModuleType
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, NamedTuple
 
-import pytest
 from pydantic import Field
 
-from nodegraph.api import InputError, NodeContext, OutputFile, hookimpl, node
-from nodegraph.nodes.registry import PackSource, Registry, build_registry
+from nodegraph.api import InputError, NodeContext, OutputFile, PackRegistrar, hookimpl, node
+from nodegraph.nodes.registry import PackSource, Registry, build_registry, entry_point_sources
+
+DEFAULT_TEXT_FILE = OutputFile("out.txt")
 
 
 class Animal:
@@ -113,7 +115,7 @@ def toy_module(counter: CallCounter) -> ModuleType:
         return f"hello, {pet.name}"
 
     @node("toy.random", version="1.0.0", deterministic=False)
-    def random_value(seed: Annotated[int, Field(description="Ignored; the node is never cached")] = 0) -> float:
+    def random_value(seed: Annotated[int, Field(description="Ignored; never cached")] = 0) -> float:
         """A non-deterministic node: never cached."""
         counter.calls["toy.random"] += 1
         return float(counter.calls["toy.random"])
@@ -128,7 +130,7 @@ def toy_module(counter: CallCounter) -> ModuleType:
     def write_text(
         ctx: NodeContext,
         text: Annotated[str, Field(description="Text to write")],
-        path: Annotated[OutputFile, Field(description="File inside the output folder")] = OutputFile("out.txt"),
+        path: Annotated[OutputFile, Field(description="File inside the output folder")] = DEFAULT_TEXT_FILE,
     ) -> str:
         """Write a text file into the output folder."""
         counter.calls["toy.write_text"] += 1
@@ -151,30 +153,14 @@ class ToyPack:
         self.module = module
 
     @hookimpl
-    def nodegraph_register(self, registry: Any) -> None:
+    def nodegraph_register(self, registry: PackRegistrar) -> None:
         registry.add_module(self.module)
 
 
 def toy_registry(counter: CallCounter | None = None, *, with_installed: bool = False) -> Registry:
     """A registry with the toy pack (and optionally every installed pack)."""
-    from nodegraph.nodes.registry import entry_point_sources
-
     module = toy_module(counter or CallCounter())
     sources = [PackSource("toy", "1.0.0", "nodegraph.testing", lambda: ToyPack(module))]
     if with_installed:
         sources = sorted(entry_point_sources() + sources, key=lambda s: s.name)
     return build_registry(sources)
-
-
-@pytest.fixture
-def call_counter() -> CallCounter:
-    return CallCounter()
-
-
-@pytest.fixture
-def toy_nodes(call_counter: CallCounter) -> Registry:
-    """A registry holding only the toy pack; executions are counted in `call_counter`."""
-    return toy_registry(call_counter)
-
-
-__all__ = ["Animal", "CallCounter", "Dog", "ToyPack", "toy_module", "toy_registry"]

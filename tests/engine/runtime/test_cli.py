@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from nodegraph.api import NodeContext, node
 from nodegraph.cli.app import app, model_dirs
-from nodegraph.errors import PluginError
 from nodegraph.nodes.registry import PackSource, build_registry
 from nodegraph.testing import CallCounter, ToyPack, toy_module, toy_registry
 
@@ -145,13 +144,6 @@ def test_plugins_reports_a_broken_pack_without_breaking_others() -> None:
     assert "aaa_broken" in result.output and "missing_dependency" in result.output
     assert "failed" in result.output
     assert "toy" in result.output and " 13 " in result.output
-
-
-def test_two_packs_claiming_one_node_type_is_a_plugin_error() -> None:
-    first, second = toy_module(CallCounter()), toy_module(CallCounter())
-    with pytest.raises(PluginError, match="'toy.add' is declared by two packs: 'one' and 'two'"):
-        build_registry([PackSource("one", "1", "a", lambda: ToyPack(first)),
-                        PackSource("two", "1", "b", lambda: ToyPack(second))])
 
 
 def test_graph_show_and_schema(tmp_path: Path) -> None:
