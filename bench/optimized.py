@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import GRAPHS, bench_parser, emit, model_folder, scratch_dir, timed, workload  # noqa: E402
 
-PROMPT = "a red circle on a blue sky"
+PROMPT = "a big red circle in the center, blue background"
 
 
 def main(argv: list[str] | None = None) -> int:

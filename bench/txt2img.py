@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 from bench.common import scratch_dir, sync  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "txt2img.yaml"
-PROMPT = "a red circle on a blue sky"
+PROMPT = "a big red circle in the center, blue background"
 
 
 def build_sd15(folder: Path) -> Path:

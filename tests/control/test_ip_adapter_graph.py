@@ -20,12 +20,14 @@ from tests.control.test_control_graphs import GRAPHS, options, png
 from tests.control.test_ip_adapter import with_ip_adapter
 
 FAST = {"steps": 4, "seed": 3}
-PROMPT = "a red sun over the sea"  # the graph's default
+PROMPT = "a big red circle in the center, blue background"  # the graph's default
 
 
 def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
     from diffusers import StableDiffusionPipeline
     from nodegraph_diffusion.loading import own_storage
+    from nodegraph_diffusion.schedulers import make_scheduler
+    from nodegraph_diffusion.types import SchedulerSpec
 
     engine = Engine()
     result = engine.run(GRAPHS / "ip_adapter.yaml", {**FAST, "ip_scale": 0.6}, options(tmp_path / "a"))
@@ -34,6 +36,7 @@ def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
     )
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         own_storage(part)
+    pipe.scheduler = make_scheduler(SchedulerSpec("dpmpp_2m", tuple(sorted(dict(pipe.scheduler.config).items()))))
     with_ip_adapter(pipe, builtin, 0.6)
     with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
         reference = im.convert("RGB")
@@ -57,7 +60,7 @@ def test_ip_adapter_graph_equals_pipeline(tmp_path, builtin):
     fp = result.outputs["model"]["unet"].source.fingerprint
     assert engine.resources.load_count(f"{fp}:unet") == 1
     # scale 0 is the plain image; and the shared UNet is clean for the next graph in this engine
-    txt = {**FAST, "prompt": PROMPT, "scheduler": "default"}
+    txt = {**FAST, "prompt": PROMPT, "scheduler": "dpmpp_2m"}  # the graph's scheduler
     after = engine.run(GRAPHS / "txt2img.yaml", txt, options(tmp_path / "c"))
     fresh = Engine().run(GRAPHS / "txt2img.yaml", txt, options(tmp_path / "d"))
     plain = fresh.outputs["latents"]["out"].samples

@@ -41,7 +41,7 @@ def test_txt2img_graph_png_equals_pipeline_png(tmp_path, tiny_dir):
     Engine().run(GRAPHS / "txt2img.yaml", {**FAST, "seed": 3}, options(tmp_path))
     ours = png(tmp_path / "txt2img.png")
     pipe = pipe_with(StableDiffusionPipeline, tiny_dir, "dpmpp_2m")
-    theirs = pipe("a red circle on a blue sky", negative_prompt="", height=64, width=64,
+    theirs = pipe("a big red circle in the center, blue background", negative_prompt="", height=64, width=64,
                   num_inference_steps=5, guidance_scale=3.0,
                   generator=torch.Generator().manual_seed(3)).images[0]
     assert ours.shape == (64, 64, 3)
@@ -63,7 +63,7 @@ def test_txt2img_graph_batch_equals_num_images_per_prompt(tmp_path, tiny_dir):
     result = Engine().run(GRAPHS / "txt2img.yaml", {**FAST, "seed": 4, "batch": 2, "scheduler": "euler_a"},
                           options(tmp_path))
     pipe = pipe_with(StableDiffusionPipeline, tiny_dir, "euler_a")
-    theirs = pipe("a red circle on a blue sky", negative_prompt="", height=64, width=64,
+    theirs = pipe("a big red circle in the center, blue background", negative_prompt="", height=64, width=64,
                   num_inference_steps=5, guidance_scale=3.0, num_images_per_prompt=2, output_type="latent",
                   generator=torch.Generator().manual_seed(4)).images
     assert torch.equal(result.outputs["latents"]["out"].samples, theirs)
@@ -76,7 +76,7 @@ def test_img2img_graph_equals_pipeline(tmp_path, tiny_dir):
     encoded = result.outputs["encoded"]["out"].samples
     pipe = pipe_with(StableDiffusionImg2ImgPipeline, tiny_dir, "euler_a")
     # encoded latents as `image`: the pipeline then draws only the noise, like our sampler
-    theirs = pipe("a red circle on a blue sky, oil painting", negative_prompt="", image=encoded, strength=0.6,
+    theirs = pipe("a big red square in the center, blue background", negative_prompt="", image=encoded, strength=0.6,
                   num_inference_steps=5, guidance_scale=3.0, output_type="latent",
                   generator=torch.Generator().manual_seed(5)).images
     assert torch.equal(result.outputs["latents"]["out"].samples, theirs)
@@ -95,7 +95,7 @@ def test_inpaint_graph_keeps_unmasked_latents_and_matches_pipeline(tmp_path, tin
     with PILImage.open(GRAPHS / "inputs" / "scene_64_mask.png") as im:
         mask = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)[None, None]
     pipe = pipe_with(StableDiffusionInpaintPipeline, tiny_dir, "ddim")
-    theirs = pipe("a yellow sun", negative_prompt="", image=source.samples, mask_image=mask,
+    theirs = pipe("a big yellow triangle in the center, blue background", negative_prompt="", image=source.samples, mask_image=mask,
                   masked_image_latents=source.samples, strength=1.0, height=64, width=64,
                   num_inference_steps=5, guidance_scale=3.0, output_type="latent",
                   generator=torch.Generator().manual_seed(6)).images

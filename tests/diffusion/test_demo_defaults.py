@@ -1,0 +1,131 @@
+"""Every shipped graph's default prompt is in the demo model's grammar, and its default output shows it.
+
+A first-time user runs `nodegraph run graphs/X.yaml` with no `--set`: the built-in demo model
+(builtin:tinyworld, trained by training/) only understands its training grammar, so a default prompt
+outside it draws nonsense. Each graph runs here at its own defaults and the saved image is scored with
+the project's scene scoring (training/scoring.py): the background, object colour, shape and position of
+an object caption; the background and shirt colour of a figure caption.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image as PILImage
+
+from nodegraph_diffusion.paths import BUILTIN_DIR
+from training.scoring import (analyse_object, background_rgb, classify_position, foreground_mask, largest_component,
+                              nearest_color)
+from training.ship import MARKER
+from training.world import COLORS, POSITIONS, SHAPES, SIZES
+
+GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
+pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "tinyworld" / MARKER).exists(),
+                                reason="built-in tinyworld is the random model (not shipped by training/)")
+
+_C = "|".join(COLORS)
+OBJECT = re.compile(rf"a (?P<size>{'|'.join(SIZES)}) (?P<color>{_C}) (?P<shape>{'|'.join(SHAPES)}) "
+                    rf"(?P<position>{'|'.join(POSITIONS)}), (?P<background>{_C}) background")
+FIGURE = re.compile(rf"a person in a (?P<shirt>{_C}) shirt( and (?P<pants>{_C}) pants)?, (?P<background>{_C}) background")
+
+# graph -> (param holding the prompt, saved image that shows it); sources of prompt_to_prompt in order
+SHOWN: dict[str, list[tuple[str, str]]] = {
+    "txt2img": [("prompt", "txt2img.png")],
+    "hires_fix": [("prompt", "hires_base.png"), ("prompt", "hires_fix.png")],
+    "img2img": [("prompt", "img2img.png")],
+    "inpaint": [("prompt", "inpaint.png")],
+    "ip_adapter": [("prompt", "ip_adapter.png")],
+    "attention_maps": [("prompt", "attention_maps/image.png")],
+    "prompt_to_prompt": [("source", "prompt_to_prompt/edit_0.png"), ("edited", "prompt_to_prompt/edit_1.png")],
+    "lora": [("prompt", "lora.png")],
+    "controlnet_pose": [("prompt", "controlnet_pose.png")],
+    "multi_condition": [("prompt", "multi_condition.png")],
+}
+PROMPT_PARAMS = ("prompt", "source", "edited")
+
+
+def parse(caption: str) -> dict[str, str]:
+    """The grammar's fields of `caption`, or {} when it is outside the grammar."""
+    match = OBJECT.fullmatch(caption) or FIGURE.fullmatch(caption)
+    return {k: v for k, v in match.groupdict().items() if v is not None} if match else {}
+
+
+def defaults(graph: str) -> dict[str, Any]:
+    params = yaml.safe_load((GRAPHS / f"{graph}.yaml").read_text())["params"]
+    return {name: spec.get("default") for name, spec in params.items()}
+
+
+def inpaint_box() -> tuple[slice, slice]:
+    """Rows and columns of the inpaint mask's bounding box: the repainted scene to score."""
+    mask_file = GRAPHS / defaults("inpaint")["mask"]
+    with PILImage.open(mask_file) as im:
+        ys, xs = np.nonzero(np.asarray(im.convert("L")) > 127)
+    return slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
+
+
+def shown(image: np.ndarray, want: dict[str, str]) -> dict[str, str]:
+    """What the image shows, in the fields `want` names."""
+    if "shirt" not in want:
+        return analyse_object(image)
+    bg = background_rgb(image)
+    figure = image[foreground_mask(image, bg)]
+    names = [nearest_color(p) for p in figure] if len(figure) else ["none"]
+    return {"background": nearest_color(bg), "shirt": max(set(names), key=names.count)}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every graph of SHOWN run once at its defaults (one engine: the models load once)."""
+    from nodegraph import Engine, RunOptions
+
+    root = tmp_path_factory.mktemp("defaults")
+    engine = Engine()
+    for graph in SHOWN:
+        engine.run(GRAPHS / f"{graph}.yaml", {}, RunOptions(out_dir=root / graph, device="cpu", dtype="float32",
+                                                            show_progress=False))
+    return root
+
+
+def test_every_shipped_image_graph_is_scored() -> None:
+    models = {p.stem for p in GRAPHS.glob("*.yaml") if "diffusion.load_model" in p.read_text()}
+    assert models == set(SHOWN)
+
+
+@pytest.mark.parametrize("graph", sorted(SHOWN))
+def test_default_prompts_are_in_the_demo_grammar(graph: str) -> None:
+    values = defaults(graph)
+    prompts = [values[p] for p in PROMPT_PARAMS if p in values]
+    assert prompts
+    for prompt in prompts:
+        assert parse(prompt), f"graphs/{graph}.yaml: default prompt {prompt!r} is outside the demo grammar"
+
+
+@pytest.mark.parametrize("graph", sorted(SHOWN))
+def test_default_output_shows_the_prompt(graph: str, outputs: Path) -> None:
+    values = defaults(graph)
+    for param, name in SHOWN[graph]:
+        want = parse(values[param])
+        want.pop("size", None)
+        want.pop("pants", None)  # pants are small at 64 px; the shirt is the figure's main colour
+        with PILImage.open(outputs / graph / name) as im:
+            image = np.asarray(im.convert("RGB"))
+        found = shown(image, want)
+        if graph == "inpaint":  # the kept part of the picture is not the prompt's: score the repainted box
+            rows, cols = inpaint_box()
+            found = shown(image[rows, cols], want)
+            where = np.zeros(image.shape[:2], bool)
+            where[rows, cols] = largest_component(foreground_mask(image[rows, cols]))
+            found["position"] = classify_position(where)  # in the whole picture's frame
+        assert {k: found[k] for k in want} == want, (graph, name, found)
+
+
+def test_parse_rejects_phrasings_outside_the_grammar() -> None:
+    assert parse("a red circle on a blue sky") == {}
+    assert parse("a big red circle in the center") == {}
+    assert parse("a person in a red shirt, green background") == {"shirt": "red", "background": "green"}
+    assert parse("a small cyan triangle at the top, black background")["position"] == "at the top"
