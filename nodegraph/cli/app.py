@@ -20,6 +20,7 @@ from nodegraph.cli.output import consoles, print_problems, report_table, user_er
 from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
 from nodegraph.nodes.registry import Registry, build_registry, entry_point_sources
+from nodegraph.runtime.cachedir import cli_cache_dir
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
 from nodegraph.runtime.engine import Engine
@@ -104,7 +105,13 @@ def run(
     cache_mb: Annotated[float, typer.Option("--cache-mb", min=0,
                                             help="Memory cache budget in MB")] = 2048,
     cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Keep a disk cache here, shared across runs and processes")] = None,
+        "--cache-dir", help="Disk cache folder, shared across runs and processes (default: "
+                            "$NODEGRAPH_CACHE_DIR, else the user cache folder, e.g. ~/.cache/nodegraph)")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Keep no disk cache for this run")] = False,
+    cache_disk_mb: Annotated[float | None, typer.Option(
+        "--cache-disk-mb", min=0, help="Disk cache bound in MB; least recently used entries go past it "
+                                       "(default: $NODEGRAPH_CACHE_MAX_MB, else 2048)")] = None,
     report: Annotated[bool, typer.Option("--report", help="Also write report.json into the output folder")
                       ] = False,
     models: Annotated[list[Path] | None, typer.Option(
@@ -150,8 +157,11 @@ def run(
             raise NodegraphError(f"unknown dtype '{dtype}' (use auto, float32, float16 or bfloat16)")
         overrides = parse_sets(set_ or [])
         vram, ram = watch_cmd.budgets(vram_budget, ram_budget)
-        engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=cache_dir, vram_budget=vram,
-                        ram_budget=ram)
+        disk_dir, cache_note = cli_cache_dir(no_cache, cache_dir)
+        engine = Engine(registry_from(ctx), cache_mb=cache_mb, cache_dir=disk_dir, vram_budget=vram,
+                        ram_budget=ram, cache_disk_mb=cache_disk_mb)
+        if cache_note is not None:
+            engine.cache.note(cache_note)
         plan = engine.load(graph, overrides or None)
         from_cwd = paths_from_cwd(plan, overrides)
         if from_cwd != overrides:

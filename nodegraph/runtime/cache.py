@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from nodegraph.document.plan import Link, PlannedNode
-from nodegraph.runtime.diskcache import DiskCache
+from nodegraph.runtime.diskcache import DiskCache, DiskWriteError
 
 Outputs = dict[str, Any]
 
@@ -137,51 +137,90 @@ class CacheStats:
     evictions: int = 0
     disk_writes: int = 0
     disk_skips: int = 0  # values that cannot be serialised safely, kept in memory only
+    disk_failures: int = 0  # writes the disk refused (full, read-only): dropped, the run went on
+    disk_evictions: int = 0
+
+
+def terminal_budget(max_bytes: int) -> int:
+    """How much of the memory tier outputs that no cacheable node reads may hold: 1/256 of it (8 MB
+    at the 2 GB default; the newest such output is kept even when larger, see `MemoryCache.put`).
+
+    Such an output (a decoded image feeding only `save_image`) is read again only when the very same
+    upstream comes back — a watch re-run that changed just the file name, a sweep over a save option —
+    which the newest few serve. A sweep over seeds never re-reads them, yet they filled the budget:
+    +2 MB RSS per 256 px variant. The before/after figures are in bench/README.md.
+    """
+    return max_bytes // 256
 
 
 class MemoryCache:
-    """An LRU of node outputs bounded by (estimated) bytes. A value larger than the budget is not kept."""
+    """An LRU of node outputs bounded by (estimated) bytes. A value larger than the budget is not kept.
 
-    def __init__(self, max_bytes: int) -> None:
+    Terminal outputs (`put(..., terminal=True)`: no cacheable node reads them) sit in their own LRU
+    bounded by `terminal_max_bytes` (the newest one always kept), and are evicted first when the
+    whole budget is reached.
+    """
+
+    def __init__(self, max_bytes: int, terminal_max_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
+        self.terminal_max_bytes = (terminal_budget(max_bytes) if terminal_max_bytes is None
+                                   else terminal_max_bytes)
         self._entries: OrderedDict[str, tuple[Outputs, int]] = OrderedDict()
+        self._terminal: OrderedDict[str, tuple[Outputs, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes_used = 0
+        self.terminal_bytes = 0
         self.evictions = 0
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        return key in self._entries or key in self._terminal
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._terminal)
 
     def get(self, key: str) -> Outputs | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
+            for entries in (self._entries, self._terminal):
+                entry = entries.get(key)
+                if entry is not None:
+                    entries.move_to_end(key)
+                    return entry[0]
+            return None
 
-    def put(self, key: str, outputs: Outputs) -> bool:
+    def _drop(self, key: str) -> None:
+        if key in self._entries:
+            self.bytes_used -= self._entries.pop(key)[1]
+        elif key in self._terminal:
+            size = self._terminal.pop(key)[1]
+            self.bytes_used -= size
+            self.terminal_bytes -= size
+
+    def _evict_oldest(self, entries: OrderedDict[str, tuple[Outputs, int]]) -> None:
+        self._drop(next(iter(entries)))
+        self.evictions += 1
+
+    def put(self, key: str, outputs: Outputs, terminal: bool = False) -> bool:
         size = estimate_bytes(outputs)
         with self._lock:
-            if key in self._entries:
-                self.bytes_used -= self._entries.pop(key)[1]
+            self._drop(key)
             if size > self.max_bytes:
                 return False
-            self._entries[key] = (outputs, size)
+            (self._terminal if terminal else self._entries)[key] = (outputs, size)
             self.bytes_used += size
+            if terminal:
+                self.terminal_bytes += size
+                while self.terminal_bytes > self.terminal_max_bytes and len(self._terminal) > 1:
+                    self._evict_oldest(self._terminal)  # but the newest stays, however large
             while self.bytes_used > self.max_bytes:
-                _, (_, old) = self._entries.popitem(last=False)
-                self.bytes_used -= old
-                self.evictions += 1
+                self._evict_oldest(self._terminal if self._terminal else self._entries)
             return True
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._terminal.clear()
             self.bytes_used = 0
+            self.terminal_bytes = 0
 
 
 class Cache:
@@ -189,20 +228,34 @@ class Cache:
 
     Thread-safe: nodes on different lanes (see `lanes`) read and write it at the same time. The memory
     tier has its own lock, the disk tier writes atomically (temporary folder, then rename), and the
-    counters are updated under `_lock`.
+    counters are updated under `_lock`. The disk tier never fails a run: a write the disk refuses is
+    dropped and said in the run's notes (`end_run`), which is also when the folder is trimmed to
+    `disk_max_mb` (least recently used entries first).
     """
 
-    def __init__(self, memory_mb: float = 2048, disk_dir: Path | str | None = None) -> None:
+    def __init__(self, memory_mb: float = 2048, disk_dir: Path | str | None = None,
+                 disk_max_mb: float | None = None) -> None:
+        from nodegraph.runtime.cachedir import default_max_mb
+
         self.memory = MemoryCache(int(memory_mb * 1024 * 1024))
         self.disk = DiskCache(Path(disk_dir)) if disk_dir is not None else None
+        self.disk_max_bytes = int((default_max_mb() if disk_max_mb is None else disk_max_mb) * 2**20)
         self.stats = CacheStats()
         self._lock = threading.Lock()
+        self._notes: list[str] = []
+        self._written_since_trim = 0
 
     def _count(self, **increments: int) -> None:
         with self._lock:
             for name, amount in increments.items():
                 setattr(self.stats, name, getattr(self.stats, name) + amount)
             self.stats.evictions = self.memory.evictions
+
+    def note(self, message: str) -> None:
+        """Something the next run's report should say about the cache (once)."""
+        with self._lock:
+            if message not in self._notes:
+                self._notes.append(message)
 
     def get(self, key: str) -> Outputs | None:
         """The cached outputs for `key` (memory first, then disk, promoted to memory), or None."""
@@ -219,14 +272,36 @@ class Cache:
         self._count(misses=1)
         return None
 
-    def put(self, key: str, outputs: Outputs) -> None:
-        self.memory.put(key, outputs)
+    def put(self, key: str, outputs: Outputs, terminal: bool = False) -> None:
+        """Keep outputs in memory (`terminal`: no cacheable node reads them, see `MemoryCache`) and on
+        disk when there is a disk tier and every value serialises safely."""
+        self.memory.put(key, outputs, terminal)
         self._count(stores=1)
-        if self.disk is not None:
-            if self.disk.put(key, outputs):
-                self._count(disk_writes=1)
-            else:
-                self._count(disk_skips=1)
+        if self.disk is None:
+            return
+        try:
+            stored = self.disk.put(key, outputs)
+        except DiskWriteError as exc:
+            self._count(disk_failures=1)
+            self.note(f"disk cache: could not store a result ({exc}); the run went on without it")
+            return
+        if stored:
+            self._count(disk_writes=1)
+            with self._lock:
+                self._written_since_trim += 1
+        else:
+            self._count(disk_skips=1)
+
+    def end_run(self) -> list[str]:
+        """After a run: trim the disk tier if this run wrote to it; the notes gathered since the last call."""
+        with self._lock:
+            wrote, self._written_since_trim = self._written_since_trim, 0
+        if wrote and self.disk is not None:
+            trimmed = self.disk.trim(self.disk_max_bytes)
+            self._count(disk_evictions=trimmed.removed)
+        with self._lock:
+            notes, self._notes = self._notes, []
+        return notes
 
     def clear(self) -> None:
         self.memory.clear()

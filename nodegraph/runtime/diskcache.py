@@ -5,7 +5,9 @@ numpy array) and `image<N>.png` (every PIL image). Dataclasses are re-created by
 module and qualified name, and only if what is found there is a dataclass; anything else that is
 not plain data (a torch module, an open file, ...) is simply not written to disk.
 Entries are written to a temporary folder and renamed into place, so a crash never leaves half an
-entry, and two processes writing one key both succeed.
+entry, and two processes writing one key both succeed. A write the disk refuses (full, read-only)
+leaves nothing behind and raises `DiskWriteError`, which the cache turns into a note, never a failed
+run. `trim` bounds the folder's size by evicting the least recently used entries.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+
+from safetensors import SafetensorError
 
 FORMAT = 1
 
@@ -147,12 +152,37 @@ def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
+class DiskWriteError(Exception):
+    """An entry could not be written (full disk, folder gone read-only); nothing of it is left behind."""
+
+
+@dataclasses.dataclass
+class TrimResult:
+    """What one `DiskCache.trim` found and removed."""
+
+    entries: int = 0
+    bytes_before: int = 0
+    removed: int = 0
+    bytes_removed: int = 0
+
+
+_STALE_S = 3600.0  # a temporary folder this old belongs to a process that died mid-write
+
+
 class DiskCache:
-    """Node outputs on disk, shared by every process that points at the same folder."""
+    """Node outputs on disk, shared by every process that points at the same folder.
+
+    Safe under concurrent processes: entries appear by renaming a complete folder into place and
+    disappear by renaming it aside first, so a reader sees a whole entry or none. A reader that meets
+    an unreadable entry (a torn write after a power cut, a format from another version) treats it as a
+    miss and removes it, so the next store replaces it. Reading an entry marks it used (its
+    `value.json` mtime), which is what `trim` evicts by.
+    """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True)
+        from nodegraph.runtime.cachedir import usable_cache_dir
+
+        self.root = usable_cache_dir(Path(root), "cache folder")
 
     def _folder(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -168,19 +198,31 @@ class DiskCache:
         try:
             meta = json.loads(meta_file.read_text())
             if meta.get("format") != FORMAT:
-                return None
+                raise NotSerialisable(f"format {meta.get('format')!r}")
             tensors: dict[str, Any] = {}
             if meta.get("tensors"):
                 from safetensors.torch import load_file
 
                 tensors = load_file(str(folder / "tensors.safetensors"))
             value = _Decoder(tensors, folder).decode(meta["value"])
-        except (NotSerialisable, OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
-            return None  # an unreadable or stale entry is a miss, never an error
-        return value if isinstance(value, dict) else None
+            if not isinstance(value, dict):
+                raise NotSerialisable("entry is not a dict of outputs")
+        except (NotSerialisable, OSError, ValueError, KeyError, TypeError, AttributeError, ImportError,
+                SafetensorError):
+            _discard(folder)  # unreadable or stale: a miss, never an error; the next put replaces it
+            return None
+        try:
+            os.utime(meta_file)  # used now: least-recently-used eviction goes by this
+        except OSError:
+            pass  # a read-only shared cache still serves hits
+        return value
 
     def put(self, key: str, outputs: dict[str, Any]) -> bool:
-        """Store outputs; False when some value cannot be serialised safely (nothing is written)."""
+        """Store outputs; False when some value cannot be serialised safely (nothing is written).
+
+        Raises `DiskWriteError` when the disk refuses the write (ENOSPC, EROFS, ...), after removing
+        whatever part of the entry was written.
+        """
         folder = self._folder(key)
         if (folder / "value.json").is_file():
             return True
@@ -189,22 +231,97 @@ class DiskCache:
             tree = encoder.encode(dict(outputs))
         except NotSerialisable:
             return False
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{uuid.uuid4().hex[:8]}-", dir=folder.parent))
+        tmp: Path | None = None
         try:
-            if encoder.tensors:
-                from safetensors.torch import save_file
-
-                save_file(encoder.tensors, str(tmp / "tensors.safetensors"))
-            for i, image in enumerate(encoder.images):
-                image.save(tmp / f"image{i}.png", format="PNG")
-            (tmp / "value.json").write_text(json.dumps(
-                {"format": FORMAT, "tensors": bool(encoder.tensors), "value": tree}))
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{uuid.uuid4().hex[:8]}-", dir=folder.parent))
+            self._write(tmp, encoder, tree)
             try:
                 os.replace(tmp, folder)
-            except OSError:  # another process stored the same key first: theirs is as good
-                return True
+            except OSError:
+                if (folder / "value.json").is_file():
+                    return True  # another process stored the same key first: theirs is as good
+                _discard(folder)  # a broken leftover without value.json: replace it
+                os.replace(tmp, folder)
+        except (OSError, SafetensorError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise DiskWriteError(f"{reason} (writing {self.root})") from exc
         finally:
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return True
+
+    @staticmethod
+    def _write(tmp: Path, encoder: _Encoder, tree: Any) -> None:
+        if encoder.tensors:
+            from safetensors.torch import save_file
+
+            save_file(encoder.tensors, str(tmp / "tensors.safetensors"))
+        for i, image in enumerate(encoder.images):
+            image.save(tmp / f"image{i}.png", format="PNG")
+        (tmp / "value.json").write_text(json.dumps(
+            {"format": FORMAT, "tensors": bool(encoder.tensors), "value": tree}))
+
+    def trim(self, max_bytes: int, keep_fraction: float = 0.9) -> TrimResult:
+        """Evict least recently used entries while the folder holds more than `max_bytes`, down to
+        `keep_fraction` of it (so the next few runs do not each evict again). Also removes temporary
+        folders of writers that died more than an hour ago. Safe while other processes use the cache."""
+        result = TrimResult()
+        entries: list[tuple[float, int, Path]] = []
+        now = time.time()
+        for shard in _scandir(self.root):
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scandir(Path(shard.path)):
+                path = Path(entry.path)
+                if entry.name.startswith(".trash-"):
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
+                try:
+                    meta = (path / "value.json").stat()
+                except OSError:
+                    meta = None
+                if meta is None:  # a writer's temporary folder, or a broken entry
+                    if _age(entry, now) > _STALE_S:
+                        _discard(path)
+                    continue
+                size = sum(f.stat().st_size for f in _scandir(path) if f.is_file(follow_symlinks=False))
+                entries.append((meta.st_mtime, size, path))
+        result.entries = len(entries)
+        result.bytes_before = total = sum(size for _, size, _ in entries)
+        if total <= max_bytes:
+            return result
+        target = int(max_bytes * keep_fraction)
+        for _, size, path in sorted(entries, key=lambda e: e[0]):
+            if total <= target:
+                break
+            _discard(path)
+            total -= size
+            result.removed += 1
+            result.bytes_removed += size
+        return result
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []  # removed meanwhile by another process
+
+
+def _age(entry: os.DirEntry[str], now: float) -> float:
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _discard(folder: Path) -> None:
+    """Remove an entry folder: renamed aside first (atomic, so no reader sees half of it), then deleted."""
+    trash = folder.with_name(f".trash-{uuid.uuid4().hex[:12]}")
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return  # gone already (another process evicted it) or not ours to move
+    shutil.rmtree(trash, ignore_errors=True)

@@ -33,11 +33,14 @@ class Engine:
 
     def __init__(self, registry: Registry | None = None, cache_mb: float = 2048,
                  cache_dir: Path | str | None = None, *, vram_budget: int | None = None,
-                 ram_budget: int | None = None, resources: ResidencyManager | None = None) -> None:
+                 ram_budget: int | None = None, resources: ResidencyManager | None = None,
+                 cache_disk_mb: float | None = None) -> None:
         """`vram_budget`/`ram_budget` in bytes (None: device total minus a margin / no limit); tests
-        may pass their own `resources` manager (fake devices and sizes)."""
+        may pass their own `resources` manager (fake devices and sizes). `cache_dir` keeps a disk cache
+        there (none by default in the library; the CLI keeps one in the user's cache folder), bounded by
+        `cache_disk_mb` (default `$NODEGRAPH_CACHE_MAX_MB`, else 2048)."""
         self._registry = registry
-        self.cache = Cache(cache_mb, cache_dir)
+        self.cache = Cache(cache_mb, cache_dir, cache_disk_mb)
         self.resources = resources or ResidencyManager(vram_budget=vram_budget, ram_budget=ram_budget)
 
     @property
@@ -96,7 +99,7 @@ class Engine:
             before = self.resources.begin_run()
             result = execute(plan, run, self.cache, staging, observer)
         result.resources = residency_report(self.resources, before)
-        result.notes = [*placement.notes, *run.notes, *result.resources["notes"]]
+        result.notes = [*placement.notes, *run.notes, *result.resources["notes"], *self.cache.end_run()]
         return result
 
     run_file = run

@@ -161,6 +161,13 @@ class _NodeRunner:
         self.nonce = uuid.uuid4().hex
         self.keys: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
+        # outputs no cacheable node reads (a decoded image feeding only save_image): the memory tier
+        # keeps fewer of them (see `MemoryCache`), they are rarely read again
+        self.terminal = {
+            node_id for node_id in plan.nodes
+            if node_id not in plan.dag
+            or not any(plan.nodes[s].spec.cacheable for s in plan.dag.successors(node_id))
+        }
 
     def key(self, node_id: str) -> str:
         """Check for cancellation, then compute (and remember) the node's cache key."""
@@ -187,7 +194,7 @@ class _NodeRunner:
         check_outputs(node, outputs)
         self.results[node_id] = outputs
         if spec.cacheable:
-            cache.put(key, outputs)
+            cache.put(key, outputs, terminal=node_id in self.terminal)
         return NodeEvent(
             node_id,
             spec.type_name,
