@@ -208,7 +208,8 @@ def _no_transformers_bar() -> Iterator[None]:
 
 
 def load_tokenizer(source: ModelSource) -> Any:
-    """Load the tokenizer: the handle's own folder, the model's, or the shipped config's."""
+    """Load the tokenizer: the handle's own folder, the model's, the shipped config's, or for SD1.x
+    (A1111 single files carry none) CLIP's tokenizer built from the shipped merges (clip_tokenizer)."""
     from transformers import CLIPTokenizer
 
     if source.tokenizer_dir:
@@ -217,11 +218,18 @@ def load_tokenizer(source: ModelSource) -> Any:
         folder = Path(source.path) / "tokenizer"
     else:
         folder = Path(source.config_dir or "") / "tokenizer"
-    if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+    found = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
+    if not found and not source.tokenizer_dir and source.base == "sd15":
+        from nodegraph_diffusion.clip_tokenizer import sd15_clip_tokenizer
+
+        return sd15_clip_tokenizer()
+    if not found:
+        where = (f"the tokenizer folder '{folder}' holds neither vocab.json nor tokenizer.json"
+                 if source.tokenizer_dir
+                 else f"no tokenizer for '{source.path}' ({source.base}; looked in '{folder}')")
         raise InputError(
-            f"no tokenizer for '{source.path}': nodegraph cannot ship CLIP's vocabulary for {source.base} "
-            "checkpoints; pass `tokenizer:` a folder holding vocab.json and merges.txt "
-            "(e.g. the tokenizer/ folder of any SD1.5 diffusers model)",
+            f"{where}; pass `tokenizer:` a folder holding vocab.json and merges.txt "
+            "(e.g. the tokenizer/ folder of a diffusers model of the same family)",
             field="tokenizer",
         )
     return CLIPTokenizer.from_pretrained(folder)

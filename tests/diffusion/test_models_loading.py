@@ -165,13 +165,19 @@ def test_unsupported_family_refused(ctx: Any, tmp_path: Path) -> None:
         load_model(ctx, ModelRef(str(odd)))
 
 
-def test_real_sd15_single_file_needs_a_tokenizer(ctx: Any) -> None:
+def test_real_sd15_single_file_gets_the_shipped_clip_tokenizer(ctx: Any, tmp_path: Path) -> None:
     from nodegraph_diffusion.loading import CONFIGS_DIR, load_tokenizer
     from nodegraph_diffusion.types import ModelSource
 
     source = ModelSource("/x/model.safetensors", "fp", "single_file", "sd15", str(CONFIGS_DIR / "sd15"))
-    with pytest.raises(InputError, match="tokenizer") as err:
-        load_tokenizer(source)
+    tokenizer = load_tokenizer(source)
+    assert len(tokenizer) == 49408
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    (tmp_path / "tok").mkdir()
+    given = ModelSource("/x/model.safetensors", "fp", "single_file", "sd15", str(CONFIGS_DIR / "sd15"),
+                        str(tmp_path / "tok"))
+    with pytest.raises(InputError, match="neither vocab.json") as err:  # a named folder: used or refused
+        load_tokenizer(given)
     assert err.value.field == "tokenizer"
 
 
