@@ -78,8 +78,8 @@ def check_output_folder(out_dir: Path) -> None:
     """
     folder = Path(out_dir)
     if os.path.islink(folder) and not folder.exists():
-        raise NodegraphError(f"output folder '{folder}' (--out) is a symbolic link to '{os.readlink(folder)}', "
-                             "which does not exist")
+        raise NodegraphError(f"output folder '{folder}' (--out) is a symbolic link to "
+                             f"'{os.readlink(folder)}', which does not exist")
     if folder.exists():
         if not folder.is_dir():
             raise NodegraphError(f"output folder '{folder}' (--out) is a file, not a folder; "
@@ -167,8 +167,9 @@ class Staging:
                 done.append((staged, final, backup))
         except OSError as exc:
             self._roll_back(done)
-            raise NodegraphError(f"cannot move outputs into '{self.out_dir}': {exc.strerror or exc} "
-                                 f"('{exc.filename}'); the output folder was left as it was") from exc
+            where = f" ('{exc.filename}')" if exc.filename else ""
+            raise NodegraphError(f"cannot move outputs into '{self.out_dir}': {exc.strerror or exc}{where}; "
+                                 "the output folder was left as it was") from exc
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self._replaced, ignore_errors=True)
         return [final for _, final, _ in done]

@@ -7,13 +7,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
+from nodegraph_core.types import Image
 from pydantic import Field
 from typer.testing import CliRunner, Result
 
 from nodegraph.api import NodeContext, hookimpl, node
 from nodegraph.cli.app import app
 from nodegraph.nodes.registry import PackSource, Registry, build_registry, entry_point_sources
-from nodegraph_core.types import Image
 
 IMAGE = Path(__file__).resolve().parents[3] / "graphs" / "inputs" / "scene_64.png"
 
