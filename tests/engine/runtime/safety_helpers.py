@@ -7,11 +7,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
-from nodegraph_core.types import Image
 from pydantic import Field
 from typer.testing import CliRunner, Result
 
-from nodegraph.api import NodeContext, hookimpl, node
+from nodegraph.api import Image, NodeContext, hookimpl, node
 from nodegraph.cli.app import app
 from nodegraph.nodes.registry import PackSource, Registry, build_registry, entry_point_sources
 
