@@ -43,6 +43,23 @@ app.command("watch")(watch_cmd.watch)
 
 
 def registry_from(ctx: typer.Context) -> Registry:
+def _print_version(value: bool) -> None:
+    if value:
+        from nodegraph.cli.version import version_lines
+
+        typer.echo("\n".join(version_lines()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the versions of nodegraph, its packs, torch and diffusers, and exit")] = False,
+) -> None:
+    """Image generation written as typed node graphs: run, validate and inspect graphs."""
+
+
     """The registry for this command: injected by tests through `obj`, else the installed packs.
 
     `$NODEGRAPH_PACKS=core,example` loads only the named packs (faster start, or to rule a pack out).

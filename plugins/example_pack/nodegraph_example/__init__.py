@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from nodegraph.api import hookimpl
+from nodegraph.api import PackRegistrar, hookimpl
 
 
 @hookimpl
-def nodegraph_register(registry: Any) -> None:
-    """Add every `@node` function of `nodegraph_example.nodes`."""
-    from nodegraph_example import nodes
+def nodegraph_register(registry: PackRegistrar) -> None:
+    """Add every `@node` function of the pack's node modules."""
+    from nodegraph_example import image_nodes, nodes
 
     registry.add_module(nodes)
+    registry.add_module(image_nodes)

@@ -1,22 +1,21 @@
-"""How a pack tests itself: explicit pack sources, the library API, no installation needed."""
+"""How a pack tests itself: the public test kit, the library API, no installation needed."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 
-from nodegraph import Engine, RunOptions
-from nodegraph.errors import NodeFailed
-from nodegraph.nodes.registry import PackSource, Registry, build_registry
+from nodegraph import Engine, NodeFailed, RunOptions
+from nodegraph.testing import Registry, assert_contract, pack_registry, pack_source
 
 
 def registry() -> Registry:
-    return build_registry([
-        PackSource("core", "0", "nodegraph_core", lambda: importlib.import_module("nodegraph_core")),
-        PackSource("example", "0", "nodegraph_example", lambda: importlib.import_module("nodegraph_example")),
-    ])
+    return pack_registry(pack_source("core", "nodegraph_core"), pack_source("example", "nodegraph_example"))
+
+
+def test_the_pack_keeps_the_node_contract() -> None:
+    assert_contract(pack_source("example", "nodegraph_example"))
 
 
 def test_repeat_and_cache(tmp_path: Path) -> None:
@@ -36,3 +35,17 @@ def test_empty_text_is_a_user_error(tmp_path: Path) -> None:
         engine.run({"version": 1, "nodes": {"r": {"type": "example.repeat", "text": ""}}},
                    options=RunOptions(out_dir=tmp_path))
     assert info.value.problem.field == "text"
+
+
+def test_checkerboard_and_invert(tmp_path: Path) -> None:
+    graph = {"version": 1, "nodes": {
+        "board": {"type": "example.checkerboard", "width": 16, "height": 8, "square": 4},
+        "negative": {"type": "example.invert", "image": "@board"},
+    }}
+    result = Engine(registry()).run(graph, options=RunOptions(out_dir=tmp_path))
+    board = result.outputs["board"]["out"].pixels
+    assert tuple(board.shape) == (1, 3, 8, 16) and str(board.dtype) == "torch.float32"
+    assert board[0, 0].tolist() == [[1.0] * 4 + [0.0] * 4 + [1.0] * 4 + [0.0] * 4] * 4 \
+        + [[0.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4] * 4
+    assert (board[0, 0] == board[0, 1]).all() and (board[0, 1] == board[0, 2]).all()
+    assert (result.outputs["negative"]["out"].pixels == 1.0 - board).all()
