@@ -42,7 +42,6 @@ app.add_typer(info.graph_app, name="graph")
 app.command("watch")(watch_cmd.watch)
 
 
-def registry_from(ctx: typer.Context) -> Registry:
 def _print_version(value: bool) -> None:
     if value:
         from nodegraph.cli.version import version_lines
@@ -60,6 +59,7 @@ def _root(
     """Image generation written as typed node graphs: run, validate and inspect graphs."""
 
 
+def registry_from(ctx: typer.Context) -> Registry:
     """The registry for this command: injected by tests through `obj`, else the installed packs.
 
     `$NODEGRAPH_PACKS=core,example` loads only the named packs (faster start, or to rule a pack out).

@@ -1,7 +1,7 @@
 """Nodes of the attention pack: capture attention maps and render them; prompt-to-prompt edits.
 
 The heavy lifting lives in `capture.py`, `p2p.py` (+ `alignment.py`) and `processors.py`; these
-functions only adapt ports and turn bad input into `InputError`s.
+functions only adapt ports and turn bad input into `InputError`s. The port types are in `types.py`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
-from nodegraph_attention import heatmaps
-from nodegraph_attention.alignment import word_token_indices
-from nodegraph_attention.capture import AttentionCapture, AttentionMaps
-from nodegraph_attention.p2p import P2PEdit, make_edit, pair_conditioning
+from nodegraph_attention.types import AttentionCapture, AttentionMaps, P2PEdit
 from nodegraph_core.types import Image
 from nodegraph_diffusion.loading import use_text_encoder
 from nodegraph_diffusion.types import Conditioning, Latents, TextEncoderHandle
+
+# A catalogue module: torch, OpenCV and the hook machinery are imported inside the node bodies, so
+# listing and validating graphs never pay for them (docs/plugins.md).
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -52,6 +52,9 @@ def maps_to_images(
     index: Annotated[int, Field(ge=0, description="Which image of the batch")] = 0,
 ) -> Image:
     """Heat maps of where each word attended, one image per word, over the generated image."""
+    from nodegraph_attention import heatmaps
+    from nodegraph_attention.alignment import word_token_indices
+
     found = latents.extras.get(capture.key)
     if not isinstance(found, AttentionMaps):
         raise InputError(f"these latents carry no attention maps '{capture.key}': give the sampler that "
@@ -105,6 +108,8 @@ def prompt_to_prompt(
                                                                     "starts")] = 0.0,
 ) -> P2POutputs:
     """Prompt-to-prompt: render source and edited prompt from the same noise, editing attention."""
+    from nodegraph_attention.p2p import make_edit, pair_conditioning
+
     for field, cond in (("source", source), ("edited", edited)):
         if not cond.prompt:
             raise InputError("needs the prompt text (use diffusion.encode_text)", field=field)

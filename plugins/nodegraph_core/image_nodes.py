@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
-import numpy as np
-import torch
 from pydantic import Field
 
 from nodegraph.api import InputError, InputFile, NodeContext, OutputFile, node
 from nodegraph_core.types import Image, Mask
+
+if TYPE_CHECKING:  # a catalogue module: numpy, torch and PIL are imported inside the functions
+    import numpy as np
+    import torch
 
 DEFAULT_IMAGE_PATH = OutputFile("image.png")
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
 
 def _open(ctx: NodeContext, path: str, mode: str) -> np.ndarray:
+    import numpy as np
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
@@ -40,6 +43,8 @@ def load_image(
     path: Annotated[InputFile, Field(description="Image file (PNG, JPEG, ...), relative to the graph file")],
 ) -> Image:
     """Load an image file as an RGB batch of one."""
+    import torch
+
     pixels = torch.from_numpy(_open(ctx, path, "RGB")).permute(2, 0, 1).unsqueeze(0).contiguous()
     return Image(pixels)
 
@@ -52,6 +57,8 @@ def load_mask(
                        Field(description="Use the grey level or the alpha channel")] = "luminance",
 ) -> Mask:
     """Load a mask (B=1, 1 channel) from an image's grey level or alpha channel."""
+    import torch
+
     pixels = torch.from_numpy(_open(ctx, path, "L" if channel == "luminance" else "A"))
     return Mask(pixels[None, None].contiguous())
 
@@ -69,6 +76,8 @@ def _png_paths(path: str, batch: int) -> list[str]:
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, rounding exactly like diffusers' numpy_to_pil."""
+    import numpy as np
+
     images = pixels.detach().cpu().float().permute(0, 2, 3, 1).numpy()
     images = np.clip(images, 0.0, 1.0)
     return (images * 255).round().astype("uint8")
@@ -102,6 +111,7 @@ def save_image(
 
 
 def _resize_plane(plane: np.ndarray, width: int, height: int, method: str) -> np.ndarray:
+    import numpy as np
     from PIL import Image as PILImage
 
     im = PILImage.fromarray(plane)  # float32 -> mode "F"
@@ -117,6 +127,9 @@ def resize(
                       Field(description="Resampling filter (PIL's, on float pixels)")] = "bicubic",
 ) -> Image:
     """Resize images to an exact width and height."""
+    import numpy as np
+    import torch
+
     src = image.pixels.detach().cpu().float().numpy()
     out = np.stack([np.stack([_resize_plane(np.ascontiguousarray(ch), width, height, method) for ch in img])
                     for img in src])
@@ -154,6 +167,8 @@ def pad(
                     Field(description="What the new area shows before outpainting")] = "edge",
 ) -> Padded:
     """Extend images for outpainting; the mask is 1 on the new area (repaint) and 0 on the original."""
+    import torch
+
     pixels = image.pixels
     amounts = (left, right, top, bottom)
     if fill == "edge":
@@ -171,6 +186,8 @@ def image_batch(
     images: Annotated[list[Image], Field(description="Image batches of one size, joined in order")],
 ) -> Image:
     """Concatenate image batches into one batch."""
+    import torch
+
     if not images:
         raise InputError("no images to join", field="images")
     sizes = {im.size for im in images}
