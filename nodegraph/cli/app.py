@@ -20,6 +20,7 @@ from nodegraph.cli.output import consoles, print_problems, report_table, user_er
 from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
 from nodegraph.nodes.registry import Registry, build_registry, entry_point_sources
+from nodegraph.runtime.advice import run_compile_advice
 from nodegraph.runtime.cachedir import cli_cache_dir
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
@@ -152,8 +153,9 @@ def run(
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Ray workers (default: one per GPU, else one per CPU slot)")] = None,
     optimize: Annotated[str | None, typer.Option(
-        "--optimize", help="Speed options: none, basic (channels-last, fused QKV), compile, max "
-                           "(default: the graph's runtime setting, else none)")] = None,
+        "--optimize", help="Speed options: none, basic (channels-last, fused QKV; the CPU choice), compile, "
+                           "max (torch.compile: for GPUs, minutes of one-time cost on the CPU) (default: the "
+                           "graph's runtime setting, else none)")] = None,
     vram_budget: Annotated[str | None, typer.Option(
         "--vram-budget", help="Model memory on the GPU, e.g. 2GB (default: device total minus a margin)")]
     = None,
@@ -186,6 +188,9 @@ def run(
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              model_dirs=model_dirs(models or []), show_progress=show, optimize=optimize)
+        advice = run_compile_advice(plan, options)
+        if advice is not None:  # now, not after minutes of compiling
+            err.print(f"[yellow]warning: {advice}[/yellow]", highlight=False, soft_wrap=True)
         if sweep_args.sweeps:
             packs = tuple(n.strip() for n in os.environ.get(PACKS_ENV, "").split(",") if n.strip()) or None
             sweep_command(stdout, err, engine, graph, from_cwd, sweep_args, options, packs, quiet)

@@ -9,7 +9,8 @@ Levels (each includes the ones before):
 - `compile`: also `torch.compile` of the UNet and of the VAE's decode (made once per resident model and
   reused by later runs in the process; inductor's on-disk cache shortens compiles in later processes).
   The one-time cost — the first call of each — is measured and reported as a note. Tiled decoding
-  (and its out-of-memory fallback) runs the VAE eagerly.
+  (and its out-of-memory fallback) runs the VAE eagerly. For GPUs: on the CPU compiling costs minutes
+  for a few percent (see `nodegraph.runtime.advice`), so a run there is warned and `basic` recommended.
 - `max`: compile with `mode="max-autotune"` on CUDA (autotuned kernels and CUDA graphs for the fixed
   shapes); like `compile` elsewhere.
 
@@ -30,6 +31,8 @@ import time
 from typing import Any
 
 import torch
+
+from nodegraph.runtime.advice import compile_advice
 
 LEVELS = ("none", "basic", "compile", "max")
 BACKEND_ENV = "NODEGRAPH_COMPILE_BACKEND"  # e.g. aot_eager in tests: no C++ toolchain needed, fast
@@ -123,6 +126,9 @@ def prepare_unet(ctx: Any, key: str, unet: Any) -> Any:
     wrapper: TimedFirstCall = ctx.resources.derived(
         key, f"compiled:{level}:{int(fuse)}", lambda m: TimedFirstCall(_compile(m, level, device), m, "UNet"))
     wrapper.ctx = ctx
+    advice = compile_advice(level, device.type)
+    if advice is not None and wrapper.compile_s is None:  # not compiled yet: this run pays for it
+        ctx.note(advice)  # (the CLI says it before the run starts too)
     return wrapper
 
 
