@@ -18,39 +18,22 @@ where (h, w) is the largest resolution captured; smaller layers are upsampled (b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nodegraph.api import NodeContext
 from nodegraph_attention.processors import AttnCall, Installation, install_hooks, latent_size
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
+
+from nodegraph_attention.types import AttentionCapture, AttentionMaps  # port types, kept importable here
 
 
-@dataclass(frozen=True, eq=False)
-class AttentionMaps:
-    """Captured cross-attention maps of one sampler run."""
-
-    maps: Any  # torch.Tensor (B, tokens, h, w), float32 CPU; averaged over heads, layers, steps
-    layers: int = 0  # how many layer calls were averaged
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AttentionCapture(Condition):
-    """A request to record cross-attention maps; the maps come back in the sampler's `Latents.extras`."""
-
-    key: str = "attention_maps"
-    resolutions: tuple[int, ...] = ()  # map heights to record (latent positions); () = every layer
-    start: float = 0.0  # fraction of the schedule where recording starts
-    end: float = 1.0  # ... and ends
-
-    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        recorder = _Recorder(self, setup)
-        recorder.installation = install_hooks(setup.unet, recorder, latent_size(setup), layers="cross")
-        return recorder
+def activate_capture(spec: AttentionCapture, setup: SamplingSetup) -> ActiveCondition:
+    """`AttentionCapture.activate`: a recorder hooked into the sampler's UNet for this run."""
+    recorder = _Recorder(spec, setup)
+    recorder.installation = install_hooks(setup.unet, recorder, latent_size(setup), layers="cross")
+    return recorder
 
 
 class _Recorder:

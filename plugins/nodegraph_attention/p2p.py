@@ -17,59 +17,41 @@ processors of `processors.py`, so they compose with other conditions' hooks and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nodegraph.api import InputError, NodeContext
+from nodegraph.api import InputError
 from nodegraph_attention import alignment
 from nodegraph_attention.processors import AttnCall, Installation, install_hooks, latent_size
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
 from nodegraph_diffusion.types import Conditioning
+
+from nodegraph_attention.types import P2PEdit  # the port type, kept importable here
 
 MODES = ("replace", "refine", "reweight")
 
 
-@dataclass(frozen=True, eq=False)
-class P2PEdit(Condition):
-    """A prompt-to-prompt edit of the batch [source, edited]; feed the sampler its pair conditioning."""
-
-    mode: str
-    pair_embeds: Any  # (2, tokens, dim): [source, edited], as the sampler must receive them
-    mapper: Any  # replace: (L, L) float; refine/reweight: (L,) int64 source column per edited token
-    alphas: Any  # refine/reweight: (L,) 1 where the edited token has a source counterpart; else None
-    cross_ends: Any  # (L,) end fraction of cross-attention replacement per edited token
-    self_replace: float
-    equalizer: Any = None  # (L,) per edited token, or None
-    blend_source: tuple[int, ...] = ()  # token positions of the local-blend words in the source
-    blend_edited: tuple[int, ...] = ()
-    blend_threshold: float = 0.3
-    blend_start: float = 0.0
-
-    @property
-    def local_blend(self) -> bool:
-        return bool(self.blend_source or self.blend_edited)
-
-    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        if setup.batch_size != 2:
-            raise InputError(
-                f"prompt_to_prompt renders [source, edited] in one batch, but the sampler got "
-                f"{setup.batch_size} prompt(s): connect the sampler's `positive` to this node's `positive`",
-                field="conditions",
-            )
-        cond = setup.prompt_embeds[-2:]
-        pair = self.pair_embeds.to(device=cond.device, dtype=cond.dtype)
-        if cond.shape != pair.shape or not torch.equal(cond, pair):
-            raise InputError(
-                "prompt_to_prompt: the sampler's positive conditioning is not this edit's [source, edited] "
-                "pair: connect the sampler's `positive` to the prompt_to_prompt node's `positive` output",
-                field="conditions",
-            )
-        unit = _Controller(self, setup)
-        unit.installation = install_hooks(setup.unet, unit, unit.latent_hw, layers="all")
-        return unit
+def activate_edit(edit: P2PEdit, setup: SamplingSetup) -> ActiveCondition:
+    """`P2PEdit.activate`: check the sampler got this edit's pair, then hook every attention layer."""
+    if setup.batch_size != 2:
+        raise InputError(
+            f"prompt_to_prompt renders [source, edited] in one batch, but the sampler got "
+            f"{setup.batch_size} prompt(s): connect the sampler's `positive` to this node's `positive`",
+            field="conditions",
+        )
+    cond = setup.prompt_embeds[-2:]
+    pair = edit.pair_embeds.to(device=cond.device, dtype=cond.dtype)
+    if cond.shape != pair.shape or not torch.equal(cond, pair):
+        raise InputError(
+            "prompt_to_prompt: the sampler's positive conditioning is not this edit's [source, edited] "
+            "pair: connect the sampler's `positive` to the prompt_to_prompt node's `positive` output",
+            field="conditions",
+        )
+    unit = _Controller(edit, setup)
+    unit.installation = install_hooks(setup.unet, unit, unit.latent_hw, layers="all")
+    return unit
 
 
 def make_edit(

@@ -16,15 +16,14 @@ exact zeros).
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from nodegraph_core.types import Image
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_control.models import ControlNetHandle, use_control_model
+from nodegraph_control.models import use_control_model
+from nodegraph_control.units import ControlNetUnit  # the port type; kept importable from here
 
 VAE_SCALE_FACTOR = 8
 
@@ -59,21 +58,6 @@ def prepare_image(
 def keep(step: int, total: int, start: float, end: float) -> float:
     """1.0 if the unit acts on step `step` of `total`, else 0.0 (the pipeline's `controlnet_keep`)."""
     return 1.0 - float(step / total < start or (step + 1) / total > end)
-
-
-@dataclass(frozen=True, eq=False)
-class ControlNetUnit(Condition):
-    """One ControlNet with its control image, strength and active step range."""
-
-    model: ControlNetHandle
-    image: Image
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    guess_mode: bool = False
-
-    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        return ActiveControlNet(self, setup, ctx)
 
 
 class ActiveControlNet:

@@ -28,13 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from nodegraph_core.types import Image
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
 from nodegraph_control.edges import to_uint8_rgb
@@ -44,8 +43,8 @@ from nodegraph_control.ip_adapter_files import (
     use_adapter_state,
     use_image_encoder,
 )
+from nodegraph_control.units import BlockScales, IPAdapterUnit, IPImageEmbeds  # port types, kept importable
 
-BlockScales = dict[str, Any]
 EMPTY_FP32_WARNING = "should be kept in float32: []"
 
 
@@ -66,16 +65,6 @@ def _quiet_loader() -> Iterator[None]:
         yield
     finally:
         target.removeFilter(quiet)
-
-
-@dataclass(frozen=True, eq=False)
-class IPImageEmbeds:
-    """Encoded reference images for one IP-Adapter: (1, images, D) or (1, images, tokens, W), CPU float32."""
-
-    embeds: Any  # conditional
-    negative: Any  # unconditional: zeros, or the hidden states of a black image (Plus / Full)
-    encoder_fingerprint: str  # which image encoder made them (checked against the adapter)
-    hidden_states: bool
 
 
 def _pil_images(image: Image) -> list[Any]:
@@ -220,19 +209,6 @@ def install_ip_adapter(
         unet.set_attn_processor({n: _put_under(top, installation.bases[n]) for n, top in before.items()})
         raise
     return installation
-
-
-@dataclass(frozen=True, eq=False)
-class IPAdapterUnit(Condition):
-    """An IP-Adapter with its encoded reference image(s) and scale (float or per-block dict)."""
-
-    model: IPAdapterHandle
-    embeds: IPImageEmbeds
-    scale: float = 1.0
-    block_scales: BlockScales | None = None
-
-    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        return ActiveIPAdapter(self, setup, ctx)
 
 
 class ActiveIPAdapter:

@@ -10,21 +10,18 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import torch
 from nodegraph_core.types import Image
 from nodegraph_diffusion.paths import resolve_model_ref
 from pydantic import Field
 
 from nodegraph.api import InputError, InputFile, NodeContext, node
-from nodegraph_control import edges
-from nodegraph_control.controlnet import ControlNetUnit
-from nodegraph_control.ip_adapter import IPAdapterUnit, IPImageEmbeds, encode_reference
 from nodegraph_control.ip_adapter_files import IPAdapterHandle, IPAdapterRef, describe_ip_adapter
 from nodegraph_control.models import AdapterHandle, AdapterRef, ControlNetHandle, ControlNetRef, describe
 from nodegraph_control.pose import DEFAULT_THRESHOLD, load_pose_file
-from nodegraph_control.pose_render import render_pose as draw_pose
-from nodegraph_control.t2i_adapter import AdapterUnit
+from nodegraph_control.units import AdapterUnit, ControlNetUnit, IPAdapterUnit, IPImageEmbeds
+
+# A catalogue module: only light imports above, so listing and validating graphs never import torch,
+# numpy or OpenCV; the modules that do the work are imported inside the node bodies (docs/plugins.md).
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +58,11 @@ def render_pose(
     ] = True,
 ) -> Image:
     """Render OpenPose keypoints as a ControlNet openpose image, the canvas fitted and centred on black."""
+    import numpy as np
+    import torch
+
+    from nodegraph_control.pose_render import render_pose as draw_pose
+
     frame_data = load_pose_file(ctx.input_path(keypoints), frame=frame, threshold=threshold)
     for note in frame_data.notes:
         log.warning("%s: %s", keypoints, note)
@@ -78,6 +80,8 @@ def canny(
     high: Annotated[int, Field(ge=0, le=255, description="Upper hysteresis threshold")] = 200,
 ) -> Image:
     """Canny edge map (OpenCV), white edges on black, for canny/edge ControlNets."""
+    from nodegraph_control import edges
+
     if low > high:
         raise InputError(f"low threshold {low} is above high threshold {high}", field="low")
     return Image(edges.canny(image.pixels, low, high))
@@ -89,6 +93,8 @@ def soft_edge(
     blur: Annotated[float, Field(ge=0, le=20, description="Gaussian blur sigma before the gradient")] = 1.0,
 ) -> Image:
     """Soft edge map (Sobel gradient magnitude, normalised), a cheap stand-in for HED/PiDiNet."""
+    from nodegraph_control import edges
+
     return Image(edges.soft_edges(image.pixels, blur))
 
 
@@ -219,6 +225,8 @@ def encode_ip_image(
     ],
 ) -> IPImageEmbeds:
     """Encode reference images with the IP-Adapter's CLIP image encoder (cached apart from the scale)."""
+    from nodegraph_control.ip_adapter import encode_reference
+
     return encode_reference(model, image, ctx, ctx.device, ctx.dtype)
 
 

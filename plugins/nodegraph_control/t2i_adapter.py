@@ -11,16 +11,15 @@ tiled to the batch and doubled for CFG; every step gets fresh clones as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from nodegraph_core.types import Image
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_control.models import AdapterHandle, use_control_model
+from nodegraph_control.models import use_control_model
+from nodegraph_control.units import AdapterUnit  # the port type; kept importable from here
 
 
 def adapter_input(pixels: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -62,19 +61,11 @@ def adapter_features(
     return state
 
 
-@dataclass(frozen=True, eq=False)
-class AdapterUnit(Condition):
-    """One T2I-Adapter with its control image and weight."""
-
-    model: AdapterHandle
-    image: Image
-    weight: float = 1.0
-    end: float = 1.0
-
-    def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        with use_control_model(ctx, self.model, "t2i_adapter", setup.device, setup.dtype) as model:
-            state = adapter_features(model, self.image.pixels, setup, self.weight)
-        return ActiveAdapter(state, int(len(setup.timesteps) * self.end), setup.first_step)
+def activate_adapter(unit: AdapterUnit, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
+    """`AdapterUnit.activate`: the adapter's features for this run (the model is released right after)."""
+    with use_control_model(ctx, unit.model, "t2i_adapter", setup.device, setup.dtype) as model:
+        state = adapter_features(model, unit.image.pixels, setup, unit.weight)
+    return ActiveAdapter(state, int(len(setup.timesteps) * unit.end), setup.first_step)
 
 
 class ActiveAdapter:

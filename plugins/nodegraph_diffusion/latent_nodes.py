@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch
 from pydantic import Field
 
 from nodegraph.api import InputError, node
 from nodegraph_core.types import Mask
-from nodegraph_diffusion.sampling import VAE_SCALE, draw_noise, latent_mask, make_generator
 from nodegraph_diffusion.types import Latents, Noise
 
+# A catalogue module: only light imports at the top, so listing and validating never import torch;
+# torch and sampling are imported inside the node bodies, on first call (docs/plugins.md).
 LATENT_CHANNELS = 4  # SD1.x/2.x VAEs
+VAE_SCALE = 8  # pixels per latent cell (sampling.VAE_SCALE)
 
 
 @node("diffusion.empty_latents", version="1.0.0")
@@ -24,6 +25,8 @@ def empty_latents(
     batch: Annotated[int, Field(ge=1, le=64, description="Images per batch")] = 1,
 ) -> Latents:
     """Zero latents of a given image size: the starting point of text-to-image."""
+    import torch
+
     return Latents(torch.zeros(batch, LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE))
 
 
@@ -35,6 +38,10 @@ def noise(
         description="Where the generator runs; cpu (default) gives the same image on every device")] = "cpu",
 ) -> Noise:
     """Gaussian noise from a seeded generator, drawn like the diffusers pipelines (one draw per batch)."""
+    import torch
+
+    from nodegraph_diffusion.sampling import draw_noise, make_generator
+
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' requested for noise but CUDA is not available", field="device")
     generator = make_generator(seed, device)
@@ -49,6 +56,8 @@ def set_mask(
     binarize: Annotated[bool, Field(description="Threshold at 0.5 like diffusers' inpaint pipeline")] = True,
 ) -> Latents:
     """Attach an inpainting mask to latents (resized to the latent grid like the inpaint pipeline)."""
+    from nodegraph_diffusion.sampling import latent_mask
+
     h, w = latents.samples.shape[-2:]
     mh, mw = mask.pixels.shape[-2:]
     if (mh, mw) != (h * VAE_SCALE, w * VAE_SCALE):
@@ -70,6 +79,8 @@ def latent_upscale(
                       Field(description="torch interpolation mode")] = "nearest-exact",
 ) -> Latents:
     """Resize latents (the first half of a hires fix: upscale, then sample again with denoise < 1)."""
+    import torch
+
     h, w = latents.samples.shape[-2:]
     if width is not None or height is not None:
         size = ((height or h * VAE_SCALE) // VAE_SCALE, (width or w * VAE_SCALE) // VAE_SCALE)

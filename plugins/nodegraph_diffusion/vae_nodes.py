@@ -8,10 +8,11 @@ from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_core.types import Image, Mask
+from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae
-from nodegraph_diffusion.oom_fallback import decode_with_fallback
-from nodegraph_diffusion.sampling import VAE_SCALE, encode, latent_mask, make_generator
 from nodegraph_diffusion.types import Latents, VaeHandle
+
+# A catalogue module: torch and the sampling arithmetic are imported inside the node bodies.
 
 
 @node("diffusion.vae_decode", version="1.0.0")
@@ -25,6 +26,8 @@ def vae_decode(
                                     description="Tile edge in pixels when tiled")] = 512,
 ) -> Image:
     """Decode latents into RGB images (float32, [0, 1]), exactly as the diffusers pipelines do."""
+    from nodegraph_diffusion.oom_fallback import decode_with_fallback
+
     with use_vae(ctx, vae) as model:
         return Image(decode_with_fallback(ctx, model, latents.samples, tiled, tile_size))
 
@@ -47,6 +50,8 @@ def vae_encode(
         description="sample the latent distribution (like the img2img pipeline) or take its mean")] = "sample",
 ) -> Latents:
     """Encode RGB images into scaled latents (the start of img2img and inpainting)."""
+    from nodegraph_diffusion.sampling import encode, make_generator
+
     _check_size(image)
     with use_vae(ctx, vae) as model:
         return Latents(encode(model, image.pixels, make_generator(seed), mode))
@@ -67,6 +72,8 @@ def vae_encode_inpaint(
     = 0,
 ) -> InpaintLatents:
     """Encode an image with its inpainting mask; also the masked image for 9-channel inpaint UNets."""
+    from nodegraph_diffusion.sampling import encode, latent_mask, make_generator
+
     _check_size(image)
     if tuple(mask.pixels.shape[-2:]) != tuple(image.pixels.shape[-2:]):
         raise InputError(f"mask is {tuple(mask.pixels.shape[-2:])} but the image is "
