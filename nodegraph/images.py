@@ -20,9 +20,13 @@ class Image:
     pipelines. Build one from a tensor (`Image(pixels=torch.rand(1, 3, 64, 64))`) or from a PIL
     image: `torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255)`, then
     `.permute(2, 0, 1).unsqueeze(0).contiguous()`. Nodes never modify `pixels` in place.
+    `labels` optionally names each image of the batch (e.g. the word an attention heat map shows), so
+    `core.save_image` can name the files by them (`{label}` in its path); nodes that make new pixels
+    from old ones need not carry them on.
     """
 
     pixels: Any  # torch.Tensor
+    labels: tuple[str, ...] = ()
 
     @property
     def batch(self) -> int:

@@ -39,7 +39,7 @@ def capture_maps(
     return AttentionCapture(key=name, resolutions=tuple(resolutions), start=start, end=end)
 
 
-@node("attention.maps_to_images", version="1.0.0")
+@node("attention.maps_to_images", version="1.1.0")  # 1.1: images labelled by word
 def maps_to_images(
     ctx: NodeContext,
     latents: Annotated[Latents, Field(description="The sampler output that ran with the capture")],
@@ -51,9 +51,13 @@ def maps_to_images(
     image: Annotated[Image | None, Field(description="Decoded image to draw the heat maps over")] = None,
     index: Annotated[int, Field(ge=0, description="Which image of the batch")] = 0,
 ) -> Image:
-    """Heat maps of where each word attended, one image per word, over the generated image."""
+    """Heat maps of where each word attended, one image per word, over the generated image.
+
+    Each image is labelled with its word (made file-safe, `_2` on a repeat), so `core.save_image` with
+    `{label}` in its path names the files by word."""
     from nodegraph_attention import heatmaps
     from nodegraph_attention.alignment import word_token_indices
+    from nodegraph_attention.labels import word_labels
 
     found = latents.extras.get(capture.key)
     if not isinstance(found, AttentionMaps):
@@ -75,7 +79,7 @@ def maps_to_images(
     else:
         pixels = None
         size = (int(latents.samples.shape[-2]) * 8, int(latents.samples.shape[-1]) * 8)
-    return Image(heatmaps.overlay(maps, size, pixels))
+    return Image(heatmaps.overlay(maps, size, pixels), labels=word_labels(chosen))
 
 
 class P2POutputs(NamedTuple):

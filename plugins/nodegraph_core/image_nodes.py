@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 from pydantic import Field
@@ -63,7 +64,12 @@ def load_mask(
     return Mask(pixels[None, None].contiguous())
 
 
-def _png_paths(path: str, batch: int) -> list[str]:
+def _png_paths(path: str, batch: int, labels: tuple[str, ...] = ()) -> list[str]:
+    if "{label}" in path:  # the images' own names (e.g. heat maps by word); the index where there are none
+        names = labels if len(labels) == batch else tuple(str(i) for i in range(batch))
+        # file-safe: no "/", no ".."
+        safe = [re.sub(r"[^\w\-]+", "_", name).strip("_") or str(i) for i, name in enumerate(names)]
+        return [path.replace("{label}", name).replace("{index}", str(i)) for i, name in enumerate(safe)]
     if "{index}" in path:
         return [path.replace("{index}", str(i)) for i in range(batch)]
     if batch == 1:
@@ -88,7 +94,8 @@ def save_image(
     ctx: NodeContext,
     image: Annotated[Image, Field(description="Images to save")],
     path: Annotated[OutputFile, Field(
-        description="PNG path inside the output folder; '{index}' is replaced by the batch index "
+        description="PNG path inside the output folder; '{index}' is replaced by the batch index, "
+                    "'{label}' by the image's label (e.g. the word of an attention heat map) "
                     "(without it, a batch gets _0, _1, ... before the extension)")] = DEFAULT_IMAGE_PATH,
 ) -> list[str]:
     """Save images as PNG, with the resolved graph embedded so `nodegraph run image.png` re-runs it."""
@@ -98,7 +105,7 @@ def save_image(
     info = PngInfo()
     info.add_text("nodegraph", json.dumps(ctx.metadata, default=str))
     arrays = to_uint8(image.pixels)
-    names = _png_paths(str(path), len(arrays))
+    names = _png_paths(str(path), len(arrays), tuple(image.labels))
     for array, name in zip(arrays, names, strict=True):
         target = ctx.output_path(name)
         try:

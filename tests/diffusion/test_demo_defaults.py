@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from nodegraph_diffusion.paths import BUILTIN_DIR
 from PIL import Image as PILImage
 
-from nodegraph_diffusion.paths import BUILTIN_DIR
-from training.scoring import (analyse_object, background_rgb, classify_position, foreground_mask, largest_component,
-                              nearest_color)
+from training.scoring import (
+    analyse_object,
+    background_rgb,
+    classify_position,
+    foreground_mask,
+    largest_component,
+    nearest_color,
+)
 from training.ship import MARKER
 from training.world import COLORS, POSITIONS, SHAPES, SIZES
 
@@ -31,7 +37,8 @@ pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "tinyworld" / MARKER).exists(
 _C = "|".join(COLORS)
 OBJECT = re.compile(rf"a (?P<size>{'|'.join(SIZES)}) (?P<color>{_C}) (?P<shape>{'|'.join(SHAPES)}) "
                     rf"(?P<position>{'|'.join(POSITIONS)}), (?P<background>{_C}) background")
-FIGURE = re.compile(rf"a person in a (?P<shirt>{_C}) shirt( and (?P<pants>{_C}) pants)?, (?P<background>{_C}) background")
+FIGURE = re.compile(rf"a person in a (?P<shirt>{_C}) shirt( and (?P<pants>{_C}) pants)?, "
+                    rf"(?P<background>{_C}) background")
 
 # graph -> (param holding the prompt, saved image that shows it); sources of prompt_to_prompt in order
 SHOWN: dict[str, list[tuple[str, str]]] = {
@@ -41,7 +48,8 @@ SHOWN: dict[str, list[tuple[str, str]]] = {
     "inpaint": [("prompt", "inpaint.png")],
     "ip_adapter": [("prompt", "ip_adapter.png")],
     "attention_maps": [("prompt", "attention_maps/image.png")],
-    "prompt_to_prompt": [("source", "prompt_to_prompt/edit_0.png"), ("edited", "prompt_to_prompt/edit_1.png")],
+    "prompt_to_prompt": [("source", "prompt_to_prompt/edit_0.png"),
+                         ("edited", "prompt_to_prompt/edit_1.png")],
     "lora": [("prompt", "lora.png")],
     "controlnet_pose": [("prompt", "controlnet_pose.png")],
     "multi_condition": [("prompt", "multi_condition.png")],
@@ -86,8 +94,8 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("defaults")
     engine = Engine()
     for graph in SHOWN:
-        engine.run(GRAPHS / f"{graph}.yaml", {}, RunOptions(out_dir=root / graph, device="cpu", dtype="float32",
-                                                            show_progress=False))
+        options = RunOptions(out_dir=root / graph, device="cpu", dtype="float32", show_progress=False)
+        engine.run(GRAPHS / f"{graph}.yaml", {}, options)
     return root
 
 
