@@ -52,7 +52,12 @@ class InputFile(str):
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema(min_length=1))
+        def check(value: str) -> InputFile:
+            if "\x00" in value:
+                raise ValueError("a file name cannot contain a NUL character")
+            return cls(value)
+
+        return core_schema.no_info_after_validator_function(check, core_schema.str_schema(min_length=1))
 
     @classmethod
     def __nodegraph_fingerprint__(cls, value: str, base_dir: Path) -> str:
@@ -71,8 +76,12 @@ class OutputFile(str):
         def check(value: str) -> OutputFile:
             text = value.replace("\\", "/")
             parts = [p for p in text.split("/") if p]
-            if text.startswith(("/", "~")) or ".." in parts or (parts and ":" in parts[0]) or os.path.isabs(text):
-                raise ValueError("must be a relative path inside the output folder (no '..', no absolute path)")
+            absolute = text.startswith(("/", "~")) or (parts and ":" in parts[0]) or os.path.isabs(text)
+            if absolute or ".." in parts:
+                raise ValueError("must be a relative path inside the output folder (no '..', no absolute "
+                                 "path)")
+            if "\x00" in text:
+                raise ValueError("a file name cannot contain a NUL character")
             return cls(value)
 
         return core_schema.no_info_after_validator_function(check, core_schema.str_schema(min_length=1))

@@ -63,6 +63,8 @@ def safe_relative(path: str) -> PurePosixPath:
     if not text or rel.is_absolute() or text.startswith("~") or ".." in rel.parts or ":" in rel.parts[0]:
         raise InputError(f"output path '{path}' must be relative and stay inside the output folder",
                          field="path")
+    if "\x00" in text:
+        raise InputError(f"output path {path!r} contains a NUL character", field="path")
     return rel
 
 

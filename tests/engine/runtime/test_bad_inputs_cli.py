@@ -164,3 +164,17 @@ def test_a_5000_digit_integer_in_set(tmp_path: Path, registry: Registry, calls: 
     expected = "integer literal with 5000 digits is too long" if target == "k" else "exceeded maximum size"
     assert expected in result.output
     assert calls == []
+
+
+@pytest.mark.parametrize("node_id", ["img", "save"])
+def test_a_nul_character_in_a_file_name(tmp_path: Path, registry: Registry, node_id: str) -> None:
+    """Found by test_cli_properties: 'a\\x00b.png' reached open() and ended in a ValueError traceback."""
+    graph = write_graph(tmp_path, {
+        "img": {"type": "core.load_image", "path": "in\x00.png" if node_id == "img" else str(IMAGE)},
+        "save": {"type": "core.save_image", "image": "@img",
+                 "path": "a\x00b.png" if node_id == "save" else "a.png"},
+    })
+    result = run_cli(registry, str(graph), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert f"node '{node_id}', field 'path': a file name cannot contain a NUL character" in result.output
+    assert tree(tmp_path / "out") == {}
