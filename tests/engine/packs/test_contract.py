@@ -148,3 +148,24 @@ def test_nodegraph_works_without_pytest_and_the_test_kit_says_it_needs_it() -> N
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "MESSAGE nodegraph.testing is a pytest plugin and needs pytest: pip install pytest" in proc.stdout
+
+
+def test_the_example_packs_own_tests_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plugins/example_pack/tests sit outside the suite's testpaths: run them here, as their author would."""
+    import importlib.util
+    import inspect
+
+    monkeypatch.syspath_prepend(str(ROOT / "plugins" / "example_pack"))
+    path = ROOT / "plugins" / "example_pack" / "tests" / "test_example_nodes.py"
+    spec = importlib.util.spec_from_file_location("example_pack_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ran = []
+    for name, func in vars(module).items():
+        if name.startswith("test_") and callable(func):
+            (tmp_path / name).mkdir()
+            wants = inspect.signature(func).parameters
+            func(**({"tmp_path": tmp_path / name} if "tmp_path" in wants else {}))
+            ran.append(name)
+    assert "test_checkerboard_and_invert" in ran and len(ran) == 4
