@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
 from nodegraph_diffusion.single_file import detect_family
 from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle, UNetHandle, VaeHandle
@@ -49,11 +50,9 @@ def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[s
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
             raise InputError(f"cannot read weights '{path}': {exc}", field=field) from exc
         return dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    try:  # each tensor in its own fresh memory, not a view of the mapped file (see owned.py)
+        return read_safetensors(path)
+    except Exception as exc:  # noqa: BLE001 - bad headers, short files, OS errors
         raise InputError(f"cannot read weights '{path}' (corrupt or truncated safetensors?): {exc}",
                          field=field) from exc
 
@@ -121,22 +120,6 @@ def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
         if shape is not None:
             return {128: "sd15", 16: "tinyworld"}.get(shape[0], "unknown")
     return "unknown"
-
-
-def own_storage(module: Any) -> Any:
-    """Copy every parameter and buffer into fresh memory (off the file's memory map).
-
-    Why: loaded tensors sit at arbitrary offsets of a memory-mapped file, and CPU kernels pick
-    vectorised paths by alignment, so the same weights loaded from a folder or a single file gave
-    outputs 1 ulp apart. Fresh allocations make results independent of how the weights were stored
-    (and of later edits to the file).
-    """
-    import torch
-
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            tensor.data = tensor.data.clone()
-    return module
 
 
 def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
@@ -251,7 +234,9 @@ def _from_pretrained(cls: Any, path: Path, subfolder: str | None, ctx: NodeConte
     if subfolder:
         kwargs["subfolder"] = subfolder
     try:
-        return own_storage(cls.from_pretrained(path, **kwargs).eval())
+        diffusers_model = safe and cls.__module__.startswith("diffusers")  # plain case: no second copy
+        owned = diffusers_from_folder(cls, path, subfolder) if diffusers_model else None
+        return owned if owned is not None else own_storage(cls.from_pretrained(path, **kwargs).eval())
     except OSError as exc:
         raise InputError(f"cannot load {subfolder or 'model'} from '{path}': {exc}", field="path") from exc
 
