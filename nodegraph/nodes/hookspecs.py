@@ -24,7 +24,7 @@ def nodegraph_register(registry: Any) -> None:
     What it is for: the one place a pack declares its nodes.
 
     Arguments:
-        registry: a `nodegraph.nodes.registry.PackRegistrar` bound to this pack; call
+        registry: a `nodegraph.api.PackRegistrar` bound to this pack; call
             `registry.add_module(module)` (every `@node`-tagged function in it) or
             `registry.add(function)`.
 

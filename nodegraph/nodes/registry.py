@@ -37,6 +37,7 @@ class PackRegistrar:
         self.specs: list[NodeSpec] = []
 
     def add(self, func: Callable[..., Any]) -> None:
+        """Register one `@node` function; raises TypeError (failing the whole pack) on a bad declaration."""
         if not hasattr(func, NODE_MARK):
             raise TypeError(f"{func!r} is not tagged with @node")
         spec = build_spec(func, NodeContext)
@@ -45,6 +46,7 @@ class PackRegistrar:
         self.specs.append(spec)
 
     def add_module(self, module: ModuleType) -> None:
+        """Register every `@node` function defined in `module` (not those it imports), by type name."""
         tagged = [obj for _, obj in inspect.getmembers(module) if callable(obj) and hasattr(obj, NODE_MARK)]
         for func in sorted(tagged, key=lambda f: getattr(f, NODE_MARK).type_name):
             if getattr(func, "__module__", None) == module.__name__:
