@@ -77,6 +77,16 @@ def test_a_clashing_pack_is_left_out_whole_and_the_first_keeps_the_name() -> Non
     assert registry.failed_pack("toy.nothing") is None
 
 
+def test_a_pack_that_fails_to_import_is_named_for_its_prefix() -> None:
+    def broken() -> object:
+        raise ImportError("No module named 'gone_dependency'")
+
+    registry = build_registry([PackSource("gone", "1.0.0", "gone_mod", broken)])
+    pack = registry.failed_pack("gone.anything")
+    assert pack is not None and pack.error == "ImportError: No module named 'gone_dependency'"
+    assert pack.rejected == () and registry.failed_pack("other.anything") is None
+
+
 def test_a_pack_declaring_one_type_twice_is_left_out() -> None:
     first, second = toy_module(CallCounter()), toy_module(CallCounter())
 
