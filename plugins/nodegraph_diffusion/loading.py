@@ -13,12 +13,14 @@ one diffusers reaches for the Hub). Pickled weights are refused unless `--allow-
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
 from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
 from nodegraph_diffusion.single_file import detect_family
@@ -46,9 +48,11 @@ def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[s
         import torch
 
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's warnings would go to the terminal raw
+                warnings.simplefilter("ignore")
+                data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
-            raise InputError(f"cannot read weights '{path}': {exc}", field=field) from exc
+            raise InputError(pickle_load_problem(path, exc), field=field) from exc
         return dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
     try:  # each tensor in its own fresh memory, not a view of the mapped file (see owned.py)
         return read_safetensors(path)
@@ -92,6 +96,10 @@ def make_source(
             if "XL" in str(index.get("_class_name", "")):
                 raise InputError(f"'{path}' is an SDXL model; this version supports SD1.x models only",
                                  field=field)
+            for component in ("unet", "vae", "text_encoder"):  # say now, not when a sampler needs it
+                missing = missing_component(path, component) if component in index else None
+                if missing:
+                    raise InputError(missing, field=field)
             return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok)
         if (path / "config.json").is_file():
             return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok)
@@ -161,8 +169,11 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
 
     path = Path(source.path)
     if source.format == "diffusers":
+        missing = missing_component(path, "text_encoder")
+        if missing:
+            raise InputError(missing)
         if not _has_safetensors(path / "text_encoder"):
-            refuse_pickle(path / "text_encoder" / "pytorch_model.bin", ctx)
+            refuse_pickle(weight_files(path / "text_encoder")[0], ctx)
         with _no_transformers_bar():
             model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
         return own_storage(model.eval())
@@ -224,12 +235,12 @@ def _has_safetensors(folder: Path) -> bool:
 
 def _from_pretrained(cls: Any, path: Path, subfolder: str | None, ctx: NodeContext) -> Any:
     folder = path / subfolder if subfolder else path
-    if not folder.is_dir():
-        raise InputError(f"'{path}' has no {subfolder}/ folder", field="path")
+    missing = missing_component(path, subfolder)  # not a made-up file name: what is missing, and where
+    if missing:  # no field: this runs in the node using the model, which has no 'path' input
+        raise InputError(missing)
     safe = _has_safetensors(folder)
     if not safe:
-        pickled = next((p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES), folder / "weights.bin")
-        refuse_pickle(pickled, ctx)
+        refuse_pickle(weight_files(folder)[0], ctx)
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": safe}
     if subfolder:
         kwargs["subfolder"] = subfolder

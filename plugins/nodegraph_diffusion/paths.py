@@ -99,10 +99,24 @@ def resolve_in(ref: str, base_dir: Path, model_dirs: Iterable[Path] = (), kind: 
     for place in places:
         if place.exists():
             return place
-    dirs = search_dirs(model_dirs)
-    hint = "" if dirs else f" (no model dirs configured: pass --model-dir or set {ENV_VAR})"
-    shown = "\n  ".join(str(p) for p in places[:12]) + ("\n  ..." if len(places) > 12 else "")
-    raise InputError(f"{kind} '{ref}' not found{hint}; searched:\n  {shown}", field="path")
+    raise InputError(_not_found(ref, base_dir, search_dirs(model_dirs), kind), field="path")
+
+
+def _not_found(ref: str, base_dir: Path, dirs: list[Path], kind: str) -> str:
+    """Every place really searched (absolute, missing folders marked), the names tried, the real flag."""
+    if Path(ref).expanduser().is_absolute():
+        return f"{kind} '{ref}' not found: there is no such file or folder"
+    lines = [f"{os.path.abspath(base_dir / ref)}  (beside the graph)"]
+    if dirs:
+        subs = KIND_FOLDERS.get(kind, ())
+        within = f" and its sub-folders {', '.join(f'models/{s}, {s}' for s in subs)}" if subs else ""
+        lines.append(f"{', '.join(_names(ref))} in each model folder{within}:")
+        lines += [f"  {os.path.abspath(d)}" + ("" if d.is_dir() else "  (does not exist)") for d in dirs]
+        how = f"model folders come from --models DIR (repeatable) and {ENV_VAR}"
+    else:
+        how = f"no model folders given: pass --models DIR (repeatable) or set {ENV_VAR}"
+    shown = "\n  ".join(lines)
+    return f"{kind} '{ref}' not found ({how}); searched:\n  {shown}"
 
 
 def resolve_model_ref(ref: str, ctx: NodeContext, kind: str = "checkpoint") -> Path:
@@ -114,7 +128,7 @@ class ModelRef(str):
     """A model reference literal (`builtin:NAME`, a path, or a name in the model dirs).
 
     Its content fingerprint joins the cache key, so replacing the weights re-runs the loader. The
-    fingerprint can only see the graph folder, builtins and NODEGRAPH_MODELS (not --model-dir); loaders
+    fingerprint can only see the graph folder, builtins and NODEGRAPH_MODELS (not --models); loaders
     put the real fingerprint into their handles, which is what residency keys on.
     """
 
