@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nodegraph.runtime.context import safe_relative
+from nodegraph.runtime.staging import check_target
 from nodegraph.sweep.variants import Variant
 from nodegraph.sweep.worker import VariantOutcome
 
@@ -53,12 +54,17 @@ class SweepFolder:
 
     def __init__(self, out_dir: Path, resume: bool) -> None:
         self.out_dir = Path(out_dir)
-        self.manifest = self.out_dir / MANIFEST
+        self.manifest = self.target(PurePosixPath(MANIFEST))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, Any]] = read_manifest(self.manifest) if resume else {}
         if not resume and self.manifest.exists():
             self.manifest.unlink()  # a fresh sweep: forget what an earlier one in this folder did
         self._written: set[int] = set()
+
+    def target(self, rel: PurePosixPath) -> Path:
+        """Where `rel` goes in the sweep's folder; refused when a link there would take it outside."""
+        check_target(self.out_dir, rel)
+        return self.out_dir / rel
 
     def done(self, variant: Variant) -> bool:
         """True when an earlier run finished this variant (same key) and its files are intact."""
@@ -78,7 +84,7 @@ class SweepFolder:
         outputs = []
         for rel, data in sorted(outcome.files.items()):
             path = PurePosixPath(variant.name) / safe_relative(rel)
-            write_atomic(self.out_dir / path, data)
+            write_atomic(self.target(path), data)
             outputs.append({"path": path.as_posix(), "sha256": hashlib.sha256(data).hexdigest(),
                             "bytes": len(data)})
         entry = {

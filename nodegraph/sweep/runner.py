@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from nodegraph.runtime.context import Cancelled, RunOptions
@@ -138,6 +138,6 @@ def write_sheet(spec: SweepSpec, folder: SweepFolder) -> Path | None:
     data = render_sheet(spec.axes, spec.zipped, spec.variants, images)
     if data is None:
         return None
-    path = folder.out_dir / CONTACT_SHEET
+    path = folder.target(PurePosixPath(CONTACT_SHEET))
     write_atomic(path, data)
     return path

@@ -7,6 +7,8 @@ naming node and field, nothing written outside, and no partial outputs (no stagi
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,33 @@ def test_a_link_planted_in_the_output_folder_during_the_run_is_refused_when_movi
     _refused(result.output, "symbolic link", "moving")
     assert tree(elsewhere) == {}
     assert tree(out) == {"x": "link"}  # the planted link only: no staged files, no staging folder
+
+
+SWEPT = {
+    "n": {"type": "safety.count", "value": "$k"},
+    "img": {"type": "core.load_image", "path": str(IMAGE)},
+    "save": {"type": "core.save_image", "image": "@img", "path": "x/escaped.png"},
+}
+
+
+@pytest.mark.parametrize("where", ["variant", "manifest"])
+def test_a_sweep_refuses_links_in_its_folder(tmp_path: Path, registry: Registry, places: tuple[Path, Path],
+                                             where: str) -> None:
+    """Sweeps write variants' files themselves (not through staging): the same rule holds there."""
+    out, elsewhere = places
+    graph = tmp_path / "sweep.json"
+    params = {"k": {"type": "int", "default": 1}}
+    graph.write_text(json.dumps({"version": 1, "params": params, "nodes": SWEPT}))
+    first = run_cli(registry, str(graph), "--out", str(out), "--sweep", "k=1..2")
+    assert first.exit_code == 0, first.output
+    variant = sorted(p for p in out.iterdir() if p.is_dir())[0]
+    if where == "variant":
+        shutil.rmtree(variant / "x")
+        (variant / "x").symlink_to(elsewhere)
+    else:
+        (out / "manifest.jsonl").unlink()
+        (out / "manifest.jsonl").symlink_to(elsewhere / "stolen.jsonl")
+    result = run_cli(registry, str(graph), "--out", str(out), "--sweep", "k=1..2")
+    assert result.exit_code == 2
+    assert "outside the output folder" in result.output and "symbolic link" in result.output
+    assert tree(elsewhere) == {}
