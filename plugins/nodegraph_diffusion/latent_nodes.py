@@ -63,7 +63,8 @@ def set_mask(
     if (mh, mw) != (h * VAE_SCALE, w * VAE_SCALE):
         raise InputError(f"mask is {mw}x{mh} pixels but the latents are for {w * VAE_SCALE}x{h * VAE_SCALE}; "
                          "resize the mask first", field="mask")
-    return Latents(latents.samples, latent_mask(mask.pixels, h, w, binarize), dict(latents.extras))
+    return Latents(latents.samples, latent_mask(mask.pixels, h, w, binarize), dict(latents.extras),
+                   latents.drawn)
 
 
 @node("diffusion.latent_upscale", version="1.0.0")

@@ -82,8 +82,15 @@ def sample(
                          field="noise")
     # One CPU generator per run, as the pipelines use it: the initial noise is drawn first (also when
     # `noise` is given, so the scheduler's own draws are the same either way), then ancestral steps.
+    # Latents encoded from pixels with this seed record the encoder's draws: replay them around the
+    # noise, in the img2img/inpaint pipelines' order, so the noise is not the encoder's own draw.
     generator = make_generator(seed)
+    prior = latents.drawn if latents.drawn is not None and latents.drawn.seed == seed else None
+    for skipped in prior.before_noise if prior else ():
+        draw_noise(skipped, generator)
     drawn = draw_noise(shape, generator)
+    for skipped in prior.after_noise if prior else ():
+        draw_noise(skipped, generator)
     initial = drawn if noise is None else noise.samples
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)

@@ -262,7 +262,10 @@ def run_loop(
     else:
         prompt_embeds = positive
 
-    latents = noised_latents(scheduler, req.latents, req.noise, schedule, req.add_noise)
+    # the inpaint pipeline copies its image latents (`repeat`), so they are contiguous even when the
+    # VAE left them channels-last; the img2img pipeline keeps the layout (`cat`): the same here
+    source = req.latents if req.mask is None else req.latents.contiguous()
+    latents = noised_latents(scheduler, source, req.noise, schedule, req.add_noise)
     step_kwargs = extra_step_kwargs(scheduler, req.generator, req.eta)
     in_channels = int(unet.config.in_channels)
     mask = None if req.mask is None else _expand_mask(req.mask, batch, dtype, device)
@@ -273,7 +276,7 @@ def run_loop(
         mask_in = torch.cat([mask] * 2) if do_cfg else mask
         masked = _expand_mask(req.masked_image_latents, batch, dtype, device)
         masked_in = torch.cat([masked] * 2) if do_cfg else masked
-    image_latents = req.latents  # the clean source for 4-channel mask blending
+    image_latents = source  # the clean source for 4-channel mask blending
 
     setup = SamplingSetup(
         unet=unet,
@@ -376,9 +379,12 @@ def encode(
 
     `VaeImageProcessor` normalises to [-1, 1] (`2x - 1`); the latent distribution is sampled with
     `generator` (`mode="sample"`) or its mean is taken (`mode="mean"`); times `scaling_factor`.
+    The pixels go in channels-last, as the processor leaves a PIL/numpy image (an (H, W, C) array
+    permuted): CPU convolutions sum in another order on the other layout (1e-5 off, measured).
     """
     param = next(vae.parameters())
-    image = (2.0 * pixels - 1.0).to(device=param.device, dtype=param.dtype)
+    image = (2.0 * pixels - 1.0).contiguous(memory_format=torch.channels_last)
+    image = image.to(device=param.device, dtype=param.dtype)
     with torch.no_grad():
         dist = vae.encode(image).latent_dist
     latents = dist.sample(generator) if mode == "sample" else dist.mode()

@@ -81,11 +81,28 @@ class Conditioning:
     empty: Any = None  # torch.Tensor (1, 77, dim) or None
 
 
+@dataclass(frozen=True)
+class SeedDraws:
+    """Random draws a VAE-encode node already took from the generator of `seed`, by tensor shape.
+
+    diffusers' img2img and inpaint pipelines use one generator for everything: the latent-distribution
+    sample of the encoded image first, then the noise, then (inpaint) the masked image's sample, then
+    the scheduler's own draws. A sampler seeded with the same `seed` replays these shapes around its
+    noise draw, so the graph equals the pipeline from the same pixels, and its noise is not the very
+    draw the encoder used (which would correlate the noise with the image's latent sample).
+    """
+
+    seed: int
+    before_noise: tuple[tuple[int, ...], ...] = ()
+    after_noise: tuple[tuple[int, ...], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class Latents:
     """Latent images (B, C, h, w), CPU float32, already scaled by the VAE's scaling factor.
 
-    `noise_mask` (B, 1, h, w), 1 = repaint, travels with latents for inpainting.
+    `noise_mask` (B, 1, h, w), 1 = repaint, travels with latents for inpainting. `drawn`: the draws
+    the encoder took from its seed (set by diffusion.vae_encode*, read by diffusion.sample; None else).
     """
 
     samples: Any  # torch.Tensor
@@ -93,6 +110,7 @@ class Latents:
     # side results of the run that made these latents (e.g. "attention_maps"), cached with them;
     # filled by the sampler from its conditions' optional `results()` (see conditions.py)
     extras: dict[str, Any] = field(default_factory=dict)
+    drawn: SeedDraws | None = None
 
 
 @dataclass(frozen=True, eq=False)

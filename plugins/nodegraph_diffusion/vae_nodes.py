@@ -10,7 +10,7 @@ from nodegraph.api import InputError, NodeContext, node
 from nodegraph_core.types import Image, Mask
 from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae
-from nodegraph_diffusion.types import Latents, VaeHandle
+from nodegraph_diffusion.types import Latents, SeedDraws, VaeHandle
 
 # A catalogue module: torch and the sampling arithmetic are imported inside the node bodies.
 
@@ -39,7 +39,7 @@ def _check_size(image: Image) -> None:
                          "(resize or crop it first)", field="image")
 
 
-@node("diffusion.vae_encode", version="1.0.0")
+@node("diffusion.vae_encode", version="1.1.0")  # 1.1: records its draws (SeedDraws)
 def vae_encode(
     ctx: NodeContext,
     vae: Annotated[VaeHandle, Field(description="The VAE")],
@@ -49,12 +49,18 @@ def vae_encode(
     mode: Annotated[Literal["sample", "mean"], Field(
         description="sample the latent distribution (like the img2img pipeline) or take its mean")] = "sample",
 ) -> Latents:
-    """Encode RGB images into scaled latents (the start of img2img and inpainting)."""
+    """Encode RGB images into scaled latents (the start of img2img and inpainting).
+
+    The latents record the draw taken from `seed`, so a sampler with the same seed draws its noise
+    after it, as StableDiffusionImg2ImgPipeline does with its one generator: graph and pipeline then
+    agree from the same input pixels, not only from the same latents."""
     from nodegraph_diffusion.sampling import encode, make_generator
 
     _check_size(image)
     with use_vae(ctx, vae) as model:
-        return Latents(encode(model, image.pixels, make_generator(seed), mode))
+        samples = encode(model, image.pixels, make_generator(seed), mode)
+    drawn = SeedDraws(int(seed), (tuple(samples.shape),)) if mode == "sample" else None
+    return Latents(samples, drawn=drawn)
 
 
 class InpaintLatents(NamedTuple):
@@ -62,7 +68,7 @@ class InpaintLatents(NamedTuple):
     masked: Latents  # the encoded masked image, for 9-channel inpainting UNets
 
 
-@node("diffusion.vae_encode_inpaint", version="1.0.0")
+@node("diffusion.vae_encode_inpaint", version="1.1.0")  # 1.1: the pipeline's draw order
 def vae_encode_inpaint(
     ctx: NodeContext,
     vae: Annotated[VaeHandle, Field(description="The VAE")],
@@ -71,8 +77,12 @@ def vae_encode_inpaint(
     seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="Seed for sampling the latent distribution")]
     = 0,
 ) -> InpaintLatents:
-    """Encode an image with its inpainting mask; also the masked image for 9-channel inpaint UNets."""
-    from nodegraph_diffusion.sampling import encode, latent_mask, make_generator
+    """Encode an image with its inpainting mask; also the masked image for 9-channel inpaint UNets.
+
+    Draws as StableDiffusionInpaintPipeline does with a 4-channel UNet and one generator: the image's
+    latent sample, then the noise (left for the sampler, which replays the recorded shapes around it
+    when its seed is this one), then the masked image's sample."""
+    from nodegraph_diffusion.sampling import draw_noise, encode, latent_mask, make_generator
 
     _check_size(image)
     if tuple(mask.pixels.shape[-2:]) != tuple(image.pixels.shape[-2:]):
@@ -82,8 +92,10 @@ def vae_encode_inpaint(
     binary = latent_mask(mask.pixels, *mask.pixels.shape[-2:])  # thresholded at pixel size
     with use_vae(ctx, vae) as model:
         latents = encode(model, image.pixels, generator)
+        draw_noise(tuple(latents.shape), generator)  # the pipeline's noise: diffusion.sample draws it
         # the pipeline zeroes masked pixels in [-1, 1] space, i.e. mid-grey 0.5 in [0, 1]
         keep = (binary < 0.5).to(image.pixels.dtype)
         masked = encode(model, image.pixels * keep + 0.5 * (1 - keep), generator)
     h, w = latents.shape[-2:]
-    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w)), Latents(masked))
+    drawn = SeedDraws(int(seed), (tuple(latents.shape),), (tuple(masked.shape),))
+    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w), drawn=drawn), Latents(masked))

@@ -52,11 +52,16 @@ def test_tiled_decode_is_close_to_untiled(ctx, model):
         assert vae.tile_sample_min_size == vae.config.sample_size and not vae.use_tiling
 
 
+def channels_last(x):
+    """The layout VaeImageProcessor.preprocess leaves a PIL image in (an (H, W, C) array permuted)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def test_encode_mean_and_sample_match_pipeline_formulas(ctx, model, tiny_pipe):
     pixels = rand((1, 3, 64, 64))
     vae = tiny_pipe.vae
     with torch.no_grad():
-        dist = vae.encode(tiny_pipe.image_processor.normalize(pixels)).latent_dist
+        dist = vae.encode(channels_last(tiny_pipe.image_processor.normalize(pixels))).latent_dist
     sf = vae.config.scaling_factor
     mean = vae_encode(ctx, model.vae, Image(pixels), mode="mean").samples
     assert float((mean - sf * dist.mode()).abs().max()) == 0.0
@@ -71,13 +76,16 @@ def test_encode_inpaint_matches_pipeline_masked_image(ctx, model, tiny_pipe):
     vae, proc = tiny_pipe.vae, tiny_pipe.image_processor
     gen = torch.Generator().manual_seed(3)
     binary = latent_mask(mask, 64, 64)
-    with torch.no_grad():
-        image_latents = vae.encode(proc.normalize(pixels)).latent_dist.sample(gen)
-        masked = vae.encode(proc.normalize(pixels) * (binary < 0.5)).latent_dist.sample(gen)
+    with torch.no_grad():  # the inpaint pipeline's order: image sample, noise, masked-image sample
+        image_latents = vae.encode(channels_last(proc.normalize(pixels))).latent_dist.sample(gen)
+        torch.randn(image_latents.shape, generator=gen)
+        masked = vae.encode(channels_last(proc.normalize(pixels)) * (binary < 0.5)).latent_dist.sample(gen)
     sf = vae.config.scaling_factor
     assert float((out.latents.samples - sf * image_latents).abs().max()) == 0.0
     assert float((out.masked.samples - sf * masked).abs().max()) == 0.0
     assert torch.equal(out.latents.noise_mask, latent_mask(mask, 8, 8))
+    assert out.latents.drawn.seed == 3 and out.latents.drawn.before_noise == ((1, 4, 8, 8),)
+    assert out.latents.drawn.after_noise == ((1, 4, 8, 8),) and out.masked.drawn is None
 
 
 def test_encode_refuses_sizes_not_multiple_of_8(ctx, model):
