@@ -5,7 +5,8 @@ diffusers/peft-format files and converts Kohya/A1111 ones (`lora_unet_...`, `lor
 and `load_lora_into_unet`/`load_lora_into_text_encoder` inject peft layers — the very calls
 `load_lora_weights` makes, minus the pipeline object (whose `scale` state leaks between calls, see
 DESIGN). Each file becomes one named adapter per resident model, loaded once; changing a weight only
-calls `set_adapters`, so the base model is never reloaded.
+calls `set_adapters`, so the base model is never reloaded. LyCORIS LoHa/LoKr files take the same
+route as peft LoHa/LoKr adapters (lycoris.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,19 @@ def _loaded_adapters(model: Any) -> set[str]:
     return set(getattr(model, "peft_config", None) or {})
 
 
-def _load_adapter(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> None:
+def _load_lycoris(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> bool:
+    """Load a LyCORIS LoHa/LoKr file as a peft adapter (lycoris.py); False if the file is no such file."""
+    from nodegraph_diffusion.loading import read_shapes, read_state_dict
+    from nodegraph_diffusion.lycoris import load_lycoris_adapter, lycoris_kind
+
+    path = Path(patch.path)
+    if lycoris_kind(list(read_shapes(path, ctx))) is None:
+        return False
+    load_lycoris_adapter(model, read_state_dict(path, ctx), part, patch.name, path)
+    return True
+
+
+def _load_lora(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> None:
     from diffusers import StableDiffusionPipeline
 
     state, alphas, metadata = read_lora(Path(patch.path), ctx)
@@ -68,6 +81,11 @@ def _load_adapter(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> 
             state, network_alphas=alphas, text_encoder=model, lora_scale=1.0, adapter_name=patch.name,
             metadata=metadata,
         )
+
+
+def _load_adapter(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> None:
+    if not _load_lycoris(model, patch, part, ctx):
+        _load_lora(model, patch, part, ctx)
     if patch.name not in _loaded_adapters(model):
         absent = getattr(model, _ABSENT_ATTR, set())
         absent.add(patch.name)
