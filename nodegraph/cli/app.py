@@ -203,7 +203,11 @@ def run(
         else:
             result = engine.run(plan, options=options)
         if report:
-            write_json_atomic(out / "report.json", result.report_json())
+            try:
+                write_json_atomic(out / "report.json", result.report_json())
+            except OSError as exc:  # a full disk, say: the outputs are in place, only the report is not
+                raise NodegraphError(f"cannot write '{out / 'report.json'}': {exc.strerror or exc} "
+                                     f"(the run's {len(result.written)} output files were written)") from exc
     if not quiet:
         stdout.print(report_table(result))
         sinks = [n for n in plan.nodes if n not in plan.dag or plan.dag.out_degree(n) == 0]

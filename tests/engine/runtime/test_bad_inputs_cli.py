@@ -178,3 +178,16 @@ def test_a_nul_character_in_a_file_name(tmp_path: Path, registry: Registry, node
     assert result.exit_code == 2
     assert f"node '{node_id}', field 'path': a file name cannot contain a NUL character" in result.output
     assert tree(tmp_path / "out") == {}
+
+
+def test_full_disk_while_writing_the_report(tmp_path: Path, registry: Registry,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import nodegraph.cli.app as cli
+
+    monkeypatch.setattr(cli, "write_json_atomic", _enospc)
+    out = tmp_path / "out"
+    result = run_cli(registry, str(save_graph(tmp_path, "a.png")), "--out", str(out), "--report")
+    assert result.exit_code == 2
+    assert "cannot write" in result.output and "report.json" in result.output
+    assert "No space left on device" in result.output
+    assert tree(out) == {"a.png": "file"}  # the outputs were committed before; no half report
