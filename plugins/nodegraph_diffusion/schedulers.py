@@ -8,8 +8,12 @@ so sampling with a name here equals a pipeline given the same scheduler. No sche
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import inspect
 import re
+import sys
+import types
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -78,7 +82,48 @@ def canonical_name(name: str) -> str:
     raise InputError(f"unknown scheduler '{name}'{hint} (known: {', '.join(SCHEDULERS)})", field="name")
 
 
+class _DeferredModule(types.ModuleType):
+    """Stands in `sys.modules` for a module until one of its attributes is read, then imports it.
+
+    Its own `__file__`/`__spec__` are plain attributes, so tools scanning `sys.modules` (`inspect`,
+    which torch runs while diffusers registers its ops) do not trigger the import.
+    """
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes the stand-in lacks
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, real)
+        return getattr(real, attr)
+
+
+def defer_scipy_stats() -> None:
+    """Make `scipy.stats` load on first use instead of at import (about 1 s of a cold run).
+
+    Most of diffusers' scheduler modules run `import scipy.stats` at the top, but only beta sigmas
+    (`use_beta_sigmas`) ever call it (`scipy.stats.beta.ppf`). A stand-in module keeps those modules
+    and their results unchanged and imports scipy.stats when an attribute is first read.
+    """
+    if "scipy.stats" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("scipy.stats")
+    except ImportError:  # no scipy: diffusers checks is_scipy_available() itself
+        return
+    if spec is None:
+        return
+    stand_in = _DeferredModule("scipy.stats")
+    stand_in.__file__ = spec.origin
+    stand_in.__spec__ = spec
+    sys.modules["scipy.stats"] = stand_in
+    sys.modules["scipy"].stats = stand_in
+
+
 def _class(class_name: str) -> Any:
+    defer_scipy_stats()
     import diffusers
 
     cls = getattr(diffusers, class_name, None)
