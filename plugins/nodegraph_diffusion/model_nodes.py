@@ -80,7 +80,8 @@ def load_lora(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The UNet to patch")],
     text_encoder: Annotated[TextEncoderHandle, Field(description="The text encoder to patch")],
-    path: Annotated[LoraRef, Field(description="LoRA .safetensors (diffusers/peft or Kohya/A1111 format)")],
+    path: Annotated[LoraRef, Field(description="LoRA .safetensors (diffusers/peft or Kohya/A1111 format; "
+                                               "LyCORIS LoHa/LoKr too)")],
     unet_weight: Annotated[float, Field(ge=-10, le=10, description="Strength on the UNet (0 = off)")] = 1.0,
     text_encoder_weight: Annotated[float, Field(ge=-10, le=10,
                                                 description="Strength on the text encoder (0 = off)")] = 1.0,
