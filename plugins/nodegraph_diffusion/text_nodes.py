@@ -84,11 +84,11 @@ def encode_prompt(tokenizer: Any, encoder: Any, text: str, clip_skip: int = 0,
         tokens: list[int] = []
         weights: list[float] = []
         for fragment, weight in parse_emphasis(text):
-            ids = tokenizer(fragment, add_special_tokens=False, truncation=False).input_ids
+            ids = tokenizer(fragment, add_special_tokens=False, truncation=False, verbose=False).input_ids
             tokens.extend(ids)
             weights.extend([weight] * len(ids))
         return encode_chunks(tokenizer, encoder, tokens, weights, clip_skip)
-    tokens = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+    tokens = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
     if len(tokens) <= tokenizer.model_max_length - 2:
         return encode_plain(tokenizer, encoder, text, clip_skip)
     return encode_chunks(tokenizer, encoder, tokens, [1.0] * len(tokens), clip_skip)
