@@ -26,6 +26,7 @@ from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
 from nodegraph.runtime.engine import Engine
 from nodegraph.runtime.report import write_json_atomic
+from nodegraph.runtime.threads import configure_threads
 from nodegraph.runtime.staging import check_output_folder
 
 MODELS_ENV = "NODEGRAPH_MODELS"
@@ -161,8 +162,12 @@ def run(
     = None,
     ram_budget: Annotated[str | None, typer.Option(
         "--ram-budget", help="Model memory in CPU RAM, e.g. 16GB; past it models are dropped")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads per torch operation (default: torch's, or $OMP_NUM_THREADS)")]
+    = None,
 ) -> None:
     """Run a graph; only what changed since the cached results is recomputed."""
+    configure_threads(threads)  # before anything imports torch: OpenMP reads its settings once
     stdout, err = consoles()
     from nodegraph.sweep.cli import SweepArgs, check_args, sweep_command
 

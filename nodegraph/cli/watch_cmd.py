@@ -12,6 +12,7 @@ from nodegraph.errors import NodegraphError
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import parse_size
 from nodegraph.runtime.report import RunResult
+from nodegraph.runtime.threads import configure_threads
 
 
 def budgets(vram: str | None, ram: str | None) -> tuple[int | None, int | None]:
@@ -48,11 +49,14 @@ def watch(
     = None,
     poll: Annotated[float, typer.Option(help="Seconds between checks for changed files", min=0.05)] = 0.5,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickled checkpoints")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads per torch operation")]
+    = None,
 ) -> None:
     """Run a graph and re-run it whenever it (or a file it reads) changes; only changed nodes execute.
 
     Models stay loaded and results cached between runs. Stop with Ctrl-C.
     """
+    configure_threads(threads)  # before torch is imported (see nodegraph/runtime/threads.py)
     from nodegraph.cli.app import model_dirs, parse_sets, registry_from
     from nodegraph.runtime.engine import Engine
     from nodegraph.runtime.watch import watch as watch_loop
