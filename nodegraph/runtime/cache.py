@@ -243,7 +243,7 @@ class Cache:
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._notes: list[str] = []
-        self._written_since_trim = 0
+        self._trimmed_at = 0  # the disk tier's bytes_written at this cache's last trim
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -287,18 +287,18 @@ class Cache:
             return
         if stored:
             self._count(disk_writes=1)
-            with self._lock:
-                self._written_since_trim += 1
         else:
             self._count(disk_skips=1)
 
     def end_run(self) -> list[str]:
-        """After a run: trim the disk tier if this run wrote to it; the notes gathered since the last call."""
-        with self._lock:
-            wrote, self._written_since_trim = self._written_since_trim, 0
-        if wrote and self.disk is not None:
-            trimmed = self.disk.trim(self.disk_max_bytes)
-            self._count(disk_evictions=trimmed.removed)
+        """After a run: trim the disk tier when it is due (see `DiskCache.trim_due`; only after a run
+        that wrote to it); the notes gathered since the last call."""
+        disk = self.disk
+        if disk is not None:
+            written = disk.bytes_written - self._trimmed_at
+            if written > 0 and disk.trim_due(written, self.disk_max_bytes):
+                self._trimmed_at = disk.bytes_written
+                self._count(disk_evictions=disk.trim(self.disk_max_bytes).removed)
         with self._lock:
             notes, self._notes = self._notes, []
         return notes

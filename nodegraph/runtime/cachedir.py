@@ -6,10 +6,9 @@ what changed. Its folder is `$NODEGRAPH_CACHE_DIR`, else the platform's user cac
 `%LOCALAPPDATA%\\nodegraph\\Cache` on Windows). `--cache-dir DIR` chooses another, `--no-cache` skips it.
 
 Its size is bounded (`$NODEGRAPH_CACHE_MAX_MB` or `--cache-disk-mb`, default 2048 MB); past the bound the
-least recently used entries are removed. 2 GB because an entry is small — at SD1.5's 512x512 a
-variant's latents, image and text encodings are about 1 MB — so 2 GB keeps the results of some two
-thousand generations, while a user cache folder that nobody asked to grow past a few GB is a
-surprise; the figures are in bench/README.md.
+least recently used entries are removed. 2 GB because at SD1.5's 512x512 a generation stores about
+3.7 MB (the fp32 image 3.1 MB, latents, text encodings), so 2 GB keeps some 600 generations, while a
+user cache folder that nobody asked to grow past a few GB is a surprise; figures in bench/README.md.
 
 An explicitly chosen folder that cannot be used is the user's error (exit 2 before anything runs);
 the default folder that cannot be used only turns the disk cache off, with a note.

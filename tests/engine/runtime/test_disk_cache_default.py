@@ -209,10 +209,10 @@ def test_full_disk_never_fails_the_run(tmp_path: Path, monkeypatch: pytest.Monke
     engine = Engine(toy_registry(counter), cache_dir=tmp_path / "c")
     real_write = DiskCache._write
 
-    def full_once_past_first(tmp: Path, encoder: object, tree: object) -> None:
+    def full_once_past_first(tmp: Path, encoder: object, tree: object) -> int:
         if _entries(tmp_path / "c"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(tmp, encoder, tree)
+        return real_write(tmp, encoder, tree)
 
     monkeypatch.setattr(DiskCache, "_write", staticmethod(full_once_past_first))
     plan = make_plan(engine.registry, {"a": {"type": "toy.number", "value": 2.0},
@@ -255,6 +255,20 @@ def test_engine_trims_to_its_bound_after_a_run(tmp_path: Path) -> None:
     engine.run(plan, options=RunOptions(out_dir=tmp_path / "out"))
     assert engine.cache.stats.disk_writes == 1 and engine.cache.stats.disk_evictions == 1
     assert not _entries(tmp_path / "c")
+
+
+def test_the_size_scan_is_rate_limited(tmp_path: Path) -> None:
+    """Scanning costs ~0.07 ms per entry: due after 1/20 of the bound is written, or 10 minutes after
+    any process's last scan, not after every run."""
+    disk = DiskCache(tmp_path / "c")
+    assert disk.trim_due(1, 10**6)  # never scanned
+    disk.trim(10**6)
+    assert not disk.trim_due(1, 10**6)  # just scanned, little written
+    assert disk.trim_due(60_000, 10**6)  # over 1/20 of the bound written
+    os.utime(tmp_path / "c" / diskcache.TRIM_STAMP, (1, 1))
+    assert DiskCache(tmp_path / "c").trim_due(1, 10**6)  # another process: the stamp is shared
+    disk.put(KEY, {"out": torch.zeros(10)})
+    assert disk.bytes_written == sum(f.stat().st_size for f in disk._folder(KEY).iterdir())
 
 
 def test_concurrent_writers_of_one_key_both_succeed(tmp_path: Path) -> None:
