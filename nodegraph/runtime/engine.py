@@ -19,7 +19,7 @@ from nodegraph.nodes.registry import Registry, build_registry
 from nodegraph.runtime.cache import Cache
 from nodegraph.runtime.context import NullProgress, ProgressSink, RunContext, RunOptions
 from nodegraph.runtime.executor import RunObserver, execute
-from nodegraph.runtime.metadata import graph_from_png, run_metadata
+from nodegraph.runtime.metadata import metadata_from_png, run_metadata
 from nodegraph.runtime.placement import NodePlacement, merged_options, runtime_settings
 from nodegraph.runtime.report import RunResult
 from nodegraph.runtime.residency import ResidencyManager, residency_report
@@ -60,11 +60,17 @@ class Engine:
             if not path.exists():
                 raise GraphError([Problem(f"graph file '{path}' does not exist", file=str(path))])
             if path.suffix.lower() == ".png":
-                graph = graph_from_png(path)
-                if graph is None:
+                from nodegraph.runtime.cachedir import default_cache_dir
+                from nodegraph.runtime.png_inputs import locate_inputs
+
+                data = metadata_from_png(path)
+                graph = data.get("graph") if data else None
+                if not isinstance(graph, dict):
                     raise GraphError([Problem("this PNG carries no nodegraph graph (it was not written by "
                                               "core.save_image)", file=str(path))])
-                return _checked(load_plan(graph, self.registry, overrides, file=path))
+                records = data.get("inputs") if isinstance(data.get("inputs"), list) else []
+                found = locate_inputs(records, path, overrides, default_cache_dir())  # files it read
+                return _checked(load_plan(graph, self.registry, found or None, file=path))
             return _checked(load_plan(path, self.registry, overrides))
         return _checked(load_plan(source, self.registry, overrides, file=file))
 

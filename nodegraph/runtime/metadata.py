@@ -59,18 +59,29 @@ def _absolute_inputs(plan: Plan, graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_metadata(plan: Plan, registry: Registry) -> dict[str, Any]:
-    """The metadata of one run: `graph` (loadable by `load_plan`), `params`, `versions`, `source`."""
+    """The metadata of one run: `graph` (loadable by `load_plan`), `params`, `versions`, `source`,
+    and `inputs`, the files it reads with their fingerprints (`png_inputs`: found again on re-run)."""
+    from nodegraph.runtime.png_inputs import record_inputs
+
     graph = _absolute_inputs(plan, copy.deepcopy(plan.resolved))
     return {
         "graph": graph,
         "params": copy.deepcopy(plan.params),
         "versions": versions(registry),
-        "source": str(plan.file) if plan.file else None,
+        "source": str(plan.file.resolve()) if plan.file else None,
+        "inputs": record_inputs(plan),
     }
 
 
 def graph_from_png(path: Path) -> dict[str, Any] | None:
     """The graph embedded in a PNG written by `core.save_image`, or None when it has none."""
+    data = metadata_from_png(path)
+    graph = data.get("graph") if data else None
+    return graph if isinstance(graph, dict) else None
+
+
+def metadata_from_png(path: Path) -> dict[str, Any] | None:
+    """All the metadata a PNG written by `core.save_image` carries, or None when it has none."""
     import json
 
     from PIL import Image, UnidentifiedImageError
@@ -86,5 +97,4 @@ def graph_from_png(path: Path) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    graph = data.get("graph") if isinstance(data, dict) else None
-    return graph if isinstance(graph, dict) else None
+    return data if isinstance(data, dict) else None
