@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
     return {"version": 1, "nodes": nodes}
 
 
-SETTINGS = settings(max_examples=80, deadline=None,
+# a core-pack graph runs in well under a second; the deadline only catches a run that hangs
+SETTINGS = settings(max_examples=80, deadline=timedelta(seconds=10),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
