@@ -44,10 +44,11 @@ def _refused(result_output: str, *words: str) -> None:
         assert word in result_output, result_output
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
 def test_a_link_inside_the_output_folder_is_refused(tmp_path: Path, registry: Registry,
-                                                    places: tuple[Path, Path]) -> None:
+                                                    places: tuple[Path, Path], relative: bool) -> None:
     out, elsewhere = places
-    (out / "x").symlink_to(elsewhere)
+    (out / "x").symlink_to(Path("..") / "elsewhere" if relative else elsewhere)
     result = run_cli(registry, str(save_graph(tmp_path, "x/escaped.png")), "--out", str(out))
     assert result.exit_code == 2
     _refused(result.output, "outside the output folder", "symbolic link", "x/escaped.png")
