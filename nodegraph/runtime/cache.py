@@ -239,7 +239,9 @@ class Cache:
 
         self.memory = MemoryCache(int(memory_mb * 1024 * 1024))
         self.disk = DiskCache(Path(disk_dir)) if disk_dir is not None else None
-        self.disk_max_bytes = int((default_max_mb() if disk_max_mb is None else disk_max_mb) * 2**20)
+        if disk_max_mb is None:
+            disk_max_mb = default_max_mb() if self.disk is not None else 0.0  # ($NODEGRAPH_CACHE_MAX_MB)
+        self.disk_max_bytes = int(disk_max_mb * 2**20)
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._notes: list[str] = []

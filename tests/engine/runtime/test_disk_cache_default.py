@@ -293,3 +293,22 @@ def test_disk_write_error_keeps_the_memory_tier(tmp_path: Path, monkeypatch: pyt
     assert cache.get(KEY) == {"out": 1}
     assert cache.end_run() == ["disk cache: could not store a result (disk full); the run went on without it"]
     assert cache.end_run() == []
+
+
+def test_headline_graph_second_run_only_saves_and_gives_the_same_pixels(tmp_path: Path) -> None:
+    """The issue's case: `nodegraph run graphs/controlnet_pose.yaml` twice; the second run computes
+    nothing but the two saves (everything else is read from the default disk cache) and writes the
+    same pixels."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    graph = ROOT / "graphs" / "controlnet_pose.yaml"
+    for out in ("a", "b"):
+        result = CliRunner().invoke(app, ["run", str(graph), "--out", str(tmp_path / out), "-q", "--report",
+                                          "--set", "steps=4"])
+        assert result.exit_code == 0, result.output
+    second = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert sorted(second["executed"]) == ["save", "save_pose"]
+    for name in ("controlnet_pose.png", "pose_skeleton.png"):
+        a, b = (np.asarray(PILImage.open(tmp_path / out / name)) for out in ("a", "b"))
+        assert a.shape == b.shape and np.array_equal(a, b)
