@@ -312,3 +312,36 @@ def test_headline_graph_second_run_only_saves_and_gives_the_same_pixels(tmp_path
     for name in ("controlnet_pose.png", "pose_skeleton.png"):
         a, b = (np.asarray(PILImage.open(tmp_path / out / name)) for out in ("a", "b"))
         assert a.shape == b.shape and np.array_equal(a, b)
+
+
+_STRESS = """
+import sys
+from pathlib import Path
+from nodegraph.runtime.diskcache import DiskCache
+disk = DiskCache(Path(sys.argv[1]))
+bad = 0
+for round_ in range(150):
+    for i in range(8):
+        key = f"{i:02d}" * 32
+        disk.put(key, {"out": [i] * 50, "name": f"v{i}"})
+        got = disk.get(key)
+        if got is not None and got != {"out": [i] * 50, "name": f"v{i}"}:
+            bad += 1
+    if round_ % 10 == 0:
+        disk.trim(2000)  # far below the folder's size: entries vanish while the other process reads
+print(bad)
+"""
+
+
+def test_processes_writing_reading_and_trimming_at_once_never_see_half_an_entry(tmp_path: Path) -> None:
+    import subprocess
+
+    folder = tmp_path / "shared"
+    procs = [subprocess.Popen([sys.executable, "-c", _STRESS, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == "0", "a reader got a wrong or partial value"
+    leftovers = [p for p in folder.rglob("*") if p.name.startswith((".tmp", ".trash"))]
+    assert leftovers == []
