@@ -345,3 +345,35 @@ def test_processes_writing_reading_and_trimming_at_once_never_see_half_an_entry(
         assert out.strip() == "0", "a reader got a wrong or partial value"
     leftovers = [p for p in folder.rglob("*") if p.name.startswith((".tmp", ".trash"))]
     assert leftovers == []
+
+
+_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("TORCH", "torch" in sys.modules))
+from nodegraph.cli.app import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_fully_cached_run_of_handles_does_not_import_torch(tmp_path: Path) -> None:
+    """Reading entries that hold no tensors (model handles, scheduler specs) must not import torch, so
+    a run that executes nothing pays no torch import (the tensor loader is imported only for entries
+    with tensors)."""
+    import subprocess
+
+    graph = tmp_path / "models.yaml"
+    graph.write_text("version: 1\nnodes:\n"
+                     "  model: {type: diffusion.load_model, path: 'builtin:tinyworld'}\n"
+                     "  sched: {type: diffusion.scheduler, model_scheduler: '@model.scheduler', "
+                     "name: euler}\n")
+    cache = tmp_path / "cache"
+    options = RunOptions(out_dir=tmp_path / "a", show_progress=False)
+    first = Engine(cache_dir=cache).run(graph, options=options)
+    assert first.executed == ["model", "sched"]
+    env = {**os.environ, "NODEGRAPH_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-c", _PROBE, "run", str(graph), "--out", str(tmp_path / "b"), "-q",
+               "--report"]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["executed"] == []
+    assert "TORCH False" in proc.stdout, (proc.stdout, proc.stderr)
