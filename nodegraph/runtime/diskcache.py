@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -170,6 +171,8 @@ class TrimResult:
 _STALE_S = 3600.0  # a temporary folder this old belongs to a process that died mid-write
 TRIM_STAMP = ".last-trim"  # its mtime: when some process last scanned the folder for the size bound
 TRIM_INTERVAL_S = 600.0
+_SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DiskCache:
@@ -297,14 +300,16 @@ class DiskCache:
         entries: list[tuple[float, int, Path]] = []
         now = time.time()
         self._stamp()
-        for shard in _scandir(self.root):
-            if not shard.is_dir(follow_symlinks=False):
+        for shard in _scandir(self.root):  # only our shards: the folder may hold other things (inputs/)
+            if not _SHARD_RE.match(shard.name) or not shard.is_dir(follow_symlinks=False):
                 continue
             for entry in _scandir(Path(shard.path)):
                 path = Path(entry.path)
                 if entry.name.startswith(".trash-"):
                     shutil.rmtree(path, ignore_errors=True)
                     continue
+                if not (entry.name.startswith(".tmp-") or _KEY_RE.match(entry.name)):
+                    continue  # not an entry of ours
                 try:
                     meta = (path / "value.json").stat()
                 except OSError:

@@ -242,11 +242,14 @@ def test_trim_removes_stale_temporary_folders_only(tmp_path: Path) -> None:
     disk = DiskCache(tmp_path / "c")
     old = tmp_path / "c" / "ab" / ".tmp-dead-x"
     new = tmp_path / "c" / "ab" / ".tmp-live-y"
-    for folder in (old, new):
+    others = [tmp_path / "c" / "inputs" / ("f" * 64), tmp_path / "c" / "ab" / "notes"]  # not entries
+    for folder in (old, new, *others):
         folder.mkdir(parents=True)
-    os.utime(old, (1, 1))
-    disk.trim(10**9)
+    for folder in (old, *others):
+        os.utime(folder, (1, 1))
+    disk.trim(0)
     assert not old.exists() and new.exists()
+    assert all(folder.exists() for folder in others)  # what else lives in the folder is left alone
 
 
 def test_engine_trims_to_its_bound_after_a_run(tmp_path: Path) -> None:
