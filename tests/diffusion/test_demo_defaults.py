@@ -137,3 +137,43 @@ def test_parse_rejects_phrasings_outside_the_grammar() -> None:
     assert parse("a big red circle in the center") == {}
     assert parse("a person in a red shirt, green background") == {"shirt": "red", "background": "green"}
     assert parse("a small cyan triangle at the top, black background")["position"] == "at the top"
+
+
+def purity(image: np.ndarray) -> float:
+    """Share of the foreground in the world's flat colours (palette, skin, hair: within 40 RGB units):
+    a clean figure is drawn in them, a smeared one in blends."""
+    from training.world import HAIR, PALETTE, SKIN
+
+    colours = np.array([*PALETTE.values(), SKIN, HAIR], np.float32)
+    pixels = image[foreground_mask(image)].astype(np.float32)
+    distance = np.sqrt(((pixels[:, None, :] - colours[None]) ** 2).sum(-1)).min(1)
+    return float((distance < 40).mean()) if len(pixels) else 0.0
+
+
+def test_headline_pose_is_whole_and_the_controlled_figure_as_clean(tmp_path: Path,
+                                                                   pose: str | None = None) -> None:
+    """The default pose's figure lies wholly on the canvas, the ControlNet follows it, and the controlled
+    figures are at least as clean as uncontrolled ones. Measured over these seeds 1-8: coverage 1.000,
+    precision 0.972, purity 0.538 (uncontrolled 0.527). The old close-up default
+    (`pose=poses/standing_512x512.json`) fails: its hips touch the border, purity 0.456."""
+    from nodegraph import Engine, RunOptions
+    from training.scoring import pose_scores
+
+    engine = Engine()
+    given = {"pose": pose} if pose else {}
+    scores: dict[float, list[dict[str, float]]] = {1.0: [], 0.0: []}
+    for seed in range(1, 9):
+        for strength in scores:
+            out = tmp_path / f"{seed}_{strength}"
+            engine.run(GRAPHS / "controlnet_pose.yaml", {**given, "seed": seed, "strength": strength},
+                       RunOptions(out_dir=out, device="cpu", dtype="float32", show_progress=False))
+            with PILImage.open(out / "controlnet_pose.png") as im:
+                image = np.asarray(im.convert("RGB"))
+            with PILImage.open(out / "pose_skeleton.png") as sk:
+                skeleton = np.asarray(sk.convert("RGB"))
+            scores[strength].append({**pose_scores(image, skeleton), "purity": purity(image)})
+    limbs = skeleton.max(-1) > 0  # the whole figure on the canvas: no limb touches the border
+    mean = {s: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for s, rows in scores.items()}
+    assert not (limbs[0].any() or limbs[-1].any() or limbs[:, 0].any() or limbs[:, -1].any())
+    assert mean[1.0]["coverage"] >= 0.9 and mean[1.0]["precision"] >= 0.9, mean
+    assert mean[1.0]["purity"] >= mean[0.0]["purity"], mean
