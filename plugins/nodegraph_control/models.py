@@ -31,6 +31,7 @@ from nodegraph_diffusion.loading import (
     read_state_dict,
     refuse_pickle,
 )
+from nodegraph_diffusion.owned import diffusers_from_folder
 from nodegraph_diffusion.paths import ModelRef, fingerprint_path
 
 from nodegraph.api import InputError, NodeContext
@@ -175,7 +176,10 @@ def load_control_model(handle: ControlModelHandle, ctx: NodeContext | None, kind
     try:
         if handle.format == "diffusers":
             safe = any(path.glob("*.safetensors"))
-            model = cls.from_pretrained(path, local_files_only=True, use_safetensors=safe)
+            # the plain case reads the weights straight into owned memory (no second copy, owned.py)
+            model = diffusers_from_folder(cls, path, None) if safe else None
+            if model is None:
+                model = cls.from_pretrained(path, local_files_only=True, use_safetensors=safe)
         elif handle.format == "single_file":
             state = _state(path, ctx, allow_pickle)
             model = cls.from_config(cls.load_config(handle.config_dir))

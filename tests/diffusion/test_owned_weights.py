@@ -86,3 +86,17 @@ def test_truncated_file_is_an_error(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(WeightsFileError, match="truncated"):
         read_safetensors(path)
+
+
+def test_control_models_own_their_memory_too() -> None:
+    from diffusers import ControlNetModel
+
+    from nodegraph_control.models import ControlNetHandle, load_control_model
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+
+    folder = BUILTIN_DIR / "tinyworld-pose"
+    ours = load_control_model(ControlNetHandle(str(folder), "fp", "diffusers"), None, "controlnet")
+    assert views_of_files(ours) == []
+    theirs = ControlNetModel.from_pretrained(folder, local_files_only=True)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], v) for k, v in theirs.state_dict().items())
