@@ -90,7 +90,6 @@ def test_truncated_file_is_an_error(tmp_path: Path) -> None:
 
 def test_control_models_own_their_memory_too() -> None:
     from diffusers import ControlNetModel
-
     from nodegraph_control.models import ControlNetHandle, load_control_model
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
