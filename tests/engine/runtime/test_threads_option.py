@@ -1,4 +1,4 @@
-"""`--threads N` reaches torch, and OpenMP's wait policy is set before torch loads (nodegraph/runtime/threads.py).
+"""`--threads N` reaches torch; OpenMP's wait policy is set before torch loads (runtime/threads.py).
 
 Each case runs in a fresh interpreter: OpenMP reads its environment once, when torch is imported.
 """
