@@ -10,5 +10,14 @@ from __future__ import annotations
 from nodegraph_comfyui.convert import ClassMapping, Clip, Cond, ConversionError, Converter, Model
 from nodegraph_comfyui.importer import collect, import_workflow, is_comfyui
 
-__all__ = ["ClassMapping", "Clip", "Cond", "ConversionError", "Converter", "Model", "collect",
-           "import_workflow", "is_comfyui"]
+__all__ = [
+    "ClassMapping",
+    "Clip",
+    "Cond",
+    "ConversionError",
+    "Converter",
+    "Model",
+    "collect",
+    "import_workflow",
+    "is_comfyui",
+]

@@ -131,8 +131,11 @@ class Converter:
             self.problem(node, f"input '{name}' is missing", name)
             return None
         if isinstance(value, Link):
-            self.problem(node, f"input '{name}' is linked from node '{value.node}'; only a literal value "
-                               "is supported here", name)
+            self.problem(
+                node,
+                f"input '{name}' is linked from node '{value.node}'; only a literal value is supported here",
+                name,
+            )
             return None
         return value
 
@@ -156,8 +159,12 @@ class Converter:
         if outputs is None:
             return None
         if not 0 <= link.slot < len(outputs):
-            self.problem(consumer, f"links to output {link.slot} of node '{link.node}' "
-                                   f"({source.class_type}), which has {len(outputs)}", input_name)
+            self.problem(
+                consumer,
+                f"links to output {link.slot} of node '{link.node}' "
+                f"({source.class_type}), which has {len(outputs)}",
+                input_name,
+            )
             return None
         slot = outputs[link.slot]
         if callable(slot) and not isinstance(slot, (str, Model, Clip, Cond)):
@@ -189,8 +196,12 @@ class Converter:
             if node_id in self.flow.nodes:
                 self.problem(self.flow.nodes[node_id], message)
             else:
-                self.problems.append(f"{label}: node '{node_id}': {message}" if node_id else f"{label}: {message}")
-        unknown = sorted({n.class_type for n in self.flow.nodes.values() if n.class_type not in self.mappings})
+                self.problems.append(
+                    f"{label}: node '{node_id}': {message}" if node_id else f"{label}: {message}"
+                )
+        unknown = sorted(
+            {n.class_type for n in self.flow.nodes.values() if n.class_type not in self.mappings}
+        )
         for class_type in unknown:
             ids = [n.id for n in self.flow.nodes.values() if n.class_type == class_type]
             which = f"node{'s' if len(ids) > 1 else ''} {', '.join(repr(i) for i in ids)}"
@@ -200,12 +211,17 @@ class Converter:
             elif hint.startswith("core"):
                 why = f"ComfyUI core class '{class_type}' has no nodegraph counterpart yet{hint[4:]}"
             else:
-                why = f"custom class '{class_type}' (from the ComfyUI package {hint}): no installed " \
-                      "nodegraph pack maps it"
+                why = (
+                    f"custom class '{class_type}' (from the ComfyUI package {hint}): no installed "
+                    "nodegraph pack maps it"
+                )
             self.problems.append(f"{label}: {which}: {why}")
         self.roles = find_roles(self.flow)
-        outputs = [n for n in self.flow.nodes.values()
-                   if n.class_type in self.mappings and self.mappings[n.class_type].output]
+        outputs = [
+            n
+            for n in self.flow.nodes.values()
+            if n.class_type in self.mappings and self.mappings[n.class_type].output
+        ]
         if not outputs and not unknown:
             self.problems.append(f"{self.flow.file or 'workflow'}: no output node (SaveImage, PreviewImage)")
         for node in sorted(outputs, key=lambda n: natural_key(n.id)):
@@ -214,8 +230,9 @@ class Converter:
 
 def natural_key(node_id: str) -> list[Any]:
     """'9' before '10', '20:6' after '20': ComfyUI ids sorted as a person would."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", node_id)
-            if part]
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", node_id) if part
+    ]
 
 
 def find_roles(flow: Workflow) -> dict[str, str]:

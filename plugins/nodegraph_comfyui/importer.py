@@ -74,7 +74,9 @@ def read(path: Path, mappings: Mappings | None = None) -> Workflow:
 
 
 def import_workflow(path: Path, mappings: Mappings | None = None) -> dict[str, Any]:
-    """A nodegraph graph document for a ComfyUI workflow file; raises `ConversionError` listing every problem."""
+    """A nodegraph graph document for a ComfyUI workflow file.
+
+    Raises `ConversionError` listing every problem, `NodegraphError` for an unreadable file."""
     mappings = mappings or collect()
     flow = read(path, mappings)
     return convert_workflow(flow, mappings)
@@ -91,12 +93,13 @@ def convert_workflow(flow: Workflow, mappings: Mappings) -> dict[str, Any]:
     graph: dict[str, Any] = {
         "version": 1,
         "description": f"Imported from the ComfyUI workflow {name} ({flow.format} format) by "
-                       "`nodegraph import comfyui`. Sampling uses diffusers' schedulers nearest to "
-                       "ComfyUI's sampler/scheduler names, not ComfyUI's own sigma tables (docs/comfyui.md).",
+        "`nodegraph import comfyui`. Sampling uses diffusers' schedulers nearest to "
+        "ComfyUI's sampler/scheduler names, not ComfyUI's own sigma tables (docs/comfyui.md).",
         "params": converter.params,
         "nodes": converter.nodes,
-        "metadata": {"comfyui": {"file": name, "format": flow.format, "classes": used,
-                                 "notes": list(mappings.notes)}},
+        "metadata": {
+            "comfyui": {"file": name, "format": flow.format, "classes": used, "notes": list(mappings.notes)}
+        },
     }
     return graph
 

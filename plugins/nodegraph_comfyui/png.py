@@ -36,9 +36,9 @@ def text_chunks(path: Path) -> dict[str, str]:
     texts: dict[str, str] = {}
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if len(body) != length:
             raise NotPng(f"'{path}' is truncated inside a {kind!r} chunk")
         pos += 12 + length

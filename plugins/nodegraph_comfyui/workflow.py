@@ -87,8 +87,9 @@ def load_data(path: Path) -> Any:
             chunks = text_chunks(path)
             text = chunks.get("prompt") or chunks.get("workflow")
             if text is None:
-                raise NodegraphError(f"{path}: this PNG carries no ComfyUI workflow ('prompt' or "
-                                     "'workflow' text chunk)")
+                raise NodegraphError(
+                    f"{path}: this PNG carries no ComfyUI workflow ('prompt' or 'workflow' text chunk)"
+                )
             return json.loads(text)
         return json.loads(path.read_text(encoding="utf-8"))
     except NotPng as exc:
@@ -106,8 +107,10 @@ def read_workflow(data: Any, widgets: Mapping[str, tuple[str, ...]], file: str |
         return _from_api(data.get("prompt") if isinstance(data.get("prompt"), Mapping) else data, file)
     if kind == "ui":
         return _from_ui(data, widgets, file)
-    raise NodegraphError(f"{file or 'data'}: not a ComfyUI workflow (neither the API format "
-                         "{id: {class_type, inputs}} nor the UI format {nodes, links})")
+    raise NodegraphError(
+        f"{file or 'data'}: not a ComfyUI workflow (neither the API format "
+        "{id: {class_type, inputs}} nor the UI format {nodes, links})"
+    )
 
 
 def _from_api(data: Mapping[str, Any], file: str | None) -> Workflow:
@@ -126,8 +129,13 @@ def _from_api(data: Mapping[str, Any], file: str | None) -> Workflow:
 
 def _api_value(value: Any, data: Mapping[str, Any]) -> Any:
     """A `Link` for `[id, slot]` naming a node of the prompt; anything else is a literal."""
-    if (isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
-            and not isinstance(value[1], bool) and str(value[0]) in data):
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and str(value[0]) in data
+    ):
         return Link(str(value[0]), value[1])
     return value
 
@@ -135,8 +143,13 @@ def _api_value(value: Any, data: Mapping[str, Any]) -> Any:
 def _from_ui(data: Mapping[str, Any], widgets: Mapping[str, tuple[str, ...]], file: str | None) -> Workflow:
     flow = Workflow({}, "ui", file)
     if (data.get("definitions") or {}).get("subgraphs"):
-        flow.problems.append((None, "the file holds subgraphs, which the UI reader does not expand yet: "
-                                    "export it in API format (Workflow > Export (API)) and import that"))
+        flow.problems.append(
+            (
+                None,
+                "the file holds subgraphs, which the UI reader does not expand yet: "
+                "export it in API format (Workflow > Export (API)) and import that",
+            )
+        )
     raw = {str(n.get("id")): n for n in data.get("nodes", []) if isinstance(n, Mapping)}
     links: dict[int, tuple[str, int]] = {}
     for row in data.get("links", []) or []:
@@ -156,8 +169,13 @@ def _from_ui(data: Mapping[str, Any], widgets: Mapping[str, tuple[str, ...]], fi
         else:
             inputs = {}
             if values:
-                flow.problems.append((node_id, f"cannot name the widget values of class '{kind}' (no "
-                                               "widget table): export the workflow in API format"))
+                flow.problems.append(
+                    (
+                        node_id,
+                        f"cannot name the widget values of class '{kind}' (no "
+                        "widget table): export the workflow in API format",
+                    )
+                )
         for entry in node.get("inputs", []) or []:
             link = entry.get("link") if isinstance(entry, Mapping) else None
             if link is None:
@@ -169,8 +187,12 @@ def _from_ui(data: Mapping[str, Any], widgets: Mapping[str, tuple[str, ...]], fi
     return flow
 
 
-def _resolve(source: tuple[str, int] | None, raw: Mapping[str, Any], links: Mapping[int, tuple[str, int]],
-             seen: set[str]) -> Any:
+def _resolve(
+    source: tuple[str, int] | None,
+    raw: Mapping[str, Any],
+    links: Mapping[int, tuple[str, int]],
+    seen: set[str],
+) -> Any:
     """Follow a link through Reroutes, Primitives (their value) and bypassed nodes to what feeds it."""
     if source is None or source[0] in seen or source[0] not in raw:
         return None

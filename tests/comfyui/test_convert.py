@@ -8,24 +8,39 @@ from typing import Any
 
 import pytest
 import yaml
-
-from nodegraph import Engine
 from nodegraph_comfyui import ClassMapping, ConversionError, Converter, import_workflow
 from nodegraph_comfyui.importer import collect, convert_workflow, read
 from nodegraph_comfyui.workflow import WfNode
 
+from nodegraph import Engine
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "comfyui"
-IMPORTS = ["txt2img_default", "img2img", "lora_single", "lora_multiple", "controlnet_scribble",
-           "controlnet_multi_pose_scribble", "controlnet_pose_2pass_hires", "hiresfix_latent_upscale",
-           "edge_subgraph_node_ids_dangling_node", "sdxl_base_refiner_ksampler_advanced", "ui_img2img",
-           "ui_hiresfix_latent_upscale", "ui_controlnet_multi_pose_scribble", "ui_default_template_modern"]
+IMPORTS = [
+    "txt2img_default",
+    "img2img",
+    "lora_single",
+    "lora_multiple",
+    "controlnet_scribble",
+    "controlnet_multi_pose_scribble",
+    "controlnet_pose_2pass_hires",
+    "hiresfix_latent_upscale",
+    "edge_subgraph_node_ids_dangling_node",
+    "sdxl_base_refiner_ksampler_advanced",
+    "ui_img2img",
+    "ui_hiresfix_latent_upscale",
+    "ui_controlnet_multi_pose_scribble",
+    "ui_default_template_modern",
+]
 # file -> {class: node ids} the error must name, all of them and nothing else
 FAILS: dict[str, dict[str, list[str]]] = {
     "area_composition": {"ConditioningCombine": ["47"], "ConditioningSetArea": []},
     "controlnet_advanced_sd35_canny": {"Canny": [], "ConditioningZeroOut": [], "EmptySD3LatentImage": []},
-    "edge_string_node_ids_inpaint": {"GrowMask": ["grow_mask"], "ImageCompositeMasked": ["composite"],
-                                     "LoadImageMask": ["mask_image"],
-                                     "VAEEncodeForInpaint": ["vae_encode_inpaint"]},
+    "edge_string_node_ids_inpaint": {
+        "GrowMask": ["grow_mask"],
+        "ImageCompositeMasked": ["composite"],
+        "LoadImageMask": ["mask_image"],
+        "VAEEncodeForInpaint": ["vae_encode_inpaint"],
+    },
     "hiresfix_esrgan_pixel_upscale": {"ImageUpscaleWithModel": [], "UpscaleModelLoader": []},
     "inpaint_vae_encode_for_inpaint": {"VAEEncodeForInpaint": ["26"]},
     "outpaint_pad_for_outpaint": {"ImagePadForOutpaint": ["30"], "VAEEncodeForInpaint": ["26"]},
@@ -79,26 +94,63 @@ def test_txt2img_reads_as_a_person_would_write_it() -> None:
     graph = import_workflow(FIXTURES / "txt2img_default.json")
     assert graph["nodes"] == {
         "checkpoint": {"type": "diffusion.load_model", "path": "$checkpoint"},
-        "positive": {"type": "diffusion.encode_text", "encoder": "@checkpoint.text_encoder", "text": "$prompt"},
-        "negative": {"type": "diffusion.encode_text", "encoder": "@checkpoint.text_encoder", "text": "$negative"},
-        "empty": {"type": "diffusion.empty_latents", "width": "$width", "height": "$height", "batch": "$batch"},
-        "scheduler": {"type": "diffusion.scheduler", "model_scheduler": "@checkpoint.scheduler", "name": "$sampler"},
-        "latents": {"type": "diffusion.sample", "unet": "@checkpoint.unet", "scheduler": "@scheduler",
-                    "positive": "@positive", "negative": "@negative", "latents": "@empty", "seed": "$seed",
-                    "steps": "$steps", "cfg": "$cfg"},
+        "positive": {
+            "type": "diffusion.encode_text",
+            "encoder": "@checkpoint.text_encoder",
+            "text": "$prompt",
+        },
+        "negative": {
+            "type": "diffusion.encode_text",
+            "encoder": "@checkpoint.text_encoder",
+            "text": "$negative",
+        },
+        "empty": {
+            "type": "diffusion.empty_latents",
+            "width": "$width",
+            "height": "$height",
+            "batch": "$batch",
+        },
+        "scheduler": {
+            "type": "diffusion.scheduler",
+            "model_scheduler": "@checkpoint.scheduler",
+            "name": "$sampler",
+        },
+        "latents": {
+            "type": "diffusion.sample",
+            "unet": "@checkpoint.unet",
+            "scheduler": "@scheduler",
+            "positive": "@positive",
+            "negative": "@negative",
+            "latents": "@empty",
+            "seed": "$seed",
+            "steps": "$steps",
+            "cfg": "$cfg",
+        },
         "image": {"type": "diffusion.vae_decode", "vae": "@checkpoint.vae", "latents": "@latents"},
         "save": {"type": "core.save_image", "image": "@image", "path": "ComfyUI_save.png"},
     }
     defaults = {k: v["default"] for k, v in graph["params"].items()}
-    assert defaults == {"checkpoint": "v1-5-pruned-emaonly.safetensors", "prompt": "masterpiece best quality girl",
-                        "negative": "bad hands", "width": 512, "height": 512, "batch": 1, "sampler": "euler",
-                        "seed": 8566257, "steps": 20, "cfg": 8.0}
+    assert defaults == {
+        "checkpoint": "v1-5-pruned-emaonly.safetensors",
+        "prompt": "masterpiece best quality girl",
+        "negative": "bad hands",
+        "width": 512,
+        "height": 512,
+        "batch": 1,
+        "sampler": "euler",
+        "seed": 8566257,
+        "steps": 20,
+        "cfg": 8.0,
+    }
 
 
 def test_set_works_on_an_imported_graph(engine: Engine) -> None:
     graph = import_workflow(FIXTURES / "lora_multiple.json")
-    plan = engine.load(graph, {"seed": "3", "lora_strength_2": "0.5", "prompt": "a cat"},
-                       file=FIXTURES / "lora_multiple.json")
+    plan = engine.load(
+        graph,
+        {"seed": "3", "lora_strength_2": "0.5", "prompt": "a cat"},
+        file=FIXTURES / "lora_multiple.json",
+    )
     assert plan.nodes["latents"].literals["seed"] == 3
     assert plan.nodes["lora_2"].literals["unet_weight"] == 0.5
     assert plan.nodes["positive"].literals["text"] == "a cat"
@@ -137,8 +189,16 @@ def test_custom_class_names_its_package_and_every_problem_at_once(tmp_path: Path
 
 def _sharpen(cv: Converter, node: WfNode) -> list[Any]:
     image = cv.input(node, "image")
-    return ["@" + cv.add("sharpen", "core.resize", image=image, width=cv.literal(node, "size"),
-                         height=cv.literal(node, "size"))]
+    return [
+        "@"
+        + cv.add(
+            "sharpen",
+            "core.resize",
+            image=image,
+            width=cv.literal(node, "size"),
+            height=cv.literal(node, "size"),
+        )
+    ]
 
 
 def test_a_pack_maps_its_own_comfyui_class(engine: Engine, tmp_path: Path) -> None:
@@ -146,9 +206,16 @@ def test_a_pack_maps_its_own_comfyui_class(engine: Engine, tmp_path: Path) -> No
     decode = next(n for n in data["nodes"] if n["type"] == "VAEDecode")
     save = next(n for n in data["nodes"] if n["type"] == "SaveImage")
     link = next(i for i in save["inputs"] if i["name"] == "images")["link"]
-    data["nodes"].append({"id": 77, "type": "MySharpen", "mode": 0, "widgets_values": [48],
-                          "inputs": [{"name": "image", "type": "IMAGE", "link": 700}],
-                          "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [link]}]})
+    data["nodes"].append(
+        {
+            "id": 77,
+            "type": "MySharpen",
+            "mode": 0,
+            "widgets_values": [48],
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 700}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [link]}],
+        }
+    )
     row = next(r for r in data["links"] if r[0] == link)
     data["links"].append([700, decode["id"], 0, 77, 0, "IMAGE"])
     row[1], row[2] = 77, 0

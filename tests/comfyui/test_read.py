@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from nodegraph_comfyui.importer import collect, read
 from nodegraph_comfyui.widgets import UI_ONLY_INPUTS
 from nodegraph_comfyui.workflow import Link, detect, read_workflow
@@ -45,7 +44,13 @@ def test_control_after_generate_is_skipped_and_seed_kept() -> None:
 def test_notes_are_dropped_and_links_are_slots() -> None:
     ui = read(FIXTURES / "ui_default_template_modern.json")
     assert {n.class_type for n in ui.nodes.values()} == {
-        "CheckpointLoaderSimple", "KSampler", "VAEDecode", "SaveImage", "CLIPTextEncode", "EmptyLatentImage"}
+        "CheckpointLoaderSimple",
+        "KSampler",
+        "VAEDecode",
+        "SaveImage",
+        "CLIPTextEncode",
+        "EmptyLatentImage",
+    }
     decode = next(n for n in ui.nodes.values() if n.class_type == "VAEDecode")
     loader = next(n for n in ui.nodes.values() if n.class_type == "CheckpointLoaderSimple")
     assert decode.inputs["vae"] == Link(loader.id, 2)
@@ -58,28 +63,53 @@ def _ui_with_reroute_primitive_and_bypass() -> dict[str, Any]:
     decode = next(n for n in data["nodes"] if n["type"] == "VAEDecode")
     vae_in = next(i for i in decode["inputs"] if i["name"] == "vae")
     old = next(row for row in data["links"] if row[0] == vae_in["link"])
-    data["nodes"].append({"id": 900, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 901}],
-                          "outputs": [{"name": "", "type": "VAE", "links": [902]}]})
+    data["nodes"].append(
+        {
+            "id": 900,
+            "type": "Reroute",
+            "mode": 0,
+            "inputs": [{"name": "", "type": "*", "link": 901}],
+            "outputs": [{"name": "", "type": "VAE", "links": [902]}],
+        }
+    )
     data["links"] += [[901, old[1], old[2], 900, 0, "VAE"], [902, 900, 0, decode["id"], old[4], "VAE"]]
     vae_in["link"] = 902
     sampler = next(n for n in data["nodes"] if n["type"] == "KSampler")
     sampler["inputs"].append({"name": "seed", "type": "INT", "link": 903, "widget": {"name": "seed"}})
-    data["nodes"].append({"id": 901, "type": "PrimitiveNode", "mode": 0, "widgets_values": [42, "fixed"],
-                          "outputs": [{"name": "INT", "type": "INT", "links": [903]}]})
+    data["nodes"].append(
+        {
+            "id": 901,
+            "type": "PrimitiveNode",
+            "mode": 0,
+            "widgets_values": [42, "fixed"],
+            "outputs": [{"name": "INT", "type": "INT", "links": [903]}],
+        }
+    )
     data["links"].append([903, 901, 0, sampler["id"], 9, "INT"])
-    data["nodes"].append({"id": 902, "type": "FancyCustomNode", "mode": 4,
-                          "inputs": [{"name": "x", "type": "IMAGE", "link": None}], "outputs": []})
+    data["nodes"].append(
+        {
+            "id": 902,
+            "type": "FancyCustomNode",
+            "mode": 4,
+            "inputs": [{"name": "x", "type": "IMAGE", "link": None}],
+            "outputs": [],
+        }
+    )
     assert len(nodes) + 3 == len(data["nodes"])
     return data
 
 
 def test_reroute_primitive_and_bypass_resolve() -> None:
     mappings = collect(providers=[])
-    flow = read_workflow(_ui_with_reroute_primitive_and_bypass(),
-                         {k: m.widgets for k, m in mappings.classes.items()})
+    flow = read_workflow(
+        _ui_with_reroute_primitive_and_bypass(), {k: m.widgets for k, m in mappings.classes.items()}
+    )
     plain = read(FIXTURES / "ui_img2img.json")
     decode = next(n for n in flow.nodes.values() if n.class_type == "VAEDecode")
-    assert decode.inputs["vae"] == next(n for n in plain.nodes.values() if n.class_type == "VAEDecode").inputs["vae"]
+    assert (
+        decode.inputs["vae"]
+        == next(n for n in plain.nodes.values() if n.class_type == "VAEDecode").inputs["vae"]
+    )
     assert next(n for n in flow.nodes.values() if n.class_type == "KSampler").inputs["seed"] == 42
     assert sorted(flow.nodes) == sorted(plain.nodes)  # Reroute, Primitive and the bypassed node vanish
 
@@ -106,8 +136,9 @@ def test_png_chunks_prompt_and_workflow(tmp_path: Path) -> None:
     assert detect(both) and detect(ui_only)
     assert read(both).format == "api" and read(ui_only).format == "ui"
     assert read(both).nodes.keys() == read(FIXTURES / "img2img.json").nodes.keys()
-    assert {k: n.inputs for k, n in read(ui_only).nodes.items()} == \
-        {k: n.inputs for k, n in read(FIXTURES / "ui_img2img.json").nodes.items()}
+    assert {k: n.inputs for k, n in read(ui_only).nodes.items()} == {
+        k: n.inputs for k, n in read(FIXTURES / "ui_img2img.json").nodes.items()
+    }
 
 
 def test_detect_refuses_nodegraph_files(tmp_path: Path) -> None:

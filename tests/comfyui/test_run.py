@@ -15,21 +15,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "comfyui"
 ROOT = Path(__file__).parent.parent.parent
 SMALL = {"width": 64, "height": 64, "steps": 2}
-CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly.ckpt", "Anything-V3.0.ckpt",
-               "AOM3A1.safetensors", "AOM3A3.safetensors", "v2-1_768-ema-pruned.ckpt"]
+CHECKPOINTS = [
+    "v1-5-pruned-emaonly.safetensors",
+    "v1-5-pruned-emaonly.ckpt",
+    "Anything-V3.0.ckpt",
+    "AOM3A1.safetensors",
+    "AOM3A3.safetensors",
+    "v2-1_768-ema-pruned.ckpt",
+]
 VAES = ["kl-f8-anime2.ckpt", "vae-ft-mse-840000-ema-pruned.safetensors"]
 LORAS = ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]
-CONTROLNETS = {"control_openpose.safetensors": "tinyworld-pose", "control_scribble.safetensors": "tinyworld-edge"}
+CONTROLNETS = {
+    "control_openpose.safetensors": "tinyworld-pose",
+    "control_scribble.safetensors": "tinyworld-edge",
+}
 
 
 @pytest.fixture(scope="session")
 def comfy_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/{checkpoints,vae,loras,controlnet} holding tiny models under the workflows' names."""
     import torch
-    from safetensors.torch import load_file
-
     from nodegraph_diffusion.paths import BUILTIN_DIR
     from nodegraph_diffusion.tiny import save_single_file
+    from safetensors.torch import load_file
 
     root = tmp_path_factory.mktemp("comfy") / "models"
     single = save_single_file(BUILTIN_DIR / "tinyworld", root / "tiny.safetensors")
@@ -72,13 +80,18 @@ def _workdir(tmp_path: Path, name: str) -> Path:
 
 
 def _run(engine: Any, file: Path, models: Path, out: Path, **sets: Any) -> Any:
-    from nodegraph import RunOptions
     from nodegraph_comfyui import import_workflow
+
+    from nodegraph import RunOptions
 
     graph = import_workflow(file)
     plan = engine.load(graph, {k: str(v) for k, v in sets.items()}, file=file)
-    return engine.run(plan, options=RunOptions(out_dir=out, device="cpu", dtype="float32", allow_pickle=True,
-                                               model_dirs=(models,)))
+    return engine.run(
+        plan,
+        options=RunOptions(
+            out_dir=out, device="cpu", dtype="float32", allow_pickle=True, model_dirs=(models,)
+        ),
+    )
 
 
 def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Path, tmp_path: Path) -> None:
@@ -86,27 +99,42 @@ def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Pa
     model = comfy_models / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
     from nodegraph import RunOptions
 
-    theirs = engine.run(ROOT / "graphs" / "txt2img.yaml", {
-        "model": str(model), "prompt": "masterpiece best quality girl", "negative": "bad hands", "seed": 8566257,
-        "steps": 2, "cfg": 8.0, "scheduler": "euler", "width": 64, "height": 64},
-        options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"))
+    theirs = engine.run(
+        ROOT / "graphs" / "txt2img.yaml",
+        {
+            "model": str(model),
+            "prompt": "masterpiece best quality girl",
+            "negative": "bad hands",
+            "seed": 8566257,
+            "steps": 2,
+            "cfg": 8.0,
+            "scheduler": "euler",
+            "width": 64,
+            "height": 64,
+        },
+        options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"),
+    )
     a, b = ours.outputs["image"]["out"].pixels, theirs.outputs["image"]["out"].pixels
     assert a.shape == (1, 3, 64, 64) and (a - b).abs().max().item() == 0.0
     assert (tmp_path / "a" / "ComfyUI_save.png").is_file()
 
 
-@pytest.mark.parametrize("name, sets", [
-    ("img2img", {"steps": 2}),
-    ("lora_single", SMALL),
-    ("lora_multiple", SMALL),
-    ("controlnet_scribble", SMALL),
-    ("controlnet_multi_pose_scribble", SMALL),
-    ("controlnet_pose_2pass_hires", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
-    ("hiresfix_latent_upscale", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
-    ("ui_img2img", {"steps": 2}),
-])
-def test_sd15_workflows_run_end_to_end(name: str, sets: dict[str, Any], engine: Any, comfy_models: Path,
-                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name, sets",
+    [
+        ("img2img", {"steps": 2}),
+        ("lora_single", SMALL),
+        ("lora_multiple", SMALL),
+        ("controlnet_scribble", SMALL),
+        ("controlnet_multi_pose_scribble", SMALL),
+        ("controlnet_pose_2pass_hires", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
+        ("hiresfix_latent_upscale", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
+        ("ui_img2img", {"steps": 2}),
+    ],
+)
+def test_sd15_workflows_run_end_to_end(
+    name: str, sets: dict[str, Any], engine: Any, comfy_models: Path, tmp_path: Path
+) -> None:
     result = _run(engine, _workdir(tmp_path, name), comfy_models, tmp_path / "out", **sets)
     assert result.written and all(Path(p).suffix == ".png" for p in result.written)
 
@@ -115,9 +143,17 @@ def test_lora_strength_changes_the_image(engine: Any, comfy_models: Path, tmp_pa
     file = FIXTURES / "lora_single.json"
     on = _run(engine, file, comfy_models, tmp_path / "a", **SMALL).outputs["image"]["out"].pixels
     off = _run(engine, file, comfy_models, tmp_path / "b", **SMALL, lora_strength=0, lora_clip_strength=0)
-    base = _run(engine, FIXTURES / "txt2img_default.json", comfy_models, tmp_path / "c", **SMALL,
-                checkpoint="v1-5-pruned-emaonly.ckpt", prompt="masterpiece best quality girl", negative="bad hands",
-                seed=on_seed(file))
+    base = _run(
+        engine,
+        FIXTURES / "txt2img_default.json",
+        comfy_models,
+        tmp_path / "c",
+        **SMALL,
+        checkpoint="v1-5-pruned-emaonly.ckpt",
+        prompt="masterpiece best quality girl",
+        negative="bad hands",
+        seed=on_seed(file),
+    )
     off_pixels = off.outputs["image"]["out"].pixels
     assert (on - off_pixels).abs().max().item() > 1e-3
     assert (off_pixels - base.outputs["image"]["out"].pixels).abs().max().item() == 0.0
