@@ -44,7 +44,7 @@ class ModelSigmas:
         return dists.abs().argmin(dim=0).view(sigma.shape)
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
-        """Sigma at fractional timesteps, interpolating log-sigmas linearly (`ModelSamplingDiscrete.sigma`)."""
+        """Sigma at fractional timesteps, log-sigmas interpolated linearly (`ModelSamplingDiscrete.sigma`)."""
         import torch
 
         t = torch.clamp(timestep.float(), min=0, max=len(self.sigmas) - 1)

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from nodegraph_comfyui.samplers import SCHEDULES
 from nodegraph_comfyui.sigmas import SCHEDULER_NAMES, calculate_sigmas, ksampler_sigmas, model_sigmas
 
