@@ -110,3 +110,13 @@ def test_denoise_takes_the_tail_of_a_longer_schedule() -> None:
 
 def test_the_import_accepts_every_comfyui_scheduler_name() -> None:
     assert set(SCHEDULES) == set(SCHEDULER_NAMES)
+
+
+@pytest.mark.parametrize("seed, shape", [(8566257, (1, 4, 8, 8)), (2**40 + 3, (2, 4, 12, 8))])
+def test_sampler_noise_is_comfyuis_noise(seed: int, shape: tuple[int, ...]) -> None:
+    """ComfyUI's `prepare_noise`: `torch.randn(shape, generator=torch.manual_seed(seed), device="cpu")`."""
+    from nodegraph_diffusion.sampling import draw_noise, make_generator
+
+    with torch.random.fork_rng(devices=[]):
+        comfy = torch.randn(shape, generator=torch.manual_seed(seed), device="cpu")
+    assert torch.equal(draw_noise(shape, make_generator(seed)), comfy)
