@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegraph_comfyui.classes import KNOWN_ELSEWHERE, core_mappings
+from nodegraph_comfyui.classes import core_mappings
 from nodegraph_comfyui.convert import ClassMapping, ConversionError, Converter
+from nodegraph_comfyui.unsupported import KNOWN_ELSEWHERE
 from nodegraph_comfyui.workflow import Workflow, detect, load_data, read_workflow
 
 ENTRY_POINT_GROUP = "nodegraph.comfyui"

@@ -239,3 +239,14 @@ def test_written_yaml_loads_back_to_the_graph() -> None:
     for name in IMPORTS:
         graph = import_workflow(FIXTURES / f"{name}.json")
         assert yaml.safe_load(to_yaml(graph)) == graph, name
+
+
+def test_docs_table_lists_every_mapped_class_with_its_nodes() -> None:
+    from nodegraph_comfyui.classes import core_mappings
+
+    doc = (Path(__file__).parent.parent.parent / "docs" / "comfyui.md").read_text()
+    for mapping in core_mappings():
+        start = f"| `{mapping.class_type}` |"
+        row = next((line for line in doc.splitlines() if line.startswith(start)), None)
+        assert row is not None, mapping.class_type
+        assert all(part in row for part in mapping.nodegraph.replace("+", " ").split() if "." in part)
