@@ -43,6 +43,7 @@ app = typer.Typer(
 app.add_typer(info.graph_app, name="graph")
 app.command("watch")(watch_cmd.watch)
 app.command("import")(import_cmd.import_graph)
+app.command("export")(import_cmd.export_graph)
 
 
 def _print_version(value: bool) -> None:

@@ -47,6 +47,39 @@ def import_graph(
               f"{len(graph['params'])} params)", highlight=False, soft_wrap=True)
 
 
+def export_graph(
+    ctx: typer.Context,
+    format_name: Annotated[str, typer.Argument(metavar="FORMAT", help="The tool to export for: comfyui")],
+    graph: Annotated[Path, typer.Argument(help="Graph file (.yaml/.json)")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a param (name=value); repeatable")]
+    = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="File to write (.json); default: print it")] = None,
+) -> None:
+    """Write a graph in another tool's format (ComfyUI's API JSON), or list the nodes it cannot take."""
+    import json
+
+    from nodegraph.cli.app import parse_sets, registry_from
+    from nodegraph.runtime.engine import Engine
+
+    stdout, err = consoles()
+    with user_errors(err):
+        importer = importers.named(format_name)
+        exporter = getattr(importer, "export", None)
+        if exporter is None:
+            raise NodegraphError(f"the '{format_name}' importer cannot export")
+        plan = Engine(registry_from(ctx)).load(graph, parse_sets(set_ or []) or None)
+        text = json.dumps(exporter(plan.resolved), indent=2, ensure_ascii=False) + "\n"
+        if output is None:
+            stdout.out(text, end="", highlight=False)
+            return
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise NodegraphError(f"cannot write '{output}': {exc.strerror or exc}") from exc
+    err.print(f"exported {graph} -> {output}", highlight=False, soft_wrap=True)
+
+
 def to_yaml(graph: dict[str, object]) -> str:
     """The graph as readable YAML: one line per param and per node."""
     import json

@@ -3,7 +3,8 @@
 An importer is found through the entry-point group `nodegraph.importers` (name = the format, e.g.
 `comfyui`) and is any object with `detect(path) -> bool` (is this file mine?), `convert(path) ->
 dict` (a graph document; raises `NodegraphError` listing every problem) and `label` (what to call
-the format in messages). The engine never sees them: `run`, `validate` and `import` ask them first.
+the format in messages); optionally `export(resolved_graph) -> dict` (the tool's own format).
+The engine never sees them: `run`, `validate`, `import` and `export` ask them.
 """
 
 from __future__ import annotations

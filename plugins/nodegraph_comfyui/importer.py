@@ -117,5 +117,10 @@ class _CliImporter:
     def convert(self, path: Path) -> dict[str, Any]:
         return import_workflow(path)
 
+    def export(self, resolved: dict[str, Any]) -> dict[str, Any]:
+        from nodegraph_comfyui.export import export_graph
+
+        return export_graph(resolved)
+
 
 IMPORTER = _CliImporter()
