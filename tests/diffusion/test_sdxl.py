@@ -1,0 +1,116 @@
+"""SDXL as a model family: the graph gives StableDiffusionXLPipeline's tensors and pixels exactly.
+
+All on builtin:tinyxl (a tiny random SDXL, see nodegraph_diffusion/tiny_sdxl.py), CPU fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from nodegraph_diffusion.model_nodes import load_model
+from nodegraph_diffusion.paths import BUILTIN_DIR, ModelRef
+from nodegraph_diffusion.sampler_nodes import sample
+from nodegraph_diffusion.schedulers import make_scheduler
+from nodegraph_diffusion.text_nodes import encode_text
+from nodegraph_diffusion.types import Latents, SchedulerSpec
+from PIL import Image as PILImage
+
+from nodegraph import Engine, RunOptions
+from nodegraph.api import InputError
+
+GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
+TINYXL = BUILTIN_DIR / "tinyxl"
+PROMPT = "a big red circle in the center, blue background"
+
+
+def xl_pipe(cls: Any = None, scheduler: str = "euler") -> Any:
+    from diffusers import StableDiffusionXLPipeline
+    from nodegraph_diffusion.loading import own_storage
+
+    pipe = (cls or StableDiffusionXLPipeline).from_pretrained(TINYXL, local_files_only=True,
+                                                              add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        own_storage(part)
+    config = tuple(sorted(dict(pipe.scheduler.config).items()))
+    pipe.scheduler = make_scheduler(SchedulerSpec(scheduler, config))
+    return pipe
+
+
+def png(path: Path) -> np.ndarray:
+    with PILImage.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_tinyxl_folder_is_the_sdxl_family(ctx: Any) -> None:
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    assert model.unet.source.family == "sdxl"
+    assert model.text_encoder.source.family == "sdxl"
+    tiny = load_model(ctx, ModelRef("builtin:tinyworld"))
+    assert tiny.unet.source.family == "sd1"
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "dpmpp_2m", "euler_a"])
+def test_sdxl_graph_png_equals_pipeline_png(tmp_path: Path, scheduler: str) -> None:
+    params = {"steps": 4, "seed": 3, "negative": "blurry", "scheduler": scheduler}
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    result = Engine().run(GRAPHS / "sdxl.yaml", params, options)
+    pipe = xl_pipe(scheduler=scheduler)
+    kwargs = {"negative_prompt": "blurry", "height": 64, "width": 64, "num_inference_steps": 4,
+              "guidance_scale": 5.0}
+    latents = pipe(PROMPT, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(3)).images
+    ours = result.outputs["latents"]["out"].samples
+    assert (ours - latents).abs().max().item() == 0.0
+    image = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(3)).images[0]
+    assert np.array_equal(png(tmp_path / "sdxl.png"), np.asarray(image))
+
+
+def test_text_2_clip_skip_and_empty_equal_encode_prompt(ctx: Any) -> None:
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    pipe = xl_pipe()
+    for text, text_2, skip in ((PROMPT, None, 0), (PROMPT, "a small green square", 0), (PROMPT, None, 1),
+                               ("", None, 0)):
+        cond = encode_text(ctx, model.text_encoder, text, clip_skip=skip, text_2=text_2)
+        embeds, _, pooled, _ = pipe.encode_prompt(text, prompt_2=text_2, device="cpu",
+                                                  do_classifier_free_guidance=False, clip_skip=skip or None)
+        assert torch.equal(cond.embeds, embeds), (text, text_2, skip)
+        assert torch.equal(cond.pooled, pooled)
+        assert cond.family == "sdxl"
+    other = encode_text(ctx, model.text_encoder, PROMPT, text_2="a small green square")
+    same = encode_text(ctx, model.text_encoder, PROMPT)
+    assert not torch.equal(other.embeds[..., 32:], same.embeds[..., 32:])  # the second encoder's half
+    assert torch.equal(other.embeds[..., :32], same.embeds[..., :32])
+
+
+def test_size_micro_conditioning_equals_pipeline(ctx: Any) -> None:
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    positive = encode_text(ctx, model.text_encoder, PROMPT, original_width=128, original_height=96,
+                           crop_left=8, crop_top=16, target_width=64, target_height=48)
+    negative = encode_text(ctx, model.text_encoder, "", original_width=32, original_height=40)
+    out = sample(ctx, model.unet, model.scheduler, positive, Latents(torch.zeros(1, 4, 8, 8)), negative,
+                 seed=5, steps=3, cfg=4.0)
+    pipe = xl_pipe(scheduler="default")
+    theirs = pipe(PROMPT, negative_prompt="", height=64, width=64, num_inference_steps=3, guidance_scale=4.0,
+                  original_size=(96, 128), crops_coords_top_left=(16, 8), target_size=(48, 64),
+                  negative_original_size=(40, 32), negative_crops_coords_top_left=(0, 0),
+                  negative_target_size=(64, 64), output_type="latent",
+                  generator=torch.Generator().manual_seed(5)).images
+    assert (out.samples - theirs).abs().max().item() == 0.0
+    plain = sample(ctx, model.unet, model.scheduler, encode_text(ctx, model.text_encoder, PROMPT),
+                   Latents(torch.zeros(1, 4, 8, 8)), negative, seed=5, steps=3, cfg=4.0)
+    assert not torch.equal(plain.samples, out.samples)  # the sizes reach the UNet
+
+
+def test_sd1_conditioning_into_sdxl_unet_is_an_input_error(ctx: Any) -> None:
+    xl = load_model(ctx, ModelRef("builtin:tinyxl"))
+    sd1 = load_model(ctx, ModelRef("builtin:tinyworld"))
+    cond = encode_text(ctx, sd1.text_encoder, PROMPT)
+    with pytest.raises(InputError, match="'sd1' text encoder") as err:
+        sample(ctx, xl.unet, xl.scheduler, cond, Latents(torch.zeros(1, 4, 8, 8)), None, cfg=1.0)
+    assert err.value.field == "positive"
+    with pytest.raises(InputError, match="text_2 is for models with two text encoders"):
+        encode_text(ctx, sd1.text_encoder, PROMPT, text_2="x")
