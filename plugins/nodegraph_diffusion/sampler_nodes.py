@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
 from nodegraph_diffusion.conditions import Condition
 from nodegraph_diffusion.families import DenoiseRequest, ModelFamily, family_named
@@ -43,7 +44,7 @@ def unet_family(unet: UNetHandle, positive: Conditioning, negative: Conditioning
     return family
 
 
-@node("diffusion.sample", version="1.0.0")
+@node("diffusion.sample", version="1.0.0", facts=family_facts.sample_facts)
 def sample(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The denoising UNet (with its LoRAs)")],

@@ -12,13 +12,15 @@ from typing import Annotated
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.families import PromptRequest, family_named
 from nodegraph_diffusion.types import Conditioning, TextEncoderHandle
 
 Size = Annotated[int, Field(ge=0, le=16384)]
 
 
-@node("diffusion.encode_text", version="1.2.0")  # 1.2: model families (SDXL: text_2, sizes)
+# 1.2: model families (SDXL: text_2, sizes)
+@node("diffusion.encode_text", version="1.2.0", facts=family_facts.encode_facts)
 def encode_text(
     ctx: NodeContext,
     encoder: Annotated[TextEncoderHandle, Field(description="Text encoder (with its tokenizer and LoRAs)")],

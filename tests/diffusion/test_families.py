@@ -104,3 +104,24 @@ def test_a_pack_adds_a_family_the_nodes_dispatch_on(toy_pack: Any, toy_model: Pa
                          RunOptions(out_dir=tmp_path / "plain", device="cpu", dtype="float32",
                                     show_progress=False))
     assert torch.equal(toy.outputs["latents"]["out"].samples, plain.outputs["latents"]["out"].samples)
+
+
+def test_a_pack_family_is_checked_at_validation(toy_pack: Any, toy_model: Path, tmp_path: Path) -> None:
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    registry = build_registry()
+    load_plan(GRAPHS / "txt2img.yaml", registry, {"model": str(toy_model)})
+    path = tmp_path / "mixed.yaml"
+    path.write_text(f"""version: 1
+nodes:
+  toy:    {{type: diffusion.load_model, path: "{toy_model}"}}
+  sd1:    {{type: diffusion.load_model, path: "builtin:tinyworld"}}
+  text:   {{type: diffusion.encode_text, encoder: "@toy.text_encoder", text: "a red circle"}}
+  empty:  {{type: diffusion.empty_latents, width: 64, height: 64}}
+  out:    {{type: diffusion.sample, unet: "@sd1.unet", scheduler: "@sd1.scheduler", positive: "@text",
+           latents: "@empty", cfg: 1.0, steps: 2}}
+""")
+    with pytest.raises(GraphError, match="'positive' gets Toy conditioning from node 'text'"):
+        load_plan(path, registry)

@@ -114,3 +114,33 @@ def test_sd1_conditioning_into_sdxl_unet_is_an_input_error(ctx: Any) -> None:
     assert err.value.field == "positive"
     with pytest.raises(InputError, match="text_2 is for models with two text encoders"):
         encode_text(ctx, sd1.text_encoder, PROMPT, text_2="x")
+
+
+MIXED_DECODE = """version: 1
+nodes:
+  xl:      {type: diffusion.load_model, path: "builtin:tinyxl"}
+  sd1:     {type: diffusion.load_model, path: "builtin:tinyworld"}
+  text:    {type: diffusion.encode_text, encoder: "@xl.text_encoder", text: "a red circle"}
+  empty:   {type: diffusion.empty_latents, width: 64, height: 64}
+  latents: {type: diffusion.sample, unet: "@xl.unet", scheduler: "@xl.scheduler", positive: "@text",
+            latents: "@empty", cfg: 1.0, steps: 2}
+  image:   {type: diffusion.vae_decode, vae: "@sd1.vae", latents: "@latents"}
+"""
+
+
+def test_family_mismatch_is_found_at_validation(tmp_path: Path) -> None:
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    registry = build_registry()
+    load_plan(GRAPHS / "sdxl.yaml", registry)  # one family throughout: fine
+    load_plan(GRAPHS / "sdxl.yaml", registry, {"model": "builtin:tinyworld"})
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED_DECODE)
+    with pytest.raises(GraphError) as info:
+        load_plan(path, registry)
+    (problem,) = info.value.problems
+    assert (problem.node, problem.field, problem.line) == ("image", "latents", 9)
+    assert "'latents' gets SDXL latents from node 'latents'" in str(problem)
+    assert "'vae' is an SD1.x VAE from node 'sd1'" in str(problem)
