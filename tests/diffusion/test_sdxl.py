@@ -144,3 +144,35 @@ def test_family_mismatch_is_found_at_validation(tmp_path: Path) -> None:
     assert (problem.node, problem.field, problem.line) == ("image", "latents", 9)
     assert "'latents' gets SDXL latents from node 'latents'" in str(problem)
     assert "'vae' is an SD1.x VAE from node 'sd1'" in str(problem)
+
+
+def _input(name: str, mode: str) -> PILImage.Image:
+    with PILImage.open(GRAPHS / "inputs" / name) as im:
+        return im.convert(mode)
+
+
+@pytest.mark.parametrize(("graph", "pipeline", "scheduler"), [
+    ("img2img", "StableDiffusionXLImg2ImgPipeline", "euler_a"),
+    ("inpaint", "StableDiffusionXLInpaintPipeline", "ddim"),
+])
+def test_img2img_and_inpaint_graphs_on_sdxl_equal_pipelines(tmp_path: Path, graph: str, pipeline: str,
+                                                            scheduler: str) -> None:
+    """The SD1.x img2img/inpaint graphs, pointed at an SDXL folder, give the SDXL pipelines' pixels."""
+    import diffusers
+    import yaml
+
+    declared = yaml.safe_load((GRAPHS / f"{graph}.yaml").read_text())["params"]
+    params = {"steps": 4, "seed": 5, "scheduler": scheduler, "model": "builtin:tinyxl"}
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    result = Engine().run(GRAPHS / f"{graph}.yaml", params, options)
+    pipe = xl_pipe(getattr(diffusers, pipeline), scheduler)
+    kwargs: dict[str, Any] = {"negative_prompt": "", "image": _input("scene_64.png", "RGB"),
+                              "num_inference_steps": 4, "guidance_scale": declared["cfg"]["default"],
+                              "strength": declared["strength"]["default"]}
+    if graph == "inpaint":
+        kwargs.update(mask_image=_input("scene_64_mask.png", "L"), height=64, width=64)
+    prompt = declared["prompt"]["default"]
+    theirs = pipe(prompt, output_type="latent", generator=torch.Generator().manual_seed(5), **kwargs).images
+    assert (result.outputs["latents"]["out"].samples - theirs).abs().max().item() == 0.0
+    image = pipe(prompt, generator=torch.Generator().manual_seed(5), **kwargs).images[0]
+    assert np.array_equal(png(tmp_path / f"{graph}.png"), np.asarray(image))
