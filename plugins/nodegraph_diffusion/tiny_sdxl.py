@@ -1,4 +1,4 @@
-"""A tiny random SDXL ("tinyxl") for tests and the shipped SDXL graphs' defaults.
+"""A tiny random SDXL ("tinyxl", and its refiner "tinyxl-refiner") for tests and the SDXL graphs' defaults.
 
 The SDXL architecture in miniature, as diffusers' own SDXL tests build it: a UNet with
 `addition_embed_type="text_time"` (pooled embeds + six size ids), two CLIP text encoders whose
@@ -152,14 +152,15 @@ def save_tiny_sdxl(folder: Path, seed: int = 0, refiner: bool = False) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m nodegraph_diffusion.tiny_sdxl build [ROOT]`: regenerate builtin/tinyxl."""
+    """`python -m nodegraph_diffusion.tiny_sdxl build [ROOT]`: regenerate builtin/tinyxl(-refiner)."""
     if not argv or argv[0] != "build":
         print("usage: python -m nodegraph_diffusion.tiny_sdxl build [ROOT]", file=sys.stderr)
         return 2
-    target = (Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR) / "tinyxl"
-    if target.exists():
-        shutil.rmtree(target)
-    save_tiny_sdxl(target)
+    root = Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR
+    for name, seed, refiner in (("tinyxl", 0, False), ("tinyxl-refiner", 1, True)):
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+        save_tiny_sdxl(root / name, seed, refiner)
     return 0
 
 

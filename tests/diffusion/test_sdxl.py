@@ -176,3 +176,31 @@ def test_img2img_and_inpaint_graphs_on_sdxl_equal_pipelines(tmp_path: Path, grap
     assert (result.outputs["latents"]["out"].samples - theirs).abs().max().item() == 0.0
     image = pipe(prompt, generator=torch.Generator().manual_seed(5), **kwargs).images[0]
     assert np.array_equal(png(tmp_path / f"{graph}.png"), np.asarray(image))
+
+
+def test_refiner_graph_equals_the_ensemble_of_experts_recipe(tmp_path: Path) -> None:
+    """base(denoising_end=0.8, output_type="latent") -> refiner(denoising_start=0.8, image=latents)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from nodegraph_diffusion.loading import own_storage
+
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    result = Engine().run(GRAPHS / "sdxl_refiner.yaml", {"seed": 4, "negative": "blurry"}, options)
+    base = xl_pipe()
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(BUILTIN_DIR / "tinyxl-refiner",
+                                                               local_files_only=True, add_watermarker=False)
+    refiner.set_progress_bar_config(disable=True)
+    for part in (refiner.unet, refiner.vae, refiner.text_encoder_2):
+        own_storage(part)
+    config = tuple(sorted(dict(refiner.scheduler.config).items()))
+    refiner.scheduler = make_scheduler(SchedulerSpec("euler", config))
+    common = {"negative_prompt": "blurry", "num_inference_steps": 10, "guidance_scale": 5.0}
+    handed = base(PROMPT, **common, height=64, width=64, denoising_end=0.8, output_type="latent",
+                  generator=torch.Generator().manual_seed(4)).images
+    assert torch.equal(result.outputs["noisy"]["out"].samples, handed)
+    final = refiner(PROMPT, **common, image=handed, denoising_start=0.8, output_type="latent",
+                    generator=torch.Generator().manual_seed(4)).images
+    assert (result.outputs["latents"]["out"].samples - final).abs().max().item() == 0.0
+    image = refiner(PROMPT, **common, image=handed, denoising_start=0.8,
+                    generator=torch.Generator().manual_seed(4)).images[0]
+    assert np.array_equal(png(tmp_path / "sdxl_refiner.png"), np.asarray(image))
