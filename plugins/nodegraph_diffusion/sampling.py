@@ -303,6 +303,7 @@ def run_loop(
         first_step=schedule.first_index,
         prompt_embeds=prompt_embeds,
         generator=req.generator,
+        added_cond_kwargs=req.added_cond,
     )
     units: list[Any] = []
     try:

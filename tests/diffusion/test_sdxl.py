@@ -204,3 +204,41 @@ def test_refiner_graph_equals_the_ensemble_of_experts_recipe(tmp_path: Path) -> 
     image = refiner(PROMPT, **common, image=handed, denoising_start=0.8,
                     generator=torch.Generator().manual_seed(4)).images[0]
     assert np.array_equal(png(tmp_path / "sdxl_refiner.png"), np.asarray(image))
+
+
+@pytest.mark.parametrize("guess_mode", [False, True])
+def test_sdxl_controlnet_equals_pipeline(ctx: Any, tmp_path: Path, guess_mode: bool) -> None:
+    """An SDXL ControlNet (from the tiny SDXL UNet, perturbed: a fresh one is a no-op) in the sampler
+    equals StableDiffusionXLControlNetPipeline; it gets the pooled embeds and time ids too."""
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    from nodegraph.api import Image
+    from nodegraph_control.nodes import controlnet, load_controlnet
+    from nodegraph_control.tiny_control import build_tiny_controlnet
+    from nodegraph_diffusion.loading import own_storage
+
+    base = xl_pipe()
+    net = build_tiny_controlnet(base.unet, seed=3)
+    net.save_pretrained(tmp_path / "cn-xl", safe_serialization=True)
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    pixels = torch.from_numpy(np.array(_input("scene_64.png", "RGB"))).permute(2, 0, 1)[None] / 255.0
+    unit = controlnet(load_controlnet(ctx, str(tmp_path / "cn-xl")), Image(pixels), strength=0.8, start=0.0,
+                      end=0.75, guess_mode=guess_mode)
+    positive = encode_text(ctx, model.text_encoder, PROMPT)
+    negative = encode_text(ctx, model.text_encoder, "")
+    ours = sample(ctx, model.unet, model.scheduler, positive, Latents(torch.zeros(1, 4, 8, 8)), negative,
+                  seed=2, steps=4, cfg=5.0, conditions=[unit])
+    pipe = StableDiffusionXLControlNetPipeline(**{k: v for k, v in base.components.items()
+                                                  if k not in ("image_encoder", "feature_extractor")},
+                                               controlnet=own_storage(net), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    config = tuple(sorted(dict(base.scheduler.config).items()))
+    pipe.scheduler = make_scheduler(SchedulerSpec("default", config))
+    theirs = pipe(PROMPT, negative_prompt="", image=_input("scene_64.png", "RGB"), height=64, width=64,
+                  num_inference_steps=4, guidance_scale=5.0, controlnet_conditioning_scale=0.8,
+                  control_guidance_start=0.0, control_guidance_end=0.75, guess_mode=guess_mode,
+                  output_type="latent", generator=torch.Generator().manual_seed(2)).images
+    assert (ours.samples - theirs).abs().max().item() == 0.0
+    plain = sample(ctx, model.unet, model.scheduler, positive, Latents(torch.zeros(1, 4, 8, 8)), negative,
+                   seed=2, steps=4, cfg=5.0)
+    assert not torch.equal(plain.samples, ours.samples)  # the ControlNet acts
