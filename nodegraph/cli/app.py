@@ -26,8 +26,8 @@ from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.devices import DTYPES
 from nodegraph.runtime.engine import Engine
 from nodegraph.runtime.report import write_json_atomic
-from nodegraph.runtime.threads import configure_threads
 from nodegraph.runtime.staging import check_output_folder
+from nodegraph.runtime.threads import configure_threads
 
 MODELS_ENV = "NODEGRAPH_MODELS"
 PACKS_ENV = "NODEGRAPH_PACKS"  # comma-separated pack names to load (default: every installed pack)

@@ -74,6 +74,8 @@ def check_value(decl: ParamDecl, value: Any) -> tuple[Any, str | None]:
     else:
         ok = isinstance(value, list)
     if not ok:
+        if kind == "float" and _is_number(value):
+            return value, f"expects a finite number, got {value}"
         return value, f"expects {with_article(kind)}, got {_describe(value)}"
     if _is_number(value):
         if decl.minimum is not None and value < decl.minimum:

@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from nodegraph_attention.processors import AttnCall, Installation, install_hooks, latent_size
 from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
 
+from nodegraph_attention.processors import AttnCall, Installation, install_hooks, latent_size
 from nodegraph_attention.types import AttentionCapture, AttentionMaps  # port types, kept importable here
 
 

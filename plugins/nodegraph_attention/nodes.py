@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NamedTuple
 
+from nodegraph_core.types import Image
+from nodegraph_diffusion.loading import use_text_encoder
+from nodegraph_diffusion.types import Conditioning, Latents, TextEncoderHandle
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_attention.types import AttentionCapture, AttentionMaps, P2PEdit
-from nodegraph_core.types import Image
-from nodegraph_diffusion.loading import use_text_encoder
-from nodegraph_diffusion.types import Conditioning, Latents, TextEncoderHandle
 
 # A catalogue module: torch, OpenCV and the hook machinery are imported inside the node bodies, so
 # listing and validating graphs never pay for them (docs/plugins.md).

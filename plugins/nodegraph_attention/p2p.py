@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
+from nodegraph_diffusion.types import Conditioning
 
 from nodegraph.api import InputError
 from nodegraph_attention import alignment
 from nodegraph_attention.processors import AttnCall, Installation, install_hooks, latent_size
-from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
-from nodegraph_diffusion.types import Conditioning
-
 from nodegraph_attention.types import P2PEdit  # the port type, kept importable here
 
 MODES = ("replace", "refine", "reweight")

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodegraph.api import NodeContext
 from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup
+
+from nodegraph.api import NodeContext
 
 
 @dataclass(frozen=True, eq=False)

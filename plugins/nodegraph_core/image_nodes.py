@@ -25,6 +25,8 @@ def _open(ctx: NodeContext, path: str, mode: str) -> np.ndarray:
     from PIL import UnidentifiedImageError
 
     full = ctx.input_path(path)
+    if full.is_dir():
+        raise InputError(f"'{full}' is a folder, not an image file", field="path")
     if not full.is_file():
         raise InputError(f"image file '{full}' does not exist", field="path")
     try:

@@ -20,24 +20,12 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+from nodegraph_diffusion.tiny_tokenizer import bytes_to_unicode
+
 BPE_FILE = Path(__file__).parent / "clip_vocab" / "bpe_simple_vocab_16e6.txt.gz"
 MERGE_COUNT = 49152 - 256 - 2  # merges CLIP uses: vocab 49408 = 512 byte symbols + merges + 2 specials
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's (GPT-2's) reversible byte -> printable character table; its order fixes the first 256 ids."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    codes = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
 def read_merges(path: Path = BPE_FILE) -> list[tuple[str, str]]:

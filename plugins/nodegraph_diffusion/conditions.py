@@ -19,7 +19,6 @@ Optional hooks (an active unit defines them only if it needs them; the sampler c
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 

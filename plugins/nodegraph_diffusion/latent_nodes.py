@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from nodegraph_core.types import Mask
 from pydantic import Field
 
 from nodegraph.api import InputError, node
-from nodegraph_core.types import Mask
 from nodegraph_diffusion.types import Latents, Noise
 
 # A catalogue module: only light imports at the top, so listing and validating never import torch;

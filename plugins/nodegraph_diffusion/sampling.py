@@ -21,7 +21,13 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from nodegraph_diffusion.conditions import SamplingSetup, StepInput, after_step, collect_results, initial_latents
+from nodegraph_diffusion.conditions import (
+    SamplingSetup,
+    StepInput,
+    after_step,
+    collect_results,
+    initial_latents,
+)
 
 LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals")
 TENSOR_SUMMED = ("mid_block_additional_residual",)

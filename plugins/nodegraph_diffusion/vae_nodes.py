@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NamedTuple
 
+from nodegraph_core.types import Image, Mask
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
-from nodegraph_core.types import Image, Mask
 from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae

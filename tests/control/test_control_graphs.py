@@ -10,23 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
 
-from nodegraph import Engine, RunOptions
+from nodegraph import Engine
 from nodegraph.errors import NodegraphError
+from tests.run_helpers import cpu_options as options
+from tests.run_helpers import png_pixels as png
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPHS = ROOT / "graphs"
 FAST = {"steps": 5}
 
-
-def options(out: Path) -> RunOptions:
-    return RunOptions(out_dir=out, device="cpu", dtype="float32", show_progress=False)
-
-
-def png(path: Path) -> np.ndarray:
-    with PILImage.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def pose_pipeline(builtin: Path):

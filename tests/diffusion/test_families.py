@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-
-from nodegraph import Engine, RunOptions
-from nodegraph.api import InputError
 from nodegraph_diffusion import families
 from nodegraph_diffusion.model_nodes import load_model
 from nodegraph_diffusion.paths import ModelRef
+
+from nodegraph import Engine, RunOptions
+from nodegraph.api import InputError
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 

@@ -7,23 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
-
-from nodegraph import Engine, RunOptions
 from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.types import SchedulerSpec
+from PIL import Image as PILImage
+
+from nodegraph import Engine
+from tests.run_helpers import cpu_options as options
+from tests.run_helpers import png_pixels as png
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 FAST = {"steps": 5}
 
-
-def options(out: Path) -> RunOptions:
-    return RunOptions(out_dir=out, device="cpu", dtype="float32", show_progress=False)
-
-
-def png(path: Path) -> np.ndarray:
-    with PILImage.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def pipe_with(cls, tiny_dir: Path, scheduler_name: str):

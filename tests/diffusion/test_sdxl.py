@@ -181,7 +181,6 @@ def test_img2img_and_inpaint_graphs_on_sdxl_equal_pipelines(tmp_path: Path, grap
 def test_refiner_graph_equals_the_ensemble_of_experts_recipe(tmp_path: Path) -> None:
     """base(denoising_end=0.8, output_type="latent") -> refiner(denoising_start=0.8, image=latents)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
-
     from nodegraph_diffusion.loading import own_storage
 
     options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
@@ -211,11 +210,11 @@ def test_sdxl_controlnet_equals_pipeline(ctx: Any, tmp_path: Path, guess_mode: b
     """An SDXL ControlNet (from the tiny SDXL UNet, perturbed: a fresh one is a no-op) in the sampler
     equals StableDiffusionXLControlNetPipeline; it gets the pooled embeds and time ids too."""
     from diffusers import StableDiffusionXLControlNetPipeline
-
-    from nodegraph.api import Image
     from nodegraph_control.nodes import controlnet, load_controlnet
     from nodegraph_control.tiny_control import build_tiny_controlnet
     from nodegraph_diffusion.loading import own_storage
+
+    from nodegraph.api import Image
 
     base = xl_pipe()
     net = build_tiny_controlnet(base.unet, seed=3)

@@ -191,3 +191,27 @@ def test_full_disk_while_writing_the_report(tmp_path: Path, registry: Registry,
     assert "cannot write" in result.output and "report.json" in result.output
     assert "No space left on device" in result.output
     assert tree(out) == {"a.png": "file"}  # the outputs were committed before; no half report
+
+
+def test_a_folder_given_as_an_image_file_says_so(tmp_path: Path, registry: Registry) -> None:
+    """Found by test_cli_properties: a folder was reported as a file that 'does not exist'."""
+    (tmp_path / "pictures").mkdir()
+    graph = write_graph(tmp_path, {
+        "img": {"type": "core.load_image", "path": str(tmp_path / "pictures")},
+        "save": {"type": "core.save_image", "image": "@img", "path": "a.png"},
+    })
+    result = run_cli(registry, str(graph), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "node 'img', field 'path'" in result.output and "is a folder, not an image file" in result.output
+    assert tree(tmp_path / "out") == {}
+
+
+def test_an_infinite_float_default_says_finite(tmp_path: Path, registry: Registry, calls: list[str]) -> None:
+    """Found by test_cli_properties: `default: .inf` was 'expects a float, got float inf'."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text("version: 1\nparams:\n  f: {type: float, default: .inf}\n"
+                     "nodes:\n  n: {type: safety.count, value: 1}\n  m: {type: core.number, value: $f}\n")
+    result = run_cli(registry, str(graph), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "param 'f': default expects a finite number, got inf" in result.output
+    assert calls == []

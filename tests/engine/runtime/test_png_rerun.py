@@ -17,22 +17,16 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from nodegraph import Engine, RunOptions
+from nodegraph import Engine
 from nodegraph.cli.app import app
 from nodegraph.errors import GraphError
 from nodegraph.runtime.png_inputs import EMBED_LIMIT
+from tests.run_helpers import cpu_options as options
+from tests.run_helpers import png_pixels as pixels
 
 GRAPHS = Path(__file__).resolve().parents[3] / "graphs"
 FAST = {"steps": 2}
 
-
-def options(out: Path) -> RunOptions:
-    return RunOptions(out_dir=out, device="cpu", dtype="float32", show_progress=False)
-
-
-def pixels(path: Path) -> np.ndarray:
-    with PILImage.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def metadata(path: Path) -> dict:
