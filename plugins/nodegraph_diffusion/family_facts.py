@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import Fact, FactError, FactsRequest, InputError
-from nodegraph_diffusion.families import family_named, file_family, folder_family
+from nodegraph_diffusion.families import config_family, family_named, file_family, folder_family
 from nodegraph_diffusion.paths import resolve_in
 
 Facts = dict[str, dict[str, Any]]
@@ -44,6 +44,28 @@ def path_family(ref: Any, base_dir: Path) -> str | None:
         single = file_family(header_shapes(path))
         return single[0].name if single else None
     return None
+
+
+def control_facts(req: FactsRequest) -> Facts:
+    """A control model loader (ControlNet, T2I-Adapter): the family its config.json is made for.
+
+    Read for a diffusers folder (its config.json) or a single file with a config beside it; other
+    layouts are not told (the sampler still refuses a misfit when it runs)."""
+    ref = req.literals.get("path")
+    if not isinstance(ref, str):
+        return {"out": {}}
+    try:
+        path = resolve_in(ref, req.base_dir, kind="controlnet")
+    except InputError:
+        return {"out": {}}
+    config = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    found = config_family(json.loads(config.read_text())) if config.is_file() else None
+    return {"out": _of(found.name if found else None, req.node)}
+
+
+def unit_facts(req: FactsRequest) -> Facts:
+    """A control unit node: of its model's family."""
+    return passthrough(req, {"out": "model"})
 
 
 def label(name: str) -> str:
@@ -114,7 +136,20 @@ def sample_facts(req: FactsRequest) -> Facts:
         return {"out": {}}
     for name, what in (("positive", "conditioning"), ("negative", "conditioning"), ("latents", "latents")):
         _refuse(req, name, what, family, "unet", "UNet")
+    units = req.upstream.get("conditions")
+    for unit in units if isinstance(units, list) else []:
+        theirs = unit.facts.get("family")
+        if theirs is not None and theirs != family:
+            made = unit.facts.get("made_by", unit.node)
+            raise FactError(f"'conditions' gets a {label(theirs)} control unit from node '{unit.node}' "
+                            f"(model node '{made}'), but 'unet' is an {label(family)} UNet from node "
+                            f"'{_node(req.upstream.get('unet'))}': use a control model made for "
+                            f"{label(family)}", field="conditions")
     return {"out": _of(family, req.node)}
+
+
+def _node(fact: Fact | list[Fact] | None) -> str:
+    return fact.node if isinstance(fact, Fact) else "?"
 
 
 def decode_facts(req: FactsRequest) -> Facts:

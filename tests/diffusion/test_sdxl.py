@@ -241,3 +241,32 @@ def test_sdxl_controlnet_equals_pipeline(ctx: Any, tmp_path: Path, guess_mode: b
     plain = sample(ctx, model.unet, model.scheduler, positive, Latents(torch.zeros(1, 4, 8, 8)), negative,
                    seed=2, steps=4, cfg=5.0)
     assert not torch.equal(plain.samples, ours.samples)  # the ControlNet acts
+
+
+SD1_CONTROLNET_ON_XL = """version: 1
+nodes:
+  xl:      {type: diffusion.load_model, path: "builtin:tinyxl"}
+  text:    {type: diffusion.encode_text, encoder: "@xl.text_encoder", text: "a red circle"}
+  empty:   {type: diffusion.empty_latents, width: 64, height: 64}
+  pose:    {type: control.load_controlnet, path: "builtin:tinyworld-pose"}
+  image:   {type: core.load_image, path: "../graphs/inputs/scene_64.png"}
+  unit:    {type: control.controlnet, model: "@pose", image: "@image"}
+  latents: {type: diffusion.sample, unet: "@xl.unet", scheduler: "@xl.scheduler", positive: "@text",
+            latents: "@empty", cfg: 1.0, steps: 2, conditions: ["@unit"]}
+"""
+
+
+def test_sd1_controlnet_on_sdxl_sampler_fails_validation(tmp_path: Path) -> None:
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    path = tmp_path / "g" / "mixed.yaml"
+    path.parent.mkdir()
+    path.write_text(SD1_CONTROLNET_ON_XL)
+    with pytest.raises(GraphError) as info:
+        load_plan(path, build_registry())
+    (problem,) = info.value.problems
+    assert (problem.node, problem.field) == ("latents", "conditions")
+    assert "a SD1.x control unit from node 'unit' (model node 'pose')" in str(problem)
+    assert "'unet' is an SDXL UNet from node 'xl'" in str(problem)

@@ -25,8 +25,8 @@ from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, Promp
 ENTRY_POINT_GROUP = "nodegraph_diffusion.families"
 BUILTIN = ("nodegraph_diffusion.families.sd1:SD1Family", "nodegraph_diffusion.families.sdxl:SDXLFamily")
 
-__all__ = ["DenoiseRequest", "ModelFamily", "PromptRequest", "available_families", "family_named",
-           "file_family", "folder_family"]
+__all__ = ["DenoiseRequest", "ModelFamily", "PromptRequest", "available_families", "config_family",
+           "family_named", "file_family", "folder_family"]
 
 
 def _instance(obj: Any) -> ModelFamily:
@@ -72,6 +72,11 @@ def family_named(name: str) -> ModelFamily:
 def folder_family(index: Mapping[str, Any]) -> ModelFamily | None:
     """The family of a diffusers folder, from its model_index.json; None if no family claims it."""
     return next((f for f in available_families() if f.recognise_folder(index)), None)
+
+
+def config_family(config: Mapping[str, Any]) -> ModelFamily | None:
+    """The family a UNet-like component's config.json (e.g. a ControlNet's) belongs to, if any claims it."""
+    return next((f for f in available_families() if f.recognise_config(config)), None)
 
 
 def file_family(shapes: Mapping[str, tuple[int, ...]]) -> tuple[ModelFamily, str] | None:

@@ -65,6 +65,10 @@ class ModelFamily:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
         return None
 
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
+        return False
+
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         """Encode a prompt with the handle's text encoder(s) into this family's `Conditioning`."""
         raise NotImplementedError(f"family {self.name!r} cannot encode prompts")

@@ -32,6 +32,10 @@ class SD1Family(ModelFamily):
             return None
         return WIDTHS.get(shapes[probe][-1])
 
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """No added embedding and SD1.x's (or the tiny model's) cross-attention width."""
+        return config.get("addition_embed_type") is None and config.get("cross_attention_dim") in WIDTHS
+
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import empty_encoding, encode_prompt

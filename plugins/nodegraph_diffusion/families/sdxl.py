@@ -54,6 +54,10 @@ class SDXLFamily(ModelFamily):
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         return None  # single files: not yet (needs shipped configs, see the issue notes)
 
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
+        return config.get("addition_embed_type") == "text_time"
+
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from pathlib import Path
 
