@@ -270,3 +270,22 @@ def test_sd1_controlnet_on_sdxl_sampler_fails_validation(tmp_path: Path) -> None
     assert (problem.node, problem.field) == ("latents", "conditions")
     assert "a SD1.x control unit from node 'unit' (model node 'pose')" in str(problem)
     assert "'unet' is an SDXL UNet from node 'xl'" in str(problem)
+
+
+def test_sdxl_controlnet_graph_equals_pipeline(tmp_path: Path) -> None:
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+    from nodegraph_diffusion.loading import own_storage
+
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    result = Engine().run(GRAPHS / "sdxl_controlnet.yaml", {"steps": 4, "seed": 6}, options)
+    base = xl_pipe()
+    net = own_storage(ControlNetModel.from_pretrained(BUILTIN_DIR / "tinyxl-edge", local_files_only=True))
+    parts = {k: v for k, v in base.components.items() if k not in ("image_encoder", "feature_extractor")}
+    pipe = StableDiffusionXLControlNetPipeline(**parts, controlnet=net, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"negative_prompt": "", "image": result.outputs["edges"]["out"].pixels, "height": 64,
+              "width": 64, "num_inference_steps": 4, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8}
+    theirs = pipe(PROMPT, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(6)).images
+    assert (result.outputs["latents"]["out"].samples - theirs).abs().max().item() == 0.0
+    image = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(6)).images[0]
+    assert np.array_equal(png(tmp_path / "sdxl_controlnet.png"), np.asarray(image))
