@@ -284,7 +284,8 @@ def test_sdxl_controlnet_graph_equals_pipeline(tmp_path: Path) -> None:
     pipe = StableDiffusionXLControlNetPipeline(**parts, controlnet=net, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {"negative_prompt": "", "image": result.outputs["edges"]["out"].pixels, "height": 64,
-              "width": 64, "num_inference_steps": 4, "guidance_scale": 5.0, "controlnet_conditioning_scale": 0.8}
+              "width": 64, "num_inference_steps": 4, "guidance_scale": 5.0,
+              "controlnet_conditioning_scale": 0.8}
     theirs = pipe(PROMPT, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(6)).images
     assert (result.outputs["latents"]["out"].samples - theirs).abs().max().item() == 0.0
     image = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(6)).images[0]
