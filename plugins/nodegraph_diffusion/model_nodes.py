@@ -14,6 +14,7 @@ from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_diffusion import family_facts
+from nodegraph_diffusion.families import family_named
 from nodegraph_diffusion.loading import make_source, read_shapes, refuse_pickle, scheduler_config
 from nodegraph_diffusion.lora import lora_file
 from nodegraph_diffusion.paths import (
@@ -88,6 +89,9 @@ def load_lora(
                                                 description="Strength on the text encoder (0 = off)")] = 1.0,
 ) -> LoraOutputs:
     """Attach a LoRA to a UNet and text encoder at given strengths; chain nodes to stack LoRAs."""
+    family = family_named(unet.source.family)
+    if not family.supports_lora:
+        raise InputError(f"LoRA files are not supported yet for {family.label} models", field="unet")
     file = lora_file(resolve_model_ref(path, ctx, "lora"))
     refuse_pickle(file, ctx)
     if file.suffix.lower() == ".safetensors":

@@ -290,3 +290,13 @@ def test_sdxl_controlnet_graph_equals_pipeline(tmp_path: Path) -> None:
     assert (result.outputs["latents"]["out"].samples - theirs).abs().max().item() == 0.0
     image = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(6)).images[0]
     assert np.array_equal(png(tmp_path / "sdxl_controlnet.png"), np.asarray(image))
+
+
+def test_lora_on_sdxl_is_refused_until_supported(ctx: Any) -> None:
+    from nodegraph_diffusion.model_nodes import load_lora
+    from nodegraph_diffusion.paths import LoraRef
+
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    with pytest.raises(InputError, match="not supported yet for SDXL") as err:
+        load_lora(ctx, model.unet, model.text_encoder, LoraRef("builtin:tinyworld-style"))
+    assert err.value.field == "unet"

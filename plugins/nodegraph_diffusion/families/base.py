@@ -56,6 +56,7 @@ class ModelFamily:
     text_encoders: tuple[str, ...] = ("text_encoder",)  # components of a diffusers folder
     tokenizers: tuple[str, ...] = ("tokenizer",)
     config_names: tuple[str, ...] = ()  # shipped configs/NAME folders for this family's single files
+    supports_lora: bool = True  # diffusion.load_lora reads LoRA files for this family's models
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""
