@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nodegraph.cli import info, watch_cmd
+from nodegraph.cli import import_cmd, importers, info, watch_cmd
 from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
 from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
@@ -42,6 +42,8 @@ app = typer.Typer(
 )
 app.add_typer(info.graph_app, name="graph")
 app.command("watch")(watch_cmd.watch)
+app.command("import")(import_cmd.import_graph)
+app.command("export")(import_cmd.export_graph)
 
 
 def _print_version(value: bool) -> None:
@@ -186,10 +188,14 @@ def run(
                         ram_budget=ram, cache_disk_mb=cache_disk_mb)
         if cache_note is not None:
             engine.cache.note(cache_note)
-        plan = engine.load(graph, overrides or None)
+        source = imported_source(graph, err)
+        if source is not None and sweep_args.sweeps:
+            raise NodegraphError(f"to sweep a workflow of another tool, import it first "
+                                 f"(`nodegraph import comfyui {graph} -o graph.yaml`), then sweep graph.yaml")
+        plan = engine.load(source or graph, overrides or None, file=graph if source else None)
         from_cwd = paths_from_cwd(plan, overrides)
         if from_cwd != overrides:
-            plan = engine.load(graph, from_cwd)
+            plan = engine.load(source or graph, from_cwd, file=graph if source else None)
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              model_dirs=model_dirs(models or []), show_progress=show, optimize=optimize)
@@ -230,6 +236,17 @@ def run(
         stdout.print(f"wrote {out / 'report.json'}", highlight=False, soft_wrap=True)
 
 
+def imported_source(graph: Path, err: Any) -> dict[str, Any] | None:
+    """The converted graph when `graph` is another tool's workflow (an importer recognises it), saying so."""
+    found = importers.detect(graph)
+    if found is None:
+        return None
+    name, importer = found
+    err.print(f"note: {graph} is a {importer.label}: running it through `nodegraph import {name}`",
+              highlight=False, soft_wrap=True)
+    return importer.convert(graph)
+
+
 @app.command()
 def validate(
     ctx: typer.Context,
@@ -241,7 +258,8 @@ def validate(
     failed = False
     for graph in graphs:
         try:
-            engine.load(graph)
+            source = imported_source(graph, err)
+            engine.load(source or graph, file=graph if source else None)
         except NodegraphError as exc:
             from nodegraph.cli.output import problems_of
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+COMFY = ROOT / "tests" / "fixtures" / "comfyui"
 GRAPHS = sorted(str(p) for p in (ROOT / "graphs").glob("*.yaml"))
 # Not needed to describe a node: the libraries the diffusion/control/attention packs compute with.
 HEAVY = ("torch", "diffusers", "transformers", "cv2", "peft", "scipy", "numpy", "PIL")
@@ -42,6 +43,9 @@ COMMANDS = {
     "plugins": ["plugins"],
     "schema": ["schema"],
     "graph_show": ["graph", "show", str(ROOT / "graphs" / "controlnet_pose.yaml")],
+    # ComfyUI files are read and converted with the standard library only (PNG chunks included)
+    "validate_comfyui": ["validate", *(str(COMFY / f) for f in ("lora_multiple.json", "ui_img2img.json"))],
+    "import_comfyui": ["import", "comfyui", str(COMFY / "ui_controlnet_multi_pose_scribble.json")],
 }
 
 

@@ -1,0 +1,38 @@
+"""ComfyUI classes without a mapping, and why: named in the import's error for each such node."""
+
+from __future__ import annotations
+
+# Why a class has no mapping: 'core (...)' for ComfyUI's own classes nodegraph does not serve yet,
+# else the ComfyUI package that usually provides a custom class (named in the error).
+KNOWN_ELSEWHERE: dict[str, str] = {
+    "ConditioningSetArea": "core (needs regional conditioning)",
+    "ConditioningCombine": "core",
+    "ConditioningZeroOut": "core",
+    "VAEEncodeForInpaint": "core (grow_mask_by and pixel blanking)",
+    "ImagePadForOutpaint": "core (feathered mask)",
+    "ImageCompositeMasked": "core",
+    "GrowMask": "core",
+    "LoadImageMask": "core",
+    "UpscaleModelLoader": "core (needs spandrel)",
+    "ImageUpscaleWithModel": "core (needs spandrel)",
+    "ImageScaleBy": "core",
+    "Canny": "core",
+    "EmptySD3LatentImage": "core (SD3: nodegraph runs SD1.x only)",
+    "CLIPTextEncodeSDXL": "core (SDXL: nodegraph runs SD1.x only)",
+    "CLIPTextEncodeSDXLRefiner": "core (SDXL: nodegraph runs SD1.x only)",
+    "TripleCLIPLoader": "core (SD3: nodegraph runs SD1.x only)",
+    "ControlNetApplySD3": "core (SD3: nodegraph runs SD1.x only)",
+    "CheckpointLoader": "core (deprecated in ComfyUI: use CheckpointLoaderSimple)",
+    "IPAdapterApply": "ComfyUI_IPAdapter_plus",
+    "IPAdapterAdvanced": "ComfyUI_IPAdapter_plus",
+    "UltimateSDUpscale": "ComfyUI_UltimateSDUpscale",
+    "Efficient Loader": "efficiency-nodes-comfyui",
+    "KSampler (Efficient)": "efficiency-nodes-comfyui",
+    "OpenposePreprocessor": "comfyui_controlnet_aux",
+    "CannyEdgePreprocessor": "comfyui_controlnet_aux",
+    "DWPreprocessor": "comfyui_controlnet_aux",
+    "CR Apply LoRA Stack": "ComfyUI_Comfyroll_CustomNodes",
+    "FaceDetailer": "ComfyUI-Impact-Pack",
+    "SAMLoader": "ComfyUI-Impact-Pack",
+    "VHS_VideoCombine": "ComfyUI-VideoHelperSuite",
+}
