@@ -8,6 +8,7 @@ libraries a node uses when it runs. Testing helpers are in `nodegraph.testing` (
 
 from __future__ import annotations
 
+from nodegraph.document.facts import Fact, FactError, FactsRequest
 from nodegraph.errors import InputError, NodegraphError
 from nodegraph.images import Image, Mask
 from nodegraph.nodes.hookspecs import hookimpl
@@ -17,6 +18,9 @@ from nodegraph.ports import InputFile, OutputFile, fingerprint_file
 from nodegraph.runtime.context import NodeContext
 
 __all__ = [
+    "Fact",
+    "FactError",
+    "FactsRequest",
     "Image",
     "InputError",
     "InputFile",

@@ -33,6 +33,7 @@ from typing import Any
 
 import networkx as nx
 
+from nodegraph.document.facts import infer_facts
 from nodegraph.document.inputs import NodeDraft, accepts_literal, check_node_inputs
 from nodegraph.document.links import find_cycles, link_input, targets
 from nodegraph.document.overrides import split_overrides
@@ -286,6 +287,14 @@ def build_plan(
                              src.line("nodes", node_id))
         for node_id, spec in specs.items() if spec is not None
     }
+
+    def report_fact(node_id: str, message: str, field: str | None) -> None:
+        b.add(message, "nodes", node_id, *([field] if field else []), node=node_id, field=field)
+
+    base_dir = graph_file.parent if graph_file else (Path(src.file).parent if src.file else Path.cwd())
+    infer_facts(planned, dag, base_dir, report_fact)
+    if b.problems:
+        return None, b.problems
     resolved = _resolved(data, run_bodies, specs, decls, values)
     extra = {key: data[key] for key in ("metadata", "runtime") if key in data}
     plan = Plan(planned, dag, values, resolved, graph_file, data.get("description", ""), extra)

@@ -42,6 +42,7 @@ class NodeMark:
     version: str
     deterministic: bool
     side_effects: bool
+    facts: Callable[..., Any] | None = None
 
 
 def node(
@@ -50,15 +51,18 @@ def node(
     version: str = "1.0.0",
     deterministic: bool = True,
     side_effects: bool = False,
+    facts: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Tag a function as a node type. Tagging only: registering is the registry's job.
 
     `deterministic=False` marks nodes whose output may differ between calls with equal inputs;
     they are never cached. `side_effects=True` marks nodes that write files: they always run.
+    `facts`: a light function run at validation time (nodegraph.document.facts) that tells facts
+    about the node's outputs and refuses inputs that do not belong together.
     """
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(func, NODE_MARK, NodeMark(type_name, version, deterministic, side_effects))
+        setattr(func, NODE_MARK, NodeMark(type_name, version, deterministic, side_effects, facts))
         return func
 
     return mark
@@ -100,6 +104,7 @@ class NodeSpec:
     context_param: str | None = None
     multi_output: bool = False
     pack: str = ""
+    facts: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def cacheable(self) -> bool:
@@ -224,6 +229,7 @@ def build_spec(func: Callable[..., Any], context_type: type) -> NodeSpec:
         func=func,
         context_param=context_param,
         multi_output=multi,
+        facts=mark.facts,
     )
 
 

@@ -110,6 +110,8 @@ def pair_conditioning(source: Conditioning, edited: Conditioning) -> Conditionin
         prompt=source.prompt,
         token_ids=source.token_ids,
         pooled=None if source.pooled is None else torch.cat([source.pooled, edited.pooled]),
+        family=source.family,
+        micro=source.micro,
     )
 
 

@@ -93,13 +93,16 @@ class ActiveControlNet:
         if kept == 0.0:
             return {}  # outside [start, end): the pipeline adds exact zeros here
         scale = unit.strength * kept
+        added = setup.added_cond_kwargs  # SDXL ControlNets take the pooled embeds and time ids too
         if self.guess_mode and setup.do_cfg:
             # the conditional half only; fresh storage so kernels see the same alignment as the pipeline's
             control_input = step.latent_model_input.chunk(2)[1].clone()
             embeds = step.encoder_hidden_states.chunk(2)[1]
+            added = None if added is None else {k: v.chunk(2)[1] for k, v in added.items()}
         else:
             control_input = step.latent_model_input
             embeds = step.encoder_hidden_states
+        extra = {} if added is None else {"added_cond_kwargs": added}
         with torch.no_grad():
             down, mid = self.model(
                 control_input,
@@ -109,6 +112,7 @@ class ActiveControlNet:
                 conditioning_scale=scale,
                 guess_mode=self.guess_mode,
                 return_dict=False,
+                **extra,
             )
         if self.guess_mode and setup.do_cfg:
             down = [torch.cat([torch.zeros_like(d), d]) for d in down]

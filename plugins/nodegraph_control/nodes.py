@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from nodegraph_core.types import Image
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.paths import resolve_model_ref
 from pydantic import Field
 
@@ -98,7 +99,7 @@ def soft_edge(
     return Image(edges.soft_edges(image.pixels, blur))
 
 
-@node("control.load_controlnet", version="1.0.0")
+@node("control.load_controlnet", version="1.0.0", facts=family_facts.control_facts)
 def load_controlnet(
     ctx: NodeContext,
     path: Annotated[
@@ -147,7 +148,7 @@ def _config(ctx: NodeContext, config: str | None) -> Path | None:
     return folder
 
 
-@node("control.controlnet", version="1.0.0")
+@node("control.controlnet", version="1.0.0", facts=family_facts.unit_facts)
 def controlnet(
     model: Annotated[ControlNetHandle, Field(description="The ControlNet (control.load_controlnet)")],
     image: Annotated[

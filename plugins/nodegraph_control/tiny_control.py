@@ -7,7 +7,8 @@
   blocks (channels = the UNet's `block_out_channels`, pixel-unshuffle by 8 = the VAE's downscale, so
   the first map has the latent size and each next one is halved like the UNet's).
 Weights depend only on the seed. Regenerate the committed folders with
-`python -m nodegraph_control.tiny_control build` (builtin/tinyworld-pose, -edge, -adapter).
+`python -m nodegraph_control.tiny_control build` (builtin/tinyworld-pose, -edge, -adapter, and
+builtin/tinyxl-edge for the tiny SDXL).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "nodegraph_diffusion" / "builtin"
 COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, like the VAE
 SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
+XL_SEEDS = {"tinyxl-edge": 404}  # ControlNets of the tiny random SDXL (builtin:tinyxl)
 
 
 def _fill(
@@ -97,12 +99,28 @@ def save_builtin(root: Path = BUILTIN_DIR) -> list[Path]:
     return written
 
 
+def save_builtin_xl(root: Path = BUILTIN_DIR) -> list[Path]:
+    """Write tinyxl-edge: an SDXL ControlNet (`text_time` added embedding) of the tiny SDXL's UNet."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet",
+                                                local_files_only=True)
+    written = []
+    for name, seed in XL_SEEDS.items():
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+        build_tiny_controlnet(unet, seed).save_pretrained(root / name, safe_serialization=True)
+        written.append(root / name)
+    return written
+
+
 def main(argv: list[str]) -> int:
     """`python -m nodegraph_control.tiny_control build [ROOT]`."""
     if not argv or argv[0] != "build":
         print("usage: python -m nodegraph_control.tiny_control build [ROOT]", file=sys.stderr)
         return 2
-    for path in save_builtin(Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR):
+    root = Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR
+    for path in [*save_builtin(root), *save_builtin_xl(root)]:
         print(path)
     return 0
 

@@ -41,6 +41,9 @@ class SamplingSetup:
     first_step: int  # index of timesteps[0] in the full schedule
     prompt_embeds: Any  # (2B or B, tokens, dim) as passed to the UNet
     generator: Any = None
+    # the model family's extra denoiser inputs (SDXL: text_embeds, time_ids; batched like prompt_embeds),
+    # which a ControlNet of that family takes too; None for SD1.x
+    added_cond_kwargs: dict[str, Any] | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.families import available_families, file_family, folder_family
 from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
 from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
@@ -28,7 +29,6 @@ from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle,
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-SUPPORTED_FAMILIES = ("sd15", "tinyworld")
 
 
 def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
@@ -93,32 +93,37 @@ def make_source(
     if path.is_dir():
         if (path / "model_index.json").is_file():
             index = json.loads((path / "model_index.json").read_text())
-            if "XL" in str(index.get("_class_name", "")):
-                raise InputError(f"'{path}' is an SDXL model; this version supports SD1.x models only",
-                                 field=field)
-            for component in ("unet", "vae", "text_encoder"):  # say now, not when a sampler needs it
-                missing = missing_component(path, component) if component in index else None
+            family = folder_family(index)
+            if family is None:
+                known = ", ".join(f.label for f in available_families())
+                raise InputError(f"'{path}' is a {index.get('_class_name', 'diffusers')} model, of no model "
+                                 f"family this installation knows ({known})", field=field)
+            wanted = ("unet", "vae", *family.text_encoders)
+            for component in wanted:  # say now, not when a sampler needs it
+                missing = missing_component(path, component) if index.get(component, [None])[0] else None
                 if missing:
                     raise InputError(missing, field=field)
-            return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok)
+            return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok, family.name)
         if (path / "config.json").is_file():
             return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok)
         raise InputError(f"'{path}' is a folder but neither a diffusers model (model_index.json) nor a "
                          "model component (config.json)", field=field)
     shapes = read_shapes(path, ctx, field)
-    family = detect_family(set(shapes), shapes)
-    if family == "unknown":
-        family = _vae_family(shapes)
-        if family == "unknown":
-            families = ", ".join(SUPPORTED_FAMILIES)
-            raise InputError(f"'{path}' is not a checkpoint of a supported family ({families})", field=field)
-        return ModelSource(str(path), fingerprint_path(path), "single_file_vae", family,
-                           str(CONFIGS_DIR / family), tok)
-    if family not in SUPPORTED_FAMILIES:
-        raise InputError(f"'{path}' is an {family.upper()} checkpoint; this version loads SD1.x checkpoints "
-                         "only", field=field)
-    return ModelSource(str(path), fingerprint_path(path), "single_file", family, str(CONFIGS_DIR / family),
-                       tok)
+    found = file_family(shapes)
+    if found is None:
+        config = _vae_family(shapes)
+        if config == "unknown":
+            kind = detect_family(set(shapes), shapes)
+            if kind != "unknown":
+                raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
+                                 "supported yet (use its diffusers folder)", field=field)
+            known = ", ".join(f.label for f in available_families())
+            raise InputError(f"'{path}' is not a checkpoint of a supported family ({known})", field=field)
+        return ModelSource(str(path), fingerprint_path(path), "single_file_vae", config,
+                           str(CONFIGS_DIR / config), tok)
+    family, config = found
+    return ModelSource(str(path), fingerprint_path(path), "single_file", config, str(CONFIGS_DIR / config),
+                       tok, family.name)
 
 
 def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -163,19 +168,28 @@ def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
     raise InputError(f"'{path}' holds no VAE", field="path")
 
 
-def load_text_encoder(source: ModelSource, ctx: NodeContext) -> Any:
-    """Load the CLIP text encoder of a model source."""
+def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "text_encoder") -> Any:
+    """Load a CLIP text encoder of a model source (`component`: its folder, e.g. SDXL's text_encoder_2).
+
+    A diffusers folder names the encoder's class in model_index.json (SDXL's second encoder is a
+    `CLIPTextModelWithProjection`, which also gives the pooled embeds); that class is used."""
+    import transformers
     from transformers import CLIPTextModel
 
     path = Path(source.path)
     if source.format == "diffusers":
-        missing = missing_component(path, "text_encoder")
+        missing = missing_component(path, component)
         if missing:
             raise InputError(missing)
-        if not _has_safetensors(path / "text_encoder"):
-            refuse_pickle(weight_files(path / "text_encoder")[0], ctx)
+        if not _has_safetensors(path / component):
+            refuse_pickle(weight_files(path / component)[0], ctx)
+        index = json.loads((path / "model_index.json").read_text())
+        named = (index.get(component) or [None, "CLIPTextModel"])[1]
+        cls = getattr(transformers, str(named), None)
+        if not (isinstance(cls, type) and str(named).startswith("CLIPText")):
+            raise InputError(f"'{path}': {component} is a {named}, not a CLIP text encoder")
         with _no_transformers_bar():
-            model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+            model = cls.from_pretrained(path, subfolder=component, local_files_only=True)
         return own_storage(model.eval())
     if source.format == "single_file":
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
@@ -201,7 +215,7 @@ def _no_transformers_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(source: ModelSource) -> Any:
+def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
     """Load the tokenizer: the handle's own folder, the model's, the shipped config's, or for SD1.x
     (A1111 single files carry none) CLIP's tokenizer built from the shipped merges (clip_tokenizer)."""
     from transformers import CLIPTokenizer
@@ -209,9 +223,9 @@ def load_tokenizer(source: ModelSource) -> Any:
     if source.tokenizer_dir:
         folder = Path(source.tokenizer_dir)
     elif source.format == "diffusers":
-        folder = Path(source.path) / "tokenizer"
+        folder = Path(source.path) / component
     else:
-        folder = Path(source.config_dir or "") / "tokenizer"
+        folder = Path(source.config_dir or "") / component
     found = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
     if not found and not source.tokenizer_dir and source.base == "sd15":
         from nodegraph_diffusion.clip_tokenizer import sd15_clip_tokenizer
@@ -280,13 +294,20 @@ def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
 
 
 @contextmanager
-def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[tuple[Any, Any]]:
-    """(tokenizer, text encoder) of the handle, LoRAs active, pinned for the block."""
+def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str = "text_encoder",
+                     tokenizer_component: str = "tokenizer") -> Iterator[tuple[Any, Any]]:
+    """(tokenizer, text encoder) of the handle, LoRAs active, pinned for the block.
+
+    `component`/`tokenizer_component` pick one encoder of a family with several (SDXL's
+    text_encoder_2 and tokenizer_2); LoRAs apply to the first encoder only."""
     source = handle.source
-    with ctx.resources.use(component_key(source, "tokenizer"), lambda: load_tokenizer(source)) as tokenizer, \
-            ctx.resources.use(component_key(source, "text_encoder"), lambda: load_text_encoder(source, ctx),
+    with ctx.resources.use(component_key(source, tokenizer_component),
+                           lambda: load_tokenizer(source, tokenizer_component)) as tokenizer, \
+            ctx.resources.use(component_key(source, component),
+                              lambda: load_text_encoder(source, ctx, component),
                               device=ctx.device, dtype=ctx.dtype) as encoder:
-        _apply_loras(encoder, handle.loras, "text_encoder", ctx)
+        if component == "text_encoder":
+            _apply_loras(encoder, handle.loras, "text_encoder", ctx)
         yield tokenizer, encoder
 
 

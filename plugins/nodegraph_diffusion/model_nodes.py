@@ -13,6 +13,8 @@ from typing import Annotated, NamedTuple
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
+from nodegraph_diffusion.families import family_named
 from nodegraph_diffusion.loading import make_source, read_shapes, refuse_pickle, scheduler_config
 from nodegraph_diffusion.lora import lora_file
 from nodegraph_diffusion.paths import (
@@ -44,7 +46,7 @@ class LoraOutputs(NamedTuple):
     text_encoder: TextEncoderHandle
 
 
-@node("diffusion.load_model", version="1.0.0")
+@node("diffusion.load_model", version="1.0.0", facts=family_facts.model_facts)
 def load_model(
     ctx: NodeContext,
     path: Annotated[ModelRef, Field(description="builtin:NAME, a diffusers folder, a .safetensors "
@@ -65,7 +67,7 @@ def load_model(
     return LoadedModel(UNetHandle(source), TextEncoderHandle(source), VaeHandle(source), spec)
 
 
-@node("diffusion.load_vae", version="1.0.0")
+@node("diffusion.load_vae", version="1.0.0", facts=family_facts.vae_facts)
 def load_vae(
     ctx: NodeContext,
     path: Annotated[VaeRef, Field(description="A VAE folder, a standalone VAE file, or a full model "
@@ -75,7 +77,7 @@ def load_vae(
     return VaeHandle(make_source(resolve_model_ref(path, ctx, "vae"), ctx))
 
 
-@node("diffusion.load_lora", version="1.0.0")
+@node("diffusion.load_lora", version="1.0.0", facts=family_facts.lora_facts)
 def load_lora(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The UNet to patch")],
@@ -87,6 +89,9 @@ def load_lora(
                                                 description="Strength on the text encoder (0 = off)")] = 1.0,
 ) -> LoraOutputs:
     """Attach a LoRA to a UNet and text encoder at given strengths; chain nodes to stack LoRAs."""
+    family = family_named(unet.source.family)
+    if not family.supports_lora:
+        raise InputError(f"LoRA files are not supported yet for {family.label} models", field="unet")
     file = lora_file(resolve_model_ref(path, ctx, "lora"))
     refuse_pickle(file, ctx)
     if file.suffix.lower() == ".safetensors":

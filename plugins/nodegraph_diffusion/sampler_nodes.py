@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
 from nodegraph_diffusion.conditions import Condition
+from nodegraph_diffusion.families import DenoiseRequest, ModelFamily, family_named
 from nodegraph_diffusion.loading import use_unet
 from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.types import Conditioning, Latents, Noise, SchedulerSpec, UNetHandle
@@ -28,7 +30,21 @@ def guidance_embeds(positive: Conditioning, negative: Conditioning | None,
         raise InputError(str(exc), field="negative") from exc
 
 
-@node("diffusion.sample", version="1.0.0")
+def unet_family(unet: UNetHandle, positive: Conditioning, negative: Conditioning | None) -> ModelFamily:
+    """The UNet's model family, after checking the conditioning came from an encoder of that family."""
+    try:
+        family = family_named(unet.source.family)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]), field="unet") from exc
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond is not None and cond.family != family.name:
+            raise InputError(f"{name} conditioning comes from a '{cond.family}' text encoder, but the UNet "
+                             f"is {family.label} ('{family.name}'): encode the prompt with this model's "
+                             "text_encoder", field=name)
+    return family
+
+
+@node("diffusion.sample", version="1.0.0", facts=family_facts.sample_facts)
 def sample(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The denoising UNet (with its LoRAs)")],
@@ -92,11 +108,19 @@ def sample(
     for skipped in prior.after_noise if prior else ():
         draw_noise(skipped, generator)
     initial = drawn if noise is None else noise.samples
+    family = unet_family(unet, positive, negative)
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
+        do_cfg = negative is not None and cfg > 1.0
+        scale = family.vae_scale
+        denoise_req = DenoiseRequest(shape[0], do_cfg, shape[-2] * scale, shape[-1] * scale, device, dtype)
+        try:
+            added = family.added_cond_kwargs(model, positive, negative if do_cfg else None, denoise_req)
+        except ValueError as exc:
+            raise InputError(str(exc), field="positive") from exc
         request = LoopInput(
             unet=model,
             scheduler=sched,
@@ -117,6 +141,7 @@ def sample(
             conditions=list(conditions or ()),
             eta=eta,
             extras=dict(latents.extras),
+            added_cond=added,
         )
         try:  # UNet calls of this run, from a throwaway scheduler (PNDM adds one, Heun doubles)
             calls = len(plan_schedule(make_scheduler(scheduler), steps, device, denoise, start_step,

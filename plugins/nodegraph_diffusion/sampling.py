@@ -184,6 +184,16 @@ def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:
     return embeds.repeat(1, per, 1).view(bs * per, seq_len, -1)
 
 
+def batch_pooled(pooled: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat pooled embeds (n, dim) to the latent batch as the SDXL pipeline does per prompt."""
+    if pooled.shape[0] == batch:
+        return pooled
+    if batch % pooled.shape[0] != 0:
+        raise SamplingError(f"{pooled.shape[0]} pooled embeddings do not divide a batch of {batch} latents")
+    per = batch // pooled.shape[0]
+    return pooled.repeat(1, per).view(pooled.shape[0] * per, -1)
+
+
 def latent_mask(mask: torch.Tensor, height: int, width: int, binarize: bool = True) -> torch.Tensor:
     """A pixel mask (B, 1, H, W) in [0, 1] -> latent size, as the inpaint pipeline prepares it.
 
@@ -221,6 +231,8 @@ class LoopInput:
     conditions: Sequence[Any] = ()  # nodegraph_diffusion.conditions.Condition
     eta: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    # the model family's extra UNet inputs for every step (SDXL: text_embeds, time_ids), see families/
+    added_cond: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +309,7 @@ def run_loop(
         first_step=schedule.first_index,
         prompt_embeds=prompt_embeds,
         generator=req.generator,
+        added_cond_kwargs=req.added_cond,
     )
     units: list[Any] = []
     try:
@@ -314,7 +327,8 @@ def run_loop(
             if inpaint9:
                 latent_model_input = torch.cat([latent_model_input, mask_in, masked_in], dim=1)
             step = StepInput(schedule.first_index + i, t, latent_model_input, prompt_embeds)
-            extra = merge_step_kwargs([unit.step_kwargs(step) for unit in units])
+            family_kwargs = {"added_cond_kwargs": req.added_cond} if req.added_cond else {}
+            extra = merge_step_kwargs([family_kwargs, *(unit.step_kwargs(step) for unit in units)])
             noise_pred = unet(
                 latent_model_input,
                 t,

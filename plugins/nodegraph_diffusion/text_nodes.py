@@ -1,127 +1,56 @@
-"""Text encoding: prompt -> cross-attention conditioning.
+"""Text encoding: prompt -> conditioning, by the model family of the encoder it gets.
 
-A plain prompt of up to 75 tokens takes exactly diffusers' `StableDiffusionPipeline.encode_prompt` path
-(same tokenizer call, same clip-skip handling), so results equal the pipeline's bit for bit. Longer
-prompts are split A1111-style into 75-token chunks, each wrapped in BOS/EOS and padded to 77, encoded
-separately and concatenated along the token axis. Emphasis (`(word:1.3)`, `(word)`, `[word]`) scales
-the token embeddings of the marked words and restores each chunk's mean, as A1111 does.
+The family (families/) decides how: SD1.x one CLIP encoder's last layer; SDXL both encoders'
+penultimate layers, the pooled embeds and the size micro-conditioning. The shared CLIP paths (diffusers'
+exact short prompts, A1111's long prompts and emphasis) are in clip_encoding.py.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field
 
-from nodegraph.api import NodeContext, node
-from nodegraph_diffusion.loading import use_text_encoder
-from nodegraph_diffusion.prompt_weights import has_emphasis, parse_emphasis
+from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
+from nodegraph_diffusion.families import PromptRequest, family_named
 from nodegraph_diffusion.types import Conditioning, TextEncoderHandle
 
-
-def run_encoder(encoder: Any, input_ids: Any, clip_skip: int, attention_mask: Any = None) -> Any:
-    """One text-encoder call, exactly as `StableDiffusionPipeline.encode_prompt` makes it.
-
-    `clip_skip` counts final layers skipped (diffusers' meaning: 1 = penultimate layer, which A1111
-    calls "CLIP skip 2"); the skipped output still goes through the final layer norm.
-    """
-    import torch
-
-    device = next(encoder.parameters()).device
-    mask = attention_mask.to(device) if attention_mask is not None else None
-    with torch.no_grad():
-        if clip_skip == 0:
-            embeds = encoder(input_ids.to(device), attention_mask=mask)[0]
-        else:
-            hidden = encoder(input_ids.to(device), attention_mask=mask, output_hidden_states=True)[-1]
-            embeds = getattr(encoder, "text_model", encoder).final_layer_norm(hidden[-(clip_skip + 1)])
-    return embeds.to(dtype=encoder.dtype)
+Size = Annotated[int, Field(ge=0, le=16384)]
 
 
-def _uses_mask(encoder: Any) -> bool:
-    return bool(getattr(encoder.config, "use_attention_mask", False))
-
-
-def encode_plain(tokenizer: Any, encoder: Any, text: str, clip_skip: int) -> tuple[Any, list[int]]:
-    """diffusers' exact path for a prompt that fits one 77-token window."""
-    inputs = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")
-    mask = inputs.attention_mask if _uses_mask(encoder) else None
-    return run_encoder(encoder, inputs.input_ids, clip_skip, mask), inputs.input_ids[0].tolist()
-
-
-def encode_chunks(
-    tokenizer: Any, encoder: Any, tokens: list[int], weights: list[float], clip_skip: int
-) -> tuple[Any, list[int]]:
-    """A1111's long-prompt path: 75-token chunks, BOS/EOS each, weights applied with mean restored."""
-    import torch
-
-    width = tokenizer.model_max_length - 2
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    pieces, all_ids = [], []
-    for start in range(0, max(len(tokens), 1), width):
-        chunk, chunk_w = tokens[start:start + width], weights[start:start + width]
-        fill = width - len(chunk)
-        ids = [bos, *chunk, eos] + [pad] * fill
-        w = torch.tensor([1.0, *chunk_w, 1.0] + [1.0] * fill)
-        input_ids = torch.tensor([ids])
-        mask = (torch.tensor([[1] * (len(chunk) + 2) + [0] * fill])) if _uses_mask(encoder) else None
-        z = run_encoder(encoder, input_ids, clip_skip, mask)
-        if bool((w != 1.0).any()):
-            original_mean = z.mean()
-            z = z * w.to(z.device, z.dtype).reshape(1, -1, 1)
-            z = z * (original_mean / z.mean())
-        pieces.append(z)
-        all_ids.extend(ids)
-    return torch.cat(pieces, dim=1), all_ids
-
-
-def encode_prompt(tokenizer: Any, encoder: Any, text: str, clip_skip: int = 0,
-                  emphasis: bool = True) -> tuple[Any, list[int]]:
-    """(embeds (1, tokens, dim), token ids aligned with them) for one prompt."""
-    if emphasis and has_emphasis(text):
-        tokens: list[int] = []
-        weights: list[float] = []
-        for fragment, weight in parse_emphasis(text):
-            ids = tokenizer(fragment, add_special_tokens=False, truncation=False, verbose=False).input_ids
-            tokens.extend(ids)
-            weights.extend([weight] * len(ids))
-        return encode_chunks(tokenizer, encoder, tokens, weights, clip_skip)
-    tokens = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-    if len(tokens) <= tokenizer.model_max_length - 2:
-        return encode_plain(tokenizer, encoder, text, clip_skip)
-    return encode_chunks(tokenizer, encoder, tokens, [1.0] * len(tokens), clip_skip)
-
-
-def empty_encoding(tokenizer: Any, encoder: Any, text: str, embeds: Any, clip_skip: int) -> Any:
-    """The encoder's empty-prompt encoding (1, 77, dim), which the sampler pads shorter conditioning with.
-
-    Kept only where padding can need it: an empty prompt is its own (no extra encoder call); a prompt
-    longer than one chunk pays one extra call, so that a short prompt on the other side can borrow it
-    (see cond_padding). A one-chunk non-empty prompt carries none and costs nothing extra.
-    """
-    if text == "":
-        return embeds
-    if int(embeds.shape[1]) > tokenizer.model_max_length:
-        return encode_plain(tokenizer, encoder, "", clip_skip)[0]
-    return None
-
-
-@node("diffusion.encode_text", version="1.1.0")
+# 1.2: model families (SDXL: text_2, sizes)
+@node("diffusion.encode_text", version="1.2.0", facts=family_facts.encode_facts)
 def encode_text(
     ctx: NodeContext,
     encoder: Annotated[TextEncoderHandle, Field(description="Text encoder (with its tokenizer and LoRAs)")],
     text: Annotated[str, Field(description="The prompt; A1111 emphasis like (word:1.3) and [word] works; "
                                            "longer than 75 tokens is split into chunks")],
-    clip_skip: Annotated[int, Field(ge=0, le=4, description="Final CLIP layers to skip (1 = penultimate, "
-                                                            "A1111's 'CLIP skip 2')")] = 0,
+    clip_skip: Annotated[int, Field(ge=0, le=4, description="Final CLIP layers to skip (SD1.x: 1 = "
+                                                            "penultimate, A1111's 'CLIP skip 2'; SDXL "
+                                                            "counts from its penultimate default)")] = 0,
     emphasis: Annotated[bool, Field(description="Read (word:1.3)/(word)/[word] as emphasis; off = brackets "
                                                 "are literal text")] = True,
+    text_2: Annotated[str | None, Field(description="SDXL: the prompt of the second text encoder "
+                                                    "(unset = the same text)")] = None,
+    original_width: Annotated[Size, Field(description="SDXL micro-conditioning original size (0 = the "
+                                                      "image's)")] = 0,
+    original_height: Annotated[Size, Field(description="SDXL original height (0 = the image's)")] = 0,
+    crop_left: Annotated[Size, Field(description="SDXL crop coordinates, left")] = 0,
+    crop_top: Annotated[Size, Field(description="SDXL crop coordinates, top")] = 0,
+    target_width: Annotated[Size, Field(description="SDXL target size (0 = the image's)")] = 0,
+    target_height: Annotated[Size, Field(description="SDXL target height (0 = the image's)")] = 0,
+    aesthetic_score: Annotated[float | None, Field(ge=0, le=10, description="SDXL refiner's aesthetic score "
+                                                   "(unset: 6 for a positive, 2.5 for a negative prompt)")]
+    = None,
 ) -> Conditioning:
-    """Encode a prompt into cross-attention conditioning."""
-    with use_text_encoder(ctx, encoder) as (tokenizer, model):
-        embeds, ids = encode_prompt(tokenizer, model, text, clip_skip, emphasis)
-        empty = empty_encoding(tokenizer, model, text, embeds, clip_skip)
-    return Conditioning(embeds=embeds.detach().cpu(), prompt=text, token_ids=tuple(int(i) for i in ids),
-                        empty=None if empty is None else empty.detach().cpu())
+    """Encode a prompt into conditioning for the encoder's model family (SD1.x, SDXL, ...)."""
+    try:
+        family = family_named(encoder.source.family)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]), field="encoder") from exc
+    micro = (("aesthetic_score", aesthetic_score), ("crop", (crop_top, crop_left)),
+             ("original_size", (original_height, original_width)),
+             ("target_size", (target_height, target_width)))
+    request = PromptRequest(text, text_2, clip_skip, emphasis, micro)
+    return family.encode(ctx, encoder, request)

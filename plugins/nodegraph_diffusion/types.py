@@ -17,9 +17,10 @@ class ModelSource:
     path: str  # absolute path of the folder or file
     fingerprint: str  # content fingerprint; the residency key
     format: str  # "diffusers" | "single_file"
-    base: str = "sd15"  # model family, picks the shipped config for single files
+    base: str = "sd15"  # shipped config name (configs/NAME) for single files
     config_dir: str | None = None  # local diffusers config folder used for single files
     tokenizer_dir: str | None = None  # tokenizer folder when the config folder has none (real SD1.5 files)
+    family: str = "sd1"  # the ModelFamily (families/) that reads, encodes and denoises with these weights
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Conditioning:
     token_ids: tuple[int, ...] = ()
     pooled: Any = None  # SDXL pooled embeds, when the encoder gives them
     empty: Any = None  # torch.Tensor (1, 77, dim) or None
+    family: str = "sd1"  # the ModelFamily of the encoder; the sampler asks it for the UNet's extra inputs
+    # family-specific conditioning the family turns into denoiser inputs at sampling time, as sorted
+    # (name, value) items: SDXL's micro-conditioning sizes (0 = the sampled image's size)
+    micro: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from nodegraph_core.types import Image, Mask
 from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae
 from nodegraph_diffusion.types import Latents, SeedDraws, VaeHandle
@@ -15,7 +16,7 @@ from nodegraph_diffusion.types import Latents, SeedDraws, VaeHandle
 # A catalogue module: torch and the sampling arithmetic are imported inside the node bodies.
 
 
-@node("diffusion.vae_decode", version="1.0.0")
+@node("diffusion.vae_decode", version="1.0.0", facts=family_facts.decode_facts)
 def vae_decode(
     ctx: NodeContext,
     vae: Annotated[VaeHandle, Field(description="The VAE")],
@@ -39,7 +40,8 @@ def _check_size(image: Image) -> None:
                          "(resize or crop it first)", field="image")
 
 
-@node("diffusion.vae_encode", version="1.1.0")  # 1.1: records its draws (SeedDraws)
+# 1.1: records its draws (SeedDraws)
+@node("diffusion.vae_encode", version="1.1.0", facts=family_facts.vae_encode_facts)
 def vae_encode(
     ctx: NodeContext,
     vae: Annotated[VaeHandle, Field(description="The VAE")],
@@ -68,7 +70,8 @@ class InpaintLatents(NamedTuple):
     masked: Latents  # the encoded masked image, for 9-channel inpainting UNets
 
 
-@node("diffusion.vae_encode_inpaint", version="1.1.0")  # 1.1: the pipeline's draw order
+# 1.1: the pipeline's draw order
+@node("diffusion.vae_encode_inpaint", version="1.1.0", facts=family_facts.vae_encode_facts)
 def vae_encode_inpaint(
     ctx: NodeContext,
     vae: Annotated[VaeHandle, Field(description="The VAE")],

@@ -1,0 +1,80 @@
+"""What a model family is: the one place that says how a kind of checkpoint is read and driven.
+
+A family answers every question whose answer differs between, say, SD1.x and SDXL: how its
+checkpoints are recognised (a diffusers folder's `model_index.json`, a single file's key names), which
+text-encoder components it has, how a prompt becomes conditioning, which extra inputs its denoiser
+takes besides the latents, the timestep and the cross-attention states, and its latent layout. The
+nodes (`diffusion.load_model`, `encode_text`, `sample`, `vae_decode`) only ask the family named by the
+handles they get, so a new family needs no edit to them, nor to the engine (see `families/__init__`).
+
+This module is light (stdlib only): families are found and asked to recognise files at validation
+time too; torch and diffusers are imported inside the methods that run models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """What `diffusion.encode_text` asks a family to encode (the node's inputs, family-neutral)."""
+
+    text: str
+    text_2: str | None = None  # a second encoder's own prompt (SDXL); None = the same text
+    clip_skip: int = 0  # final layers skipped beyond the family's default layer
+    emphasis: bool = True
+    # micro-conditioning sizes and scores, by name (SDXL: original/crop/target sizes; 0 = image size)
+    micro: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class DenoiseRequest:
+    """What the sampler tells a family before the loop, to build the denoiser's extra inputs."""
+
+    batch: int  # latent batch size
+    do_cfg: bool  # inputs are batched [negative, positive]
+    height: int  # image size in pixels (latent size times the VAE scale)
+    width: int
+    device: Any
+    dtype: Any
+
+
+class ModelFamily:
+    """Base class of model families; a family overrides what differs from SD1.x's answers.
+
+    Subclasses set `name` (the id handles carry), `label` (for messages) and override the methods.
+    Instances are stateless: one per process is fine, none is mutated.
+    """
+
+    name: str = ""
+    label: str = ""
+    latent_channels: int = 4
+    vae_scale: int = 8  # pixels per latent cell
+    text_encoders: tuple[str, ...] = ("text_encoder",)  # components of a diffusers folder
+    tokenizers: tuple[str, ...] = ("tokenizer",)
+    config_names: tuple[str, ...] = ()  # shipped configs/NAME folders for this family's single files
+    supports_lora: bool = True  # diffusion.load_lora reads LoRA files for this family's models
+
+    def recognise_folder(self, index: Mapping[str, Any]) -> bool:
+        """Whether a diffusers folder whose model_index.json is `index` is of this family."""
+        return False
+
+    def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """The shipped config name for a single file with these tensor shapes, or None if not ours."""
+        return None
+
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
+        return False
+
+    def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
+        """Encode a prompt with the handle's text encoder(s) into this family's `Conditioning`."""
+        raise NotImplementedError(f"family {self.name!r} cannot encode prompts")
+
+    def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
+                          request: DenoiseRequest) -> dict[str, Any] | None:
+        """The denoiser's `added_cond_kwargs` for the whole loop (None: it takes none)."""
+        return None

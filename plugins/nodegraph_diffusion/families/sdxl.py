@@ -1,0 +1,131 @@
+"""The SDXL family (base and refiner): two CLIP encoders, pooled embeds and size micro-conditioning.
+
+Mirrors `StableDiffusionXLPipeline` step for step so the same seed gives the same pixels:
+- each encoder's hidden states of the penultimate layer (`hidden_states[-2]`, no final norm; clip skip
+  counts further back), concatenated along the feature axis (768 + 1280 for the real base);
+- the pooled embeds (`text_embeds`) of the last encoder, a `CLIPTextModelWithProjection`;
+- `time_ids` = original size + crop top-left + target size (base), or original size + crop + aesthetic
+  score (refiner: its UNet's add-embedding is one id shorter), batched `[negative, positive]` like the
+  pipeline and handed to the UNet as `added_cond_kwargs`.
+The refiner has only the second encoder (`text_encoder: null` in model_index.json): it is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, PromptRequest
+
+ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
+SECOND_ENCODER_PREFIX = "conditioner.embedders.1.model."
+SIZES = ("original_size", "crop", "target_size")  # each (height, width) / (top, left); 0 = image size
+DEFAULT_SCORES = (6.0, 2.5)  # refiner aesthetic score of the positive / negative side (diffusers' defaults)
+
+
+def _penultimate(captured: list[Any]) -> Any:
+    """An encoder call as the SDXL pipeline makes it; the first call's pooled output goes to `captured`."""
+
+    def call(encoder: Any, input_ids: Any, clip_skip: int, mask: Any) -> Any:
+        import torch
+
+        device = next(encoder.parameters()).device
+        kwargs = {"attention_mask": mask.to(device)} if mask is not None else {}
+        with torch.no_grad():
+            out = encoder(input_ids.to(device), output_hidden_states=True, **kwargs)
+        if not captured and out[0].ndim == 2:  # CLIPTextModelWithProjection: text_embeds
+            captured.append(out[0])
+        return out.hidden_states[-(clip_skip + 2)].to(dtype=encoder.dtype)
+
+    return call
+
+
+class SDXLFamily(ModelFamily):
+    """Stable Diffusion XL, base and refiner (diffusers folders)."""
+
+    name = "sdxl"
+    label = "SDXL"
+    text_encoders = ("text_encoder_2",)  # the refiner has only this one; the base has both
+    supports_lora = False  # not yet: SDXL's key layouts and its second text encoder (issue notes)
+    tokenizers = ("tokenizer_2",)
+
+    def recognise_folder(self, index: Mapping[str, Any]) -> bool:
+        return "XL" in str(index.get("_class_name", "")) and "text_encoder_2" in index
+
+    def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        return None  # single files: not yet (needs shipped configs, see the issue notes)
+
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
+        return config.get("addition_embed_type") == "text_time"
+
+    def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
+        from pathlib import Path
+
+        import torch
+
+        from nodegraph.api import InputError
+        from nodegraph_diffusion.clip_encoding import encode_plain, encode_prompt
+        from nodegraph_diffusion.cond_padding import match_lengths
+        from nodegraph_diffusion.loading import use_text_encoder
+        from nodegraph_diffusion.types import Conditioning
+
+        if any(p.text_encoder_weight for p in handle.loras):
+            raise InputError("LoRA on SDXL text encoders is not supported yet; set text_encoder_weight: 0",
+                             field="encoder")
+        root = Path(handle.source.path)
+        texts = (request.text, request.text if request.text_2 is None else request.text_2)
+        present = [(pair, text) for pair, text in zip(ENCODERS, texts, strict=True)
+                   if (root / pair[1]).is_dir()]
+        pieces, empties, pooled, first_ids = [], [], [], None
+        for (tok_name, enc_name), text in present:
+            captured: list[Any] = []
+            call = _penultimate(captured)
+            with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
+                embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis, call)
+                # always kept (one short call): the two encoders' chunk counts may differ, and the
+                # sampler pads a shorter side with it (cond_padding)
+                empty = embeds if text == "" else \
+                    encode_plain(tokenizer, model, "", request.clip_skip, _penultimate([]))[0]
+            pieces.append(embeds)
+            empties.append(empty)
+            pooled = captured
+            first_ids = ids if first_ids is None else first_ids
+        if len(pieces) == 2 and pieces[0].shape[1] != pieces[1].shape[1]:  # long text vs short text_2
+            pieces[0], pieces[1] = match_lengths(pieces[0], pieces[1], empties[0], empties[1])
+        embeds = torch.cat(pieces, dim=-1)
+        empty = torch.cat(empties, dim=-1)
+        return Conditioning(embeds=embeds.detach().cpu(), prompt=request.text,
+                            token_ids=tuple(int(i) for i in first_ids or ()),
+                            pooled=pooled[0].detach().cpu() if pooled else None,
+                            empty=empty.detach().cpu(), family=self.name, micro=request.micro)
+
+    def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
+                          request: DenoiseRequest) -> dict[str, Any] | None:
+        import torch
+
+        from nodegraph_diffusion.sampling import batch_pooled
+
+        if positive.pooled is None or (request.do_cfg and negative is not None and negative.pooled is None):
+            raise ValueError("SDXL conditioning lacks pooled embeds (encoded by another family's encoder?)")
+        pooled_dim = int(positive.pooled.shape[-1])
+        per_id = int(unet.config.addition_time_embed_dim)
+        count = (int(unet.add_embedding.linear_1.in_features) - pooled_dim) // per_id
+
+        def time_ids(cond: Any, score: float) -> Any:
+            micro = dict(cond.micro)
+            size = (request.height, request.width)
+            original = [int(v) or size[i] for i, v in enumerate(micro.get("original_size", (0, 0)))]
+            crop = [int(v) for v in micro.get("crop", (0, 0))]
+            target = [int(v) or size[i] for i, v in enumerate(micro.get("target_size", (0, 0)))]
+            score = float(micro.get("aesthetic_score") or score)
+            ids = [*original, *crop, *target] if count == 6 else [*original, *crop, score]
+            return torch.tensor([ids], dtype=request.dtype)
+
+        text_embeds = batch_pooled(positive.pooled, request.batch)
+        ids = time_ids(positive, DEFAULT_SCORES[0])
+        if request.do_cfg and negative is not None:
+            text_embeds = torch.cat([batch_pooled(negative.pooled, request.batch), text_embeds], dim=0)
+            ids = torch.cat([time_ids(negative, DEFAULT_SCORES[1]), ids], dim=0)
+        return {"text_embeds": text_embeds.to(device=request.device, dtype=request.dtype),
+                "time_ids": ids.to(request.device).repeat(request.batch, 1)}
