@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_diffusion.families import available_families, file_family, folder_family
+from nodegraph_diffusion.families import available_families, family_named, file_family, folder_family
 from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
 from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
@@ -29,6 +29,12 @@ from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle,
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+# shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
+# tokenizer component -> pad token (SDXL's tokenizer_2 pads with "!", id 0; the others with EOS)
+_EOS = "<|endoftext|>"
+CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS},
+                       "sdxl": {"tokenizer": _EOS, "tokenizer_2": "!"},
+                       "sdxl_refiner": {"tokenizer": _EOS, "tokenizer_2": "!"}}
 
 
 def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
@@ -139,6 +145,13 @@ def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
     return {"config": source.config_dir, "subfolder": subfolder, "local_files_only": True}
 
 
+def _single_file_state(source: ModelSource, component: str, ctx: NodeContext) -> dict[str, Any]:
+    """A single file's state dict, as much of it as its family hands diffusers' converter for
+    `component` (SDXL: each text encoder only its own keys, see `ModelFamily.single_file_part`)."""
+    state = read_state_dict(Path(source.path), ctx)
+    return family_named(source.family).single_file_part(component, state) if source.family else state
+
+
 def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
     """Load the UNet of a model source on CPU (the residency manager places it)."""
     from diffusers import UNet2DConditionModel
@@ -194,9 +207,11 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "t
     if source.format == "single_file":
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
-        state = read_state_dict(path, ctx)
+        index = json.loads((Path(source.config_dir or "") / "model_index.json").read_text())
+        cls = getattr(transformers, str((index.get(component) or [None, ""])[1]), CLIPTextModel)
+        state = _single_file_state(source, component, ctx)
         return own_storage(create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, state, subfolder="text_encoder", config=source.config_dir, local_files_only=True
+            cls, state, subfolder=component, config=source.config_dir, local_files_only=True
         ))
     raise InputError(f"'{path}' holds no text encoder", field="path")
 
@@ -227,10 +242,11 @@ def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
     else:
         folder = Path(source.config_dir or "") / component
     found = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
-    if not found and not source.tokenizer_dir and source.base == "sd15":
+    if not found and not source.tokenizer_dir and source.base in CLIP_TOKENIZER_PADS:
         from nodegraph_diffusion.clip_tokenizer import sd15_clip_tokenizer
 
-        return sd15_clip_tokenizer()
+        pads = CLIP_TOKENIZER_PADS[source.base]
+        return sd15_clip_tokenizer(pad_token=pads.get(component, pads["tokenizer"]))
     if not found:
         where = (f"the tokenizer folder '{folder}' holds neither vocab.json nor tokenizer.json"
                  if source.tokenizer_dir

@@ -66,6 +66,11 @@ class ModelFamily:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
         return None
 
+    def single_file_part(self, component: str, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The keys of a single file's state dict that diffusers' converter gets for `component`
+        (a folder name: unet, vae, text_encoder...); all of them unless a family must split them."""
+        return dict(state)
+
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
         return False
