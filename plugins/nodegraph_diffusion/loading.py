@@ -121,8 +121,9 @@ def make_source(
         if config == "unknown":
             kind = detect_family(set(shapes), shapes)
             if kind == "sdxl":  # SDXL keys, but no UNet of base 1.0's or refiner 1.0's widths
-                raise InputError(f"'{path}' has SDXL's text-encoder keys but not the UNet of SDXL base 1.0 "
-                                 "or refiner 1.0 (the shipped configs); use its diffusers folder", field=field)
+                raise InputError(f"'{path}' has SDXL's text-encoder keys but not the UNet of SDXL base "
+                                 "1.0 or refiner 1.0 (the shipped configs); use its diffusers folder",
+                                 field=field)
             if kind != "unknown":
                 raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
                                  "supported yet (use its diffusers folder)", field=field)

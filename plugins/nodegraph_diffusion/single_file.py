@@ -147,7 +147,8 @@ def detect_family(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
 
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_BIGG_PREFIXES = ("conditioner.embedders.1.model.", "conditioner.embedders.0.model.")  # base, refiner
-_UNET_ADD_EMBEDDING = {"add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}
+_UNET_ADD_EMBEDDING = {"add_embedding.linear_1.": "label_emb.0.0.",
+                       "add_embedding.linear_2.": "label_emb.0.2."}
 _BIGG_LAYER = (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"),
                ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj"))
 
@@ -185,7 +186,8 @@ def open_clip_state(encoder: dict[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
-def sdxl_diffusers_to_original(parts: dict[str, dict[str, Any]], unet_config: dict[str, Any]) -> dict[str, Any]:
+def sdxl_diffusers_to_original(parts: dict[str, dict[str, Any]],
+                               unet_config: dict[str, Any]) -> dict[str, Any]:
     """Build an SDXL original-layout (A1111/ComfyUI) state dict from diffusers state dicts of unet, vae,
     text_encoder_2 and, for the base, text_encoder (`parts["text_encoder"]` absent or None: the refiner,
     whose bigG encoder then sits at `conditioner.embedders.0.model.`)."""

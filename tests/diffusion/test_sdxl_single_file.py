@@ -80,7 +80,8 @@ def test_single_file_components_equal_the_folder(ctx: Any, xl_files: dict[str, P
         with use_text_encoder(ctx, single.text_encoder, enc, tok) as (t1, e1), \
                 use_text_encoder(ctx, folder.text_encoder, enc, tok) as (t2, e2):
             ids_1 = t1("a blue square", padding="max_length", return_tensors="pt").input_ids
-            assert torch.equal(ids_1, t2("a blue square", padding="max_length", return_tensors="pt").input_ids)
+            ids_2 = t2("a blue square", padding="max_length", return_tensors="pt").input_ids
+            assert torch.equal(ids_1, ids_2)
             assert type(e1) is type(e2)
             with torch.no_grad():
                 o1, o2 = e1(ids_1, output_hidden_states=True), e2(ids_1, output_hidden_states=True)
@@ -132,7 +133,8 @@ def test_shipped_real_sdxl_configs_are_the_real_architecture(name: str, cross: i
     assert [e for e in ("text_encoder", "text_encoder_2") if (index.get(e) or [None])[0]] == list(encoders)
     assert index["text_encoder_2"][1] == "CLIPTextModelWithProjection"
     if name == "sdxl":  # 2.6 B: (320, 640, 1280), 1/2/10 transformer layers
-        assert unet["block_out_channels"] == [320, 640, 1280] and unet["transformer_layers_per_block"] == [1, 2, 10]
+        assert unet["block_out_channels"] == [320, 640, 1280]
+        assert unet["transformer_layers_per_block"] == [1, 2, 10]
     with torch.device("meta"):  # the real shapes, no memory
         meta = UNet2DConditionModel.from_config(unet)
     # the base: SDXL's published 2,567,463,684 UNet parameters; the refiner: its ~2.3 B (this config's count)

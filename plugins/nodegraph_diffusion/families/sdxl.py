@@ -28,7 +28,8 @@ FIRST_ENCODER_PREFIX = "conditioner.embedders.0.transformer."
 REFINER_ENCODER_PREFIX = "conditioner.embedders.0.model."
 UNET_PREFIX = "model.diffusion_model."
 # (refiner?, cross-attention width) -> shipped config folder (configs/NAME)
-CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner", (False, 64): "tinyxl", (True, 32): "tinyxl-refiner"}
+CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner",
+           (False, 64): "tinyxl", (True, 32): "tinyxl-refiner"}
 # each encoder's key prefix in a single file, base then refiner (diffusers' converter picks by prefix,
 # and the tiny model's two encoders are the same width, so each is handed only its own keys)
 ENCODER_PREFIXES = {"text_encoder": (FIRST_ENCODER_PREFIX,),
@@ -70,8 +71,8 @@ class SDXLFamily(ModelFamily):
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         base = any(k.startswith(SECOND_ENCODER_PREFIX) for k in shapes)
         refiner = not base and any(k.startswith(REFINER_ENCODER_PREFIX) for k in shapes)
-        probe = next((k for k in sorted(shapes) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")),
-                     None)
+        attn = (k for k in sorted(shapes) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight"))
+        probe = next(attn, None)
         if not (base or refiner) or probe is None:
             return None
         return CONFIGS.get((refiner, shapes[probe][-1]))
