@@ -28,8 +28,8 @@ GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 
 def write_single_file(folder: Path, target: Path) -> Path:
     """The diffusers folder `folder` (tiny SDXL base or refiner) as one A1111-layout safetensors file."""
-    from safetensors.torch import load_file, save_file
     from nodegraph_diffusion.single_file import sdxl_diffusers_to_original
+    from safetensors.torch import load_file, save_file
 
     def part(name: str) -> dict[str, Any] | None:
         files = sorted((folder / name).glob("*.safetensors")) if (folder / name).is_dir() else []
