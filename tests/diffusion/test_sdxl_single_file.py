@@ -152,3 +152,27 @@ def test_real_sdxl_single_file_gets_clip_tokenizers(ctx: Any) -> None:
     text = "a photo of a cat"
     assert one(text).input_ids == two(text).input_ids
     assert two(text, padding="max_length").input_ids[-1] == 0
+
+
+def test_single_files_family_is_known_at_validation(tmp_path: Path, xl_files: dict[str, Path],
+                                                    tiny_single_file: Path) -> None:
+    """The cheap header read tells an SDXL file's family before anything loads, so mixing it with an
+    SD1.x file (base SD1.x, refiner SDXL) is a validation error naming both nodes."""
+    from nodegraph_diffusion.family_facts import path_family
+
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    assert path_family(str(xl_files["tinyxl"]), tmp_path) == "sdxl"
+    assert path_family(str(xl_files["tinyxl-refiner"]), tmp_path) == "sdxl"
+    registry = build_registry()
+    load_plan(GRAPHS / "sdxl_refiner.yaml", registry,
+              {"model": str(xl_files["tinyxl"]), "refiner": str(xl_files["tinyxl-refiner"])})
+    with pytest.raises(GraphError) as info:
+        load_plan(GRAPHS / "sdxl_refiner.yaml", registry,
+                  {"model": str(tiny_single_file), "refiner": str(xl_files["tinyxl-refiner"])})
+    problems = info.value.problems
+    assert problems and all(p.line for p in problems), problems
+    text = str(info.value)
+    assert "SD1.x latents from node 'noisy'" in text and "SDXL UNet from node 'refiner'" in text, text
