@@ -47,8 +47,10 @@ def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
         )
 
 
-def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, Any]:
-    """Read a weights file into a CPU state dict; corrupt or truncated files become InputError."""
+def read_state_dict(path: Path, ctx: NodeContext, field: str = "path",
+                    prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a weights file into a CPU state dict (only the keys starting with one of `prefixes`, if
+    given); corrupt or truncated files become InputError."""
     refuse_pickle(path, ctx, field)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         import torch
@@ -59,9 +61,10 @@ def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[s
                 data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
             raise InputError(pickle_load_problem(path, exc), field=field) from exc
-        return dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
+        state = dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
+        return {k: v for k, v in state.items() if prefixes is None or k.startswith(prefixes)}
     try:  # each tensor in its own fresh memory, not a view of the mapped file (see owned.py)
-        return read_safetensors(path)
+        return read_safetensors(path, None if prefixes is None else (lambda k: k.startswith(prefixes)))
     except Exception as exc:  # noqa: BLE001 - bad headers, short files, OS errors
         raise InputError(f"cannot read weights '{path}' (corrupt or truncated safetensors?): {exc}",
                          field=field) from exc
@@ -150,10 +153,10 @@ def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
 
 
 def _single_file_state(source: ModelSource, component: str, ctx: NodeContext) -> dict[str, Any]:
-    """A single file's state dict, as much of it as its family hands diffusers' converter for
-    `component` (SDXL: each text encoder only its own keys, see `ModelFamily.single_file_part`)."""
-    state = read_state_dict(Path(source.path), ctx)
-    return family_named(source.family).single_file_part(component, state) if source.family else state
+    """A single file's state dict, only as much of it as its family hands diffusers' converter for
+    `component` (SDXL: each part only its own keys, see `ModelFamily.single_file_prefixes`)."""
+    prefixes = family_named(source.family).single_file_prefixes(component) if source.family else None
+    return read_state_dict(Path(source.path), ctx, prefixes=prefixes)
 
 
 def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
@@ -164,7 +167,7 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers":
         return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
     if source.format == "single_file":
-        state = read_state_dict(path, ctx)
+        state = _single_file_state(source, "unet", ctx)
         unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
         return own_storage(unet.eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
@@ -180,7 +183,8 @@ def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers_component":
         return _from_pretrained(AutoencoderKL, path, None, ctx)
     if source.format in ("single_file", "single_file_vae"):
-        state = read_state_dict(path, ctx)
+        state = _single_file_state(source, "vae", ctx) if source.format == "single_file" else \
+            read_state_dict(path, ctx)
         return own_storage(AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval())
     raise InputError(f"'{path}' holds no VAE", field="path")
 

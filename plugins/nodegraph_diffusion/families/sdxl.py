@@ -30,10 +30,12 @@ UNET_PREFIX = "model.diffusion_model."
 # (refiner?, cross-attention width) -> shipped config folder (configs/NAME)
 CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner",
            (False, 64): "tinyxl", (True, 32): "tinyxl-refiner"}
-# each encoder's key prefix in a single file, base then refiner (diffusers' converter picks by prefix,
-# and the tiny model's two encoders are the same width, so each is handed only its own keys)
-ENCODER_PREFIXES = {"text_encoder": (FIRST_ENCODER_PREFIX,),
-                    "text_encoder_2": (SECOND_ENCODER_PREFIX, REFINER_ENCODER_PREFIX)}
+# each component's key prefixes in a single file: each is read alone (not 4 x 6.9 GB), and each text
+# encoder gets only its own keys (diffusers' converter picks the layout by which keys are there, and
+# the tiny model's two encoders are the same width)
+PART_PREFIXES = {"unet": (UNET_PREFIX,), "vae": ("first_stage_model.",),
+                 "text_encoder": (FIRST_ENCODER_PREFIX,),
+                 "text_encoder_2": (SECOND_ENCODER_PREFIX, REFINER_ENCODER_PREFIX)}
 SIZES = ("original_size", "crop", "target_size")  # each (height, width) / (top, left); 0 = image size
 DEFAULT_SCORES = (6.0, 2.5)  # refiner aesthetic score of the positive / negative side (diffusers' defaults)
 
@@ -77,12 +79,8 @@ class SDXLFamily(ModelFamily):
             return None
         return CONFIGS.get((refiner, shapes[probe][-1]))
 
-    def single_file_part(self, component: str, state: Mapping[str, Any]) -> dict[str, Any]:
-        """Only `component`'s own keys for the text encoders (see ENCODER_PREFIXES); all else whole."""
-        prefixes = ENCODER_PREFIXES.get(component)
-        if prefixes is None:
-            return dict(state)
-        return {k: v for k, v in state.items() if k.startswith(prefixes)}
+    def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
+        return PART_PREFIXES.get(component)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
