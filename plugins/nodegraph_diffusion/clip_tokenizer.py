@@ -44,13 +44,16 @@ def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def sd15_clip_tokenizer(path: Path = BPE_FILE) -> Any:
-    """SD1.x's CLIP tokenizer (transformers `CLIPTokenizer`), built in memory from the shipped merges."""
+def sd15_clip_tokenizer(path: Path = BPE_FILE, pad_token: str = EOS) -> Any:
+    """SD1.x's CLIP tokenizer (transformers `CLIPTokenizer`), built in memory from the shipped merges.
+
+    `pad_token="!"` gives SDXL's `tokenizer_2` (OpenCLIP bigG pads with id 0, "!"); the same
+    vocabulary and merges otherwise, so SDXL's `tokenizer` is the default one."""
     from transformers import CLIPTokenizer
 
     merges = read_merges(path)
     return CLIPTokenizer(vocab=clip_vocab(merges), merges=merges, unk_token=EOS, bos_token=BOS, eos_token=EOS,
-                         pad_token=EOS, model_max_length=MAX_LENGTH)
+                         pad_token=pad_token, model_max_length=MAX_LENGTH)
 
 
 def save_sd15_tokenizer(folder: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_diffusion.families import available_families, file_family, folder_family
+from nodegraph_diffusion.families import available_families, family_named, file_family, folder_family
 from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
 from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
@@ -29,6 +29,12 @@ from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle,
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+# shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
+# tokenizer component -> pad token (SDXL's tokenizer_2 pads with "!", id 0; the others with EOS)
+_EOS = "<|endoftext|>"
+CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS},
+                       "sdxl": {"tokenizer": _EOS, "tokenizer_2": "!"},
+                       "sdxl_refiner": {"tokenizer": _EOS, "tokenizer_2": "!"}}
 
 
 def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
@@ -41,8 +47,10 @@ def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
         )
 
 
-def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, Any]:
-    """Read a weights file into a CPU state dict; corrupt or truncated files become InputError."""
+def read_state_dict(path: Path, ctx: NodeContext, field: str = "path",
+                    prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a weights file into a CPU state dict (only the keys starting with one of `prefixes`, if
+    given); corrupt or truncated files become InputError."""
     refuse_pickle(path, ctx, field)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         import torch
@@ -53,9 +61,10 @@ def read_state_dict(path: Path, ctx: NodeContext, field: str = "path") -> dict[s
                 data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
             raise InputError(pickle_load_problem(path, exc), field=field) from exc
-        return dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
+        state = dict(data.get("state_dict", data)) if isinstance(data, dict) else {}
+        return {k: v for k, v in state.items() if prefixes is None or k.startswith(prefixes)}
     try:  # each tensor in its own fresh memory, not a view of the mapped file (see owned.py)
-        return read_safetensors(path)
+        return read_safetensors(path, None if prefixes is None else (lambda k: k.startswith(prefixes)))
     except Exception as exc:  # noqa: BLE001 - bad headers, short files, OS errors
         raise InputError(f"cannot read weights '{path}' (corrupt or truncated safetensors?): {exc}",
                          field=field) from exc
@@ -114,6 +123,10 @@ def make_source(
         config = _vae_family(shapes)
         if config == "unknown":
             kind = detect_family(set(shapes), shapes)
+            if kind == "sdxl":  # SDXL keys, but no UNet of base 1.0's or refiner 1.0's widths
+                raise InputError(f"'{path}' has SDXL's text-encoder keys but not the UNet of SDXL base "
+                                 "1.0 or refiner 1.0 (the shipped configs); use its diffusers folder",
+                                 field=field)
             if kind != "unknown":
                 raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
                                  "supported yet (use its diffusers folder)", field=field)
@@ -139,6 +152,13 @@ def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
     return {"config": source.config_dir, "subfolder": subfolder, "local_files_only": True}
 
 
+def _single_file_state(source: ModelSource, component: str, ctx: NodeContext) -> dict[str, Any]:
+    """A single file's state dict, only as much of it as its family hands diffusers' converter for
+    `component` (SDXL: each part only its own keys, see `ModelFamily.single_file_prefixes`)."""
+    prefixes = family_named(source.family).single_file_prefixes(component) if source.family else None
+    return read_state_dict(Path(source.path), ctx, prefixes=prefixes)
+
+
 def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
     """Load the UNet of a model source on CPU (the residency manager places it)."""
     from diffusers import UNet2DConditionModel
@@ -147,7 +167,7 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers":
         return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
     if source.format == "single_file":
-        state = read_state_dict(path, ctx)
+        state = _single_file_state(source, "unet", ctx)
         unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
         return own_storage(unet.eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
@@ -163,7 +183,8 @@ def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers_component":
         return _from_pretrained(AutoencoderKL, path, None, ctx)
     if source.format in ("single_file", "single_file_vae"):
-        state = read_state_dict(path, ctx)
+        state = _single_file_state(source, "vae", ctx) if source.format == "single_file" else \
+            read_state_dict(path, ctx)
         return own_storage(AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval())
     raise InputError(f"'{path}' holds no VAE", field="path")
 
@@ -194,9 +215,11 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "t
     if source.format == "single_file":
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
-        state = read_state_dict(path, ctx)
+        index = json.loads((Path(source.config_dir or "") / "model_index.json").read_text())
+        cls = getattr(transformers, str((index.get(component) or [None, ""])[1]), CLIPTextModel)
+        state = _single_file_state(source, component, ctx)
         return own_storage(create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, state, subfolder="text_encoder", config=source.config_dir, local_files_only=True
+            cls, state, subfolder=component, config=source.config_dir, local_files_only=True
         ))
     raise InputError(f"'{path}' holds no text encoder", field="path")
 
@@ -227,10 +250,11 @@ def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
     else:
         folder = Path(source.config_dir or "") / component
     found = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
-    if not found and not source.tokenizer_dir and source.base == "sd15":
+    if not found and not source.tokenizer_dir and source.base in CLIP_TOKENIZER_PADS:
         from nodegraph_diffusion.clip_tokenizer import sd15_clip_tokenizer
 
-        return sd15_clip_tokenizer()
+        pads = CLIP_TOKENIZER_PADS[source.base]
+        return sd15_clip_tokenizer(pad_token=pads.get(component, pads["tokenizer"]))
     if not found:
         where = (f"the tokenizer folder '{folder}' holds neither vocab.json nor tokenizer.json"
                  if source.tokenizer_dir

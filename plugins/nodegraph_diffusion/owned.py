@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ class WeightsFileError(ValueError):
     """A safetensors file that cannot be read whole (truncated, bad header, unknown dtype)."""
 
 
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """Every tensor of a .safetensors file, each read into its own fresh CPU allocation."""
+def read_safetensors(path: Path, keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Every tensor of a .safetensors file (or those whose names `keep` accepts: one component of a
+    6.9 GB SDXL single file, say), each read into its own fresh CPU allocation."""
     import torch
 
     with open(path, "rb") as file:
@@ -44,7 +46,8 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             raise WeightsFileError(f"bad header: {exc}") from exc
         base = 8 + header_len
         state: dict[str, Any] = {}
-        entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+        entries = sorted(((k, v) for k, v in header.items()
+                          if k != "__metadata__" and (keep is None or keep(k))),
                          key=lambda kv: kv[1]["data_offsets"][0])
         for name, entry in entries:  # in file order: one forward pass over the file
             dtype_name = _DTYPES.get(entry.get("dtype", ""))

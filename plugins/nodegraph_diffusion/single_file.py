@@ -143,3 +143,68 @@ def detect_family(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
     if width == 32:
         return "tinyworld"
     return "unknown"
+
+
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_BIGG_PREFIXES = ("conditioner.embedders.1.model.", "conditioner.embedders.0.model.")  # base, refiner
+_UNET_ADD_EMBEDDING = {"add_embedding.linear_1.": "label_emb.0.0.",
+                       "add_embedding.linear_2.": "label_emb.0.2."}
+_BIGG_LAYER = (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"),
+               ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj"))
+
+
+def open_clip_state(encoder: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A `CLIPTextModelWithProjection` state dict in OpenCLIP's layout (SDXL's bigG encoder):
+    q/k/v fused into `attn.in_proj_*`, `text_projection` a bare transposed matrix."""
+    import torch
+
+    out: dict[str, Any] = {}
+    fused: dict[str, dict[str, Any]] = {}
+    top = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+           "text_model.embeddings.position_embedding.weight": "positional_embedding",
+           "text_model.final_layer_norm.weight": "ln_final.weight",
+           "text_model.final_layer_norm.bias": "ln_final.bias"}
+    for key, value in encoder.items():
+        if key in top:
+            out[prefix + top[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", key):
+            layer, rest = m[1], m[2]
+            if qkv := re.match(r"self_attn\.([qkv])_proj\.(weight|bias)", rest):
+                fused.setdefault(f"{layer}.{qkv[2]}", {})[qkv[1]] = value
+                continue
+            for diffusers_name, clip_name in _BIGG_LAYER:
+                rest = rest.replace(diffusers_name, clip_name)
+            out[f"{prefix}transformer.resblocks.{layer}.{rest}"] = value
+        elif key != "text_model.embeddings.position_ids":
+            raise ValueError(f"no OpenCLIP name for text-encoder key '{key}'")
+    for name, parts in fused.items():
+        layer, kind = name.split(".")
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def sdxl_diffusers_to_original(parts: dict[str, dict[str, Any]],
+                               unet_config: dict[str, Any]) -> dict[str, Any]:
+    """Build an SDXL original-layout (A1111/ComfyUI) state dict from diffusers state dicts of unet, vae,
+    text_encoder_2 and, for the base, text_encoder (`parts["text_encoder"]` absent or None: the refiner,
+    whose bigG encoder then sits at `conditioner.embedders.0.model.`)."""
+    unet = {}
+    for key, value in parts["unet"].items():
+        head = next((h for h in _UNET_ADD_EMBEDDING if key.startswith(h)), None)
+        if head is not None:
+            unet[UNET_PREFIX + _UNET_ADD_EMBEDDING[head] + key[len(head):]] = value
+        else:
+            unet[key] = value
+    plain = {k: v for k, v in unet.items() if not k.startswith(UNET_PREFIX)}
+    out = diffusers_to_original({"unet": plain, "vae": parts["vae"], "text_encoder": {}}, unet_config)
+    out.update({k: v for k, v in unet.items() if k.startswith(UNET_PREFIX)})
+    first = parts.get("text_encoder")
+    if first:
+        for key, value in first.items():
+            name = key if key.startswith("text_model.") else "text_model." + key
+            out[SDXL_CLIP_PREFIX + name] = value
+    out.update(open_clip_state(parts["text_encoder_2"], SDXL_BIGG_PREFIXES[0 if first else 1]))
+    return out

@@ -66,6 +66,11 @@ class ModelFamily:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
         return None
 
+    def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
+        """Key prefixes of a single file that diffusers' converter needs for `component` (a folder
+        name: unet, vae, text_encoder...), so only those are read; None: the whole file."""
+        return None
+
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
         return False

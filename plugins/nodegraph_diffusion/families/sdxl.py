@@ -8,6 +8,11 @@ Mirrors `StableDiffusionXLPipeline` step for step so the same seed gives the sam
   score (refiner: its UNet's add-embedding is one id shorter), batched `[negative, positive]` like the
   pipeline and handed to the UNet as `added_cond_kwargs`.
 The refiner has only the second encoder (`text_encoder: null` in model_index.json): it is skipped.
+
+Single files (A1111/ComfyUI layout) are told by their text-encoder prefixes: the base holds CLIP ViT-L
+under `conditioner.embedders.0.transformer.` and OpenCLIP bigG under `conditioner.embedders.1.model.`,
+the refiner bigG alone under `conditioner.embedders.0.model.`; the UNet's cross-attention width (2048,
+1280; 64, 32 for the tiny test models) picks the shipped config folder diffusers reads them with.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, Promp
 
 ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
 SECOND_ENCODER_PREFIX = "conditioner.embedders.1.model."
+FIRST_ENCODER_PREFIX = "conditioner.embedders.0.transformer."
+REFINER_ENCODER_PREFIX = "conditioner.embedders.0.model."
+UNET_PREFIX = "model.diffusion_model."
+# (refiner?, cross-attention width) -> shipped config folder (configs/NAME)
+CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner",
+           (False, 64): "tinyxl", (True, 32): "tinyxl-refiner"}
+# each component's key prefixes in a single file: each is read alone (not 4 x 6.9 GB), and each text
+# encoder gets only its own keys (diffusers' converter picks the layout by which keys are there, and
+# the tiny model's two encoders are the same width)
+PART_PREFIXES = {"unet": (UNET_PREFIX,), "vae": ("first_stage_model.",),
+                 "text_encoder": (FIRST_ENCODER_PREFIX,),
+                 "text_encoder_2": (SECOND_ENCODER_PREFIX, REFINER_ENCODER_PREFIX)}
 SIZES = ("original_size", "crop", "target_size")  # each (height, width) / (top, left); 0 = image size
 DEFAULT_SCORES = (6.0, 2.5)  # refiner aesthetic score of the positive / negative side (diffusers' defaults)
 
@@ -41,19 +58,29 @@ def _penultimate(captured: list[Any]) -> Any:
 
 
 class SDXLFamily(ModelFamily):
-    """Stable Diffusion XL, base and refiner (diffusers folders)."""
+    """Stable Diffusion XL, base and refiner (diffusers folders and A1111/ComfyUI single files)."""
 
     name = "sdxl"
     label = "SDXL"
     text_encoders = ("text_encoder_2",)  # the refiner has only this one; the base has both
     supports_lora = False  # not yet: SDXL's key layouts and its second text encoder (issue notes)
     tokenizers = ("tokenizer_2",)
+    config_names = tuple(CONFIGS.values())
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return "XL" in str(index.get("_class_name", "")) and "text_encoder_2" in index
 
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-        return None  # single files: not yet (needs shipped configs, see the issue notes)
+        base = any(k.startswith(SECOND_ENCODER_PREFIX) for k in shapes)
+        refiner = not base and any(k.startswith(REFINER_ENCODER_PREFIX) for k in shapes)
+        attn = (k for k in sorted(shapes) if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight"))
+        probe = next(attn, None)
+        if not (base or refiner) or probe is None:
+            return None
+        return CONFIGS.get((refiner, shapes[probe][-1]))
+
+    def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
+        return PART_PREFIXES.get(component)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
@@ -73,7 +100,8 @@ class SDXLFamily(ModelFamily):
         if any(p.text_encoder_weight for p in handle.loras):
             raise InputError("LoRA on SDXL text encoders is not supported yet; set text_encoder_weight: 0",
                              field="encoder")
-        root = Path(handle.source.path)
+        source = handle.source  # a single file's components are those of its shipped config folder
+        root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
         present = [(pair, text) for pair, text in zip(ENCODERS, texts, strict=True)
                    if (root / pair[1]).is_dir()]
