@@ -8,7 +8,7 @@ imported graph is known to load before anyone runs it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,14 +35,8 @@ def import_graph(
             raise NodegraphError(f"'{file}' does not exist")
         graph = importer.convert(file)
         Engine(registry_from(ctx)).load(graph, file=file)  # the converted graph must load as it is
-        text = to_yaml(graph)
-        if output is None:
-            stdout.out(text, end="", highlight=False)
+        if not _emit(to_yaml(graph), output, stdout):
             return
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise NodegraphError(f"cannot write '{output}': {exc.strerror or exc}") from exc
     err.print(f"imported {importer.label} {file} -> {output} ({len(graph['nodes'])} nodes, "
               f"{len(graph['params'])} params)", highlight=False, soft_wrap=True)
 
@@ -70,14 +64,21 @@ def export_graph(
             raise NodegraphError(f"the '{format_name}' importer cannot export")
         plan = Engine(registry_from(ctx)).load(graph, parse_sets(set_ or []) or None)
         text = json.dumps(exporter(plan.resolved), indent=2, ensure_ascii=False) + "\n"
-        if output is None:
-            stdout.out(text, end="", highlight=False)
+        if not _emit(text, output, stdout):
             return
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise NodegraphError(f"cannot write '{output}': {exc.strerror or exc}") from exc
     err.print(f"exported {graph} -> {output}", highlight=False, soft_wrap=True)
+
+
+def _emit(text: str, output: Path | None, stdout: Any) -> bool:
+    """Print `text`, or write it to `output`; True when a file was written (the caller then says where)."""
+    if output is None:
+        stdout.out(text, end="", highlight=False)
+        return False
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise NodegraphError(f"cannot write '{output}': {exc.strerror or exc}") from exc
+    return True
 
 
 def to_yaml(graph: dict[str, object]) -> str:
