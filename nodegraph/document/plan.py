@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,34 @@ class Plan:
     file: Path | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileLiteral:
+    """One file name a node reads, as written (`value`) and resolved against the graph's folder."""
+
+    node: str
+    field: str
+    value: str
+    path: Path
+    port_type: Any
+
+
+def file_literals(plan: Plan) -> Iterator[FileLiteral]:
+    """The literals of fingerprinted input types (files, model paths), list items one by one.
+
+    The one walk over a plan's file inputs: the watcher, the PNG metadata and the input records all
+    read it, so what counts as "a file the graph reads" is decided here once.
+    """
+    base = plan.file.parent if plan.file else Path.cwd()
+    for node in plan.nodes.values():
+        for name, value in node.literals.items():
+            inp = node.spec.inputs.get(name)
+            if inp is None or value is None or not hasattr(inp.port_type, "__nodegraph_fingerprint__"):
+                continue
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(item, str):
+                    continue
+                path = Path(item).expanduser()
+                yield FileLiteral(node.id, name, item, path if path.is_absolute() else base / path,
+                                  inp.port_type)

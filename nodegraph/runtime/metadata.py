@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from nodegraph.document.plan import Plan
+from nodegraph.document.plan import Plan, file_literals
 from nodegraph.nodes.registry import Registry
 
 METADATA_KEY = "nodegraph"  # the PNG text chunk holding the metadata as JSON
@@ -42,19 +42,12 @@ def _absolute_inputs(plan: Plan, graph: dict[str, Any]) -> dict[str, Any]:
     nodes = graph.get("nodes")
     if not isinstance(nodes, dict):
         return graph
-    base = plan.file.parent if plan.file else Path.cwd()
-    for node_id, planned in plan.nodes.items():
-        doc = nodes.get(node_id)
-        if not isinstance(doc, dict):
+    for lit in file_literals(plan):
+        doc = nodes.get(lit.node)
+        if not isinstance(doc, dict) or doc.get(lit.field) != lit.value or lit.value.startswith("builtin:"):
             continue
-        for name, value in planned.literals.items():
-            inp = planned.spec.inputs.get(name)
-            if inp is None or not hasattr(inp.port_type, "__nodegraph_fingerprint__"):
-                continue
-            if isinstance(value, str) and doc.get(name) == value and not value.startswith("builtin:"):
-                path = Path(value).expanduser()
-                if not path.is_absolute() and (base / path).exists():
-                    doc[name] = str((base / path).resolve())
+        if not Path(lit.value).expanduser().is_absolute() and lit.path.exists():
+            doc[lit.field] = str(lit.path.resolve())
     return graph
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodegraph.document.plan import Plan
+from nodegraph.document.plan import Plan, file_literals
 from nodegraph.errors import GraphError, Problem
 from nodegraph.ports import InputFile, fingerprint_file
 
@@ -39,32 +39,29 @@ def _reads_a_file(port_type: Any) -> bool:
 def record_inputs(plan: Plan) -> list[dict[str, Any]]:
     """One record per input file a node of `plan` reads: node, field, param (when the value came from
     `$param`), the value as written, its absolute path, its fingerprint, and its bytes when small."""
-    base = plan.file.parent if plan.file else Path.cwd()
     nodes = plan.resolved.get("nodes") if isinstance(plan.resolved, dict) else None
     records = []
-    for node_id, planned in plan.nodes.items():
-        doc = nodes.get(node_id) if isinstance(nodes, dict) else None
-        for name, value in planned.literals.items():
-            inp = planned.spec.inputs.get(name)
-            if inp is None or not _reads_a_file(inp.port_type) or not isinstance(value, str):
-                continue
-            path = Path(value).expanduser()
-            path = path if path.is_absolute() else base / path
-            try:
-                if not path.is_file():
-                    continue  # the node reports a missing file with its own message
-                size = path.stat().st_size
-                record: dict[str, Any] = {"node": node_id, "field": name, "value": str(value),
-                                          "path": str(path.resolve()), "fingerprint": fingerprint_file(path)}
-                if size <= EMBED_LIMIT:
-                    record["data"] = base64.b64encode(path.read_bytes()).decode("ascii")
-            except OSError:
-                continue
-            written = doc.get(name) if isinstance(doc, dict) else None
-            ref = _PARAM_REF.fullmatch(written) if isinstance(written, str) else None
-            if ref:
-                record["param"] = ref.group(1)
-            records.append(record)
+    for lit in file_literals(plan):
+        doc = nodes.get(lit.node) if isinstance(nodes, dict) else None
+        written = doc.get(lit.field) if isinstance(doc, dict) else None
+        scalar = isinstance(plan.nodes[lit.node].literals[lit.field], str)
+        if not _reads_a_file(lit.port_type) or not scalar:
+            continue  # model paths are found by the model search; list inputs are not recorded
+        path = lit.path
+        try:
+            if not path.is_file():
+                continue  # the node reports a missing file with its own message
+            size = path.stat().st_size
+            record: dict[str, Any] = {"node": lit.node, "field": lit.field, "value": lit.value,
+                                      "path": str(path.resolve()), "fingerprint": fingerprint_file(path)}
+            if size <= EMBED_LIMIT:
+                record["data"] = base64.b64encode(path.read_bytes()).decode("ascii")
+        except OSError:
+            continue
+        ref = _PARAM_REF.fullmatch(written) if isinstance(written, str) else None
+        if ref:
+            record["param"] = ref.group(1)
+        records.append(record)
     return records
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodegraph.document.plan import Plan
+from nodegraph.document.plan import Plan, file_literals
 from nodegraph.errors import NodegraphError
 from nodegraph.runtime.context import RunOptions
 from nodegraph.runtime.engine import Engine
@@ -39,19 +39,7 @@ def read_params_file(path: Path) -> dict[str, Any]:
 
 def input_files(plan: Plan) -> list[Path]:
     """The files the plan's nodes read (literals of fingerprinted types such as `InputFile`)."""
-    base = plan.file.parent if plan.file else Path.cwd()
-    found: list[Path] = []
-    for node in plan.nodes.values():
-        for name, value in node.literals.items():
-            inp = node.spec.inputs.get(name)
-            if inp is None or value is None or not hasattr(inp.port_type, "__nodegraph_fingerprint__"):
-                continue
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                path = Path(str(item)).expanduser()
-                path = path if path.is_absolute() else base / path
-                if path.is_file():
-                    found.append(path)
-    return found
+    return [lit.path for lit in file_literals(plan) if lit.path.is_file()]
 
 
 def stamps(files: list[Path]) -> dict[Path, Stamp]:
