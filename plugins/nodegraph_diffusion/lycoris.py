@@ -28,7 +28,8 @@ from nodegraph.api import InputError
 LOHA_PARAMS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 LOKR_PARAMS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 UNSUPPORTED = ("hada_t1", "hada_t2", "lokr_t2", "dora_scale")
-PREFIXES = {"unet": ("lora_unet_",), "text_encoder": ("lora_te_", "lora_te1_")}
+PREFIXES = {"unet": ("lora_unet_",), "text_encoder": ("lora_te_", "lora_te1_"),
+            "text_encoder_2": ("lora_te2_",)}  # SDXL's second encoder
 
 
 def lycoris_kind(keys: set[str] | list[str]) -> str | None:
@@ -60,7 +61,7 @@ def _module_index(model: Any) -> dict[str, str]:
 
 
 def _group(state: dict[str, Any], part: str, model: Any, path: Path) -> dict[str, dict[str, Any]]:
-    """module path -> {param: tensor} for the file's modules of `part` ('unet' | 'text_encoder')."""
+    """module path -> {param: tensor} for the file's modules of `part` (a key of PREFIXES)."""
     index = _module_index(model)
     groups: dict[str, dict[str, Any]] = {}
     for key, value in state.items():
