@@ -56,36 +56,50 @@ def write_diffusers_lora(out: Path, seed: int, rank: int = 4, scale: float = 0.3
     return out
 
 
+RESNET_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "conv_shortcut": "skip_connection",
+              "time_emb_proj": "emb_layers.1"}
+
+
 def sgm_name(module: str, layers_per_block: int) -> str:
-    """A diffusers UNet module path in the original (SGM) block naming, dots kept."""
+    """A diffusers UNet module path in the original (SGM) block naming, dots kept: down block b layer l
+    is input block 1 + b·(n+1) + l, up block b layer l output block b·(n+1) + l (inner 0 = the resnet,
+    1 = the attention), the mid block's resnet 0 / attention / resnet 1 middle blocks 0 / 1 / 2."""
     n = layers_per_block
-    down = re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", module)
-    if down:
-        b, layer, rest = int(down[1]), int(down[2]), down[3]
-        return f"input_blocks.{1 + b * (n + 1) + layer}.1.{rest}"
-    up = re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", module)
-    if up:
-        b, layer, rest = int(up[1]), int(up[2]), up[3]
-        return f"output_blocks.{b * (n + 1) + layer}.1.{rest}"
-    mid = re.match(r"mid_block\.attentions\.0\.(.*)", module)
+    block = re.match(r"(down|up)_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.(.*)", module)
+    if block:
+        side, b, inner, layer, rest = block[1], int(block[2]), block[3], int(block[4]), block[5]
+        index = 1 + b * (n + 1) + layer if side == "down" else b * (n + 1) + layer
+        where = "input_blocks" if side == "down" else "output_blocks"
+        if inner == "resnets":
+            return f"{where}.{index}.0.{RESNET_SGM.get(rest, rest)}"
+        return f"{where}.{index}.1.{rest}"
+    mid = re.match(r"mid_block\.(attentions|resnets)\.(\d+)\.(.*)", module)
+    if mid and mid[1] == "attentions":
+        return f"middle_block.1.{mid[3]}"
     if mid:
-        return f"middle_block.1.{mid[1]}"
+        return f"middle_block.{2 * int(mid[2])}.{RESNET_SGM.get(mid[3], mid[3])}"
     raise ValueError(f"no SGM name for {module}")
+
+
+def kohya_xl_name(part: str, module: str, layers_per_block: int = 1) -> str:
+    """The Kohya name of an SDXL module: lora_unet_ + SGM path, lora_te1_ / lora_te2_ + text_model path."""
+    if part == "unet":
+        return "lora_unet_" + sgm_name(module, layers_per_block).replace(".", "_")
+    module = module if module.startswith("text_model.") else "text_model." + module
+    return {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}[part] + module.replace(".", "_")
 
 
 def to_kohya(peft_file: Path, out: Path, layers_per_block: int = 1, sgm: bool = True) -> Path:
     """Rewrite a diffusers-layout SDXL LoRA in Kohya naming (lora_unet_*, lora_te1_*, lora_te2_*, alpha);
     UNet blocks in SGM naming (sd-scripts' SDXL files) or, with `sgm=False`, diffusers naming."""
-    prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
     state: dict[str, torch.Tensor] = {}
     for key, value in load_file(peft_file).items():
         part, rest = key.split(".", 1)
         module, kind = rest.rsplit(".lora_", 1)
-        if part == "unet" and sgm:
-            module = sgm_name(module, layers_per_block)
-        elif part != "unet" and not module.startswith("text_model."):
-            module = "text_model." + module
-        name = prefixes[part] + module.replace(".", "_")
+        if part == "unet" and not sgm:
+            name = "lora_unet_" + module.replace(".", "_")
+        else:
+            name = kohya_xl_name(part, module, layers_per_block)
         if kind.startswith("A"):
             state[f"{name}.lora_down.weight"] = value
             state[f"{name}.alpha"] = torch.tensor(ALPHA)
