@@ -84,8 +84,9 @@ def _load_lycoris(model: Any, patch: LoraPatch, part: str, family: ModelFamily, 
     return True
 
 
-def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> list[str]:
-    """The UNet layers a LoRA state dict (diffusers naming, `unet.` prefix) names that `unet` lacks.
+def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> tuple[list[str], int]:
+    """(the UNet layers a LoRA state dict (diffusers naming, `unet.` prefix) names that `unet` lacks,
+    how many UNet layers it names in all).
 
     diffusers only warns about such keys and loads the rest, so an SD1.x LoRA on an SDXL UNet would
     quietly patch the few layers whose names happen to exist in both. The keys go through diffusers'
@@ -94,11 +95,22 @@ def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> list[str]:
 
     own = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
     if not own:
-        return []
+        return [], 0
     if "lora_A" not in next(iter(own)):
         own = convert_unet_state_dict_to_peft(own)
+    named = {k.split(".lora_")[0] for k in own if ".lora_" in k}
     layers = {re.sub(r"\.base_layer\b", "", name) for name, _ in unet.named_modules()}
-    return sorted({k.split(".lora_")[0] for k in own if ".lora_" in k} - layers)
+    return sorted(named - layers), len(named)
+
+
+def _check_unet_layers(unet: Any, state: dict[str, Any], path: Path, family: ModelFamily) -> None:
+    """Refuse a LoRA naming UNet layers this UNet lacks: most likely another family's file, and a
+    LoRA half applied (what diffusers does, with a warning) is not the picture its author made."""
+    missing, named = unplaced_unet_layers(unet, state)
+    if missing:
+        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} UNet: "
+                         f"{len(missing)} of its {named} UNet layers are not in it (e.g. "
+                         f"{', '.join(missing[:2])}); a LoRA for another model family?")
 
 
 def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> None:
@@ -109,11 +121,7 @@ def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx
     try:
         if part == "unet":
             state, alphas, metadata = read_lora(path, ctx, family, model.config)
-            missing = unplaced_unet_layers(model, state)
-            if missing:
-                raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} "
-                                 f"UNet: {len(missing)} of its layers are not in it (e.g. "
-                                 f"{', '.join(missing[:2])}); a LoRA for another model family?")
+            _check_unet_layers(model, state, path, family)
             loader.load_lora_into_unet(
                 state, network_alphas=alphas, unet=model, adapter_name=patch.name, metadata=metadata
             )
