@@ -131,9 +131,11 @@ def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx
                 state, network_alphas=alphas, text_encoder=model, prefix=part, lora_scale=1.0,
                 adapter_name=patch.name, metadata=metadata,
             )
-    except RuntimeError as exc:  # peft's load_state_dict: same layer names, other shapes
+    except RuntimeError as exc:  # load_state_dict: same layer names, other shapes (diffusers undoes the rest)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((line for line in lines if "size mismatch" in line), lines[0] if lines else "")
         raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} model's "
-                         f"{part} (a LoRA for another model family?): {str(exc).splitlines()[0]}") from exc
+                         f"{part} (a LoRA for another model family?): {why}") from exc
 
 
 def _load_adapter(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> None:

@@ -205,6 +205,26 @@ def test_unet_only_sd1_lora_on_sdxl_is_refused_at_the_node(ctx: Any, tmp_path: P
     assert ctx.resources.load_count(f"{xl.unet.source.fingerprint}:unet") == 0
 
 
+def test_same_names_other_shapes_is_an_input_error_and_leaves_the_model_clean(
+        ctx: Any, tmp_path: Path, files: dict[str, Path]) -> None:
+    from nodegraph_diffusion.loading import use_unet
+    from nodegraph_diffusion.model_nodes import load_lora, load_model
+    from nodegraph_diffusion.paths import LoraRef, ModelRef
+
+    state = load_file(files["diffusers"])
+    key = next(k for k in sorted(state) if k.startswith("unet.") and "attn1.to_q.lora_A" in k)
+    state[key] = torch.randn(4, 48)  # 48-wide input on a 64-wide layer
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad))
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    patched = load_lora(ctx, model.unet, model.text_encoder, LoraRef(str(bad)))
+    with pytest.raises(InputError, match="does not fit this SDXL model's unet.*size mismatch"), \
+            use_unet(ctx, patched.unet):
+        pass
+    with use_unet(ctx, model.unet) as unet:
+        assert not getattr(unet, "peft_config", None)  # nothing half-injected stays behind
+
+
 def test_cli_validate_exits_2_on_a_mismatched_lora(tmp_path: Path, files: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
