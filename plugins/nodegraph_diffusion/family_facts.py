@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import Fact, FactError, FactsRequest, InputError
-from nodegraph_diffusion.families import config_family, family_named, file_family, folder_family
+from nodegraph_diffusion.families import (
+    available_families,
+    config_family,
+    family_named,
+    file_family,
+    folder_family,
+)
+from nodegraph_diffusion.lora_fit import lora_misfit, unet_width
 from nodegraph_diffusion.paths import resolve_in
 
 Facts = dict[str, dict[str, Any]]
+CONFIGS_DIR = Path(__file__).parent / "configs"  # the shipped configs single files are read with
 
 
 def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -30,20 +38,26 @@ def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def path_family(ref: Any, base_dir: Path) -> str | None:
     """The family of the model a `path` literal names, or None when the cheap look cannot tell."""
+    return path_model(ref, base_dir)[0]
+
+
+def path_model(ref: Any, base_dir: Path) -> tuple[str | None, int | None]:
+    """(family, UNet cross-attention width) of the model a `path` literal names; None where the cheap
+    look cannot tell (the width is in the folder's, or the single file's shipped, unet/config.json)."""
     if not isinstance(ref, str):
-        return None
+        return None, None
     try:
         path = resolve_in(ref, base_dir)
     except InputError:
-        return None  # the loader says where it looked, when it runs
+        return None, None  # the loader says where it looked, when it runs
     if path.is_dir():
         index = path / "model_index.json"
         found = folder_family(json.loads(index.read_text())) if index.is_file() else None
-        return found.name if found else None
+        return (found.name, unet_width(path)) if found else (None, None)
     if path.suffix.lower() == ".safetensors":
         single = file_family(header_shapes(path))
-        return single[0].name if single else None
-    return None
+        return (single[0].name, unet_width(CONFIGS_DIR / single[1])) if single else (None, None)
+    return None, None
 
 
 def control_facts(req: FactsRequest) -> Facts:
@@ -84,10 +98,12 @@ def _of(family: str | None, made_by: str, **more: Any) -> dict[str, Any]:
 
 
 def model_facts(req: FactsRequest) -> Facts:
-    """diffusion.load_model: every component is of the checkpoint's family."""
-    family = path_family(req.literals.get("path"), req.base_dir)
+    """diffusion.load_model: every component is of the checkpoint's family (the UNet's width too, so a
+    LoRA made for another width is refused at its node)."""
+    family, width = path_model(req.literals.get("path"), req.base_dir)
     part = _of(family, req.node)
-    return {"unet": part, "text_encoder": part, "vae": part}
+    unet = {**part, "width": width} if part and width else part
+    return {"unet": unet, "text_encoder": part, "vae": part}
 
 
 def vae_facts(req: FactsRequest) -> Facts:
@@ -105,7 +121,35 @@ def passthrough(req: FactsRequest, inputs: Mapping[str, str]) -> Facts:
 
 
 def lora_facts(req: FactsRequest) -> Facts:
+    """diffusion.load_lora: of its UNet's family; a LoRA file whose header says it is made for another
+    family (lora_fit) is refused here, before any weights load."""
+    unet_fact = req.upstream.get("unet")
+    family = _family(unet_fact)
+    file = _lora_file(req.literals.get("path"), req.base_dir)
+    if family is not None and file is not None and isinstance(unet_fact, Fact):
+        try:
+            misfit = lora_misfit(family_named(family), header_shapes(file), unet_fact.facts.get("width"),
+                                 available_families())
+        except (KeyError, OSError, ValueError):  # unknown family, unreadable header: the loader tells
+            misfit = None
+        if misfit:
+            raise FactError(f"'path' names '{file.name}', but 'unet' is an {label(family)} UNet from node "
+                            f"'{_node(req.upstream.get('unet'))}': {misfit}", field="path")
     return passthrough(req, {"unet": "unet", "text_encoder": "text_encoder"})
+
+
+def _lora_file(ref: Any, base_dir: Path) -> Path | None:
+    """The .safetensors file a LoRA `path` literal names (a folder: its one file), if it is found here."""
+    if not isinstance(ref, str):
+        return None
+    try:
+        path = resolve_in(ref, base_dir, kind="lora")
+    except InputError:
+        return None  # the loader says where it looked, when it runs
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        path = files[0] if len(files) == 1 else path
+    return path if path.is_file() and path.suffix.lower() == ".safetensors" else None
 
 
 def encode_facts(req: FactsRequest) -> Facts:

@@ -18,6 +18,7 @@ class SD1Family(ModelFamily):
     name = "sd1"
     label = "SD1.x"
     config_names = ("sd15", "tinyworld")
+    cross_attention_widths = tuple(WIDTHS)
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         cls = str(index.get("_class_name", ""))

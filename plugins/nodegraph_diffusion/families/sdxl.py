@@ -63,7 +63,12 @@ class SDXLFamily(ModelFamily):
     name = "sdxl"
     label = "SDXL"
     text_encoders = ("text_encoder_2",)  # the refiner has only this one; the base has both
-    supports_lora = False  # not yet: SDXL's key layouts and its second text encoder (issue notes)
+    # LoRA files as StableDiffusionXLPipeline.load_lora_weights reads them: both text encoders, Kohya
+    # UNet names in the original layout (lora_unet_input_blocks_4_1_...)
+    lora_pipeline = "StableDiffusionXLPipeline"
+    lora_components = ("unet", "text_encoder", "text_encoder_2")
+    lora_sgm_names = True
+    cross_attention_widths = tuple(sorted({width for _, width in CONFIGS}))
     tokenizers = ("tokenizer_2",)
     config_names = tuple(CONFIGS.values())
 
@@ -91,15 +96,11 @@ class SDXLFamily(ModelFamily):
 
         import torch
 
-        from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import encode_plain, encode_prompt
         from nodegraph_diffusion.cond_padding import match_lengths
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
 
-        if any(p.text_encoder_weight for p in handle.loras):
-            raise InputError("LoRA on SDXL text encoders is not supported yet; set text_encoder_weight: 0",
-                             field="encoder")
         source = handle.source  # a single file's components are those of its shipped config folder
         root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
