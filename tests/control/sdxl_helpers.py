@@ -21,7 +21,7 @@ from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.text_nodes import encode_text
 from nodegraph_diffusion.types import Latents, SchedulerSpec
 
-from tests.diffusion.test_sdxl import PROMPT, _input
+from tests.diffusion.test_sdxl import PROMPT, _input  # noqa: F401 (PROMPT: re-exported)
 
 STEPS, SEED, CFG = 4, 2, 5.0
 
@@ -55,10 +55,12 @@ def pipeline(cls: Any, base: Any, **models: Any) -> Any:
     parts = {k: v for k, v in base.components.items() if k not in ("image_encoder", "feature_extractor")}
     pipe = cls(**{**parts, **models})
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = make_scheduler(SchedulerSpec("default", tuple(sorted(dict(base.scheduler.config).items()))))
+    config = tuple(sorted(dict(base.scheduler.config).items()))
+    pipe.scheduler = make_scheduler(SchedulerSpec("default", config))
     return pipe
 
 
 def theirs(pipe: Any, **kwargs: Any) -> torch.Tensor:
-    return pipe(PROMPT, negative_prompt="", height=64, width=64, num_inference_steps=STEPS, guidance_scale=CFG,
-                output_type="latent", generator=torch.Generator().manual_seed(SEED), **kwargs).images
+    return pipe(PROMPT, negative_prompt="", height=64, width=64, num_inference_steps=STEPS,
+                guidance_scale=CFG, output_type="latent", generator=torch.Generator().manual_seed(SEED),
+                **kwargs).images

@@ -8,10 +8,12 @@ loop assembled from the SDXL pipeline's own calls). The control models are rando
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from nodegraph_core.types import Image
 
-from tests.control.sdxl_helpers import loaded, ours, pipeline, pixels, scene, theirs
+from tests.control.sdxl_helpers import CFG, PROMPT, SEED, STEPS, loaded, ours, pipeline, pixels, scene, theirs
 
 
 def test_several_sdxl_controlnets_equal_multicontrolnet_pipeline(make_ctx, xl_base, xl_nets):
@@ -20,8 +22,9 @@ def test_several_sdxl_controlnets_equal_multicontrolnet_pipeline(make_ctx, xl_ba
 
     ctx = make_ctx()
     first, second = pixels(1), scene()
-    units = [controlnet(load_controlnet(ctx, str(xl_nets["cn-a"])), Image(first), strength=0.9, start=0.0, end=0.7),
-             controlnet(load_controlnet(ctx, str(xl_nets["cn-b"])), Image(second), strength=1.3, start=0.3, end=1.0)]
+    net_a, net_b = load_controlnet(ctx, str(xl_nets["cn-a"])), load_controlnet(ctx, str(xl_nets["cn-b"]))
+    units = [controlnet(net_a, Image(first), strength=0.9, start=0.0, end=0.7),
+             controlnet(net_b, Image(second), strength=1.3, start=0.3, end=1.0)]
     both = ours(ctx, units)
     pipe = pipeline(StableDiffusionXLControlNetPipeline, xl_base,
                     controlnet=[loaded("controlnet", xl_nets["cn-a"]), loaded("controlnet", xl_nets["cn-b"])])
@@ -41,7 +44,8 @@ def test_t2i_adapter_xl_equals_sdxl_adapter_pipeline(make_ctx, xl_base, xl_nets)
     handle = load_t2i_adapter(ctx, str(xl_nets["adapter"]))
     unit = t2i_adapter(handle, Image(image), weight=0.7, end=0.5)
     mine = ours(ctx, [unit])
-    pipe = pipeline(StableDiffusionXLAdapterPipeline, xl_base, adapter=loaded("t2i_adapter", xl_nets["adapter"]))
+    adapter = loaded("t2i_adapter", xl_nets["adapter"])
+    pipe = pipeline(StableDiffusionXLAdapterPipeline, xl_base, adapter=adapter)
     reference = theirs(pipe, image=image, adapter_conditioning_scale=0.7, adapter_conditioning_factor=0.5)
     assert (mine - reference).abs().max().item() == 0.0
     plain = ours(ctx, [])
@@ -49,3 +53,56 @@ def test_t2i_adapter_xl_equals_sdxl_adapter_pipeline(make_ctx, xl_base, xl_nets)
     full = ours(ctx, [t2i_adapter(handle, Image(image), weight=0.7)])
     assert not torch.equal(full, mine)  # `end` (adapter_conditioning_factor) limits its steps
     assert (full - theirs(pipe, image=image, adapter_conditioning_scale=0.7)).abs().max().item() == 0.0
+
+
+@torch.no_grad()
+def reference_loop(base: Any, controlnet: Any, cn_image: torch.Tensor, cn_scale: float, adapter: Any,
+                   ad_image: torch.Tensor, ad_weight: float) -> torch.Tensor:
+    """ControlNet + T2I-Adapter-XL on SDXL, assembled from the SDXL pipelines' own calls (no stock
+    pipeline does both): the ControlNet pipeline's prompt, time ids, control image, latents and step
+    arguments, the adapter pipeline's scaled, CFG-doubled features, one UNet call with both residual kinds."""
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    pipe = pipeline(StableDiffusionXLControlNetPipeline, base, controlnet=controlnet)
+    positive, negative, pooled, negative_pooled = pipe.encode_prompt(
+        PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt="")
+    time_ids = pipe._get_add_time_ids((64, 64), (0, 0), (64, 64), dtype=positive.dtype,
+                                      text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    embeds = torch.cat([negative, positive])
+    added = {"text_embeds": torch.cat([negative_pooled, pooled]), "time_ids": torch.cat([time_ids, time_ids])}
+    image = pipe.prepare_image(cn_image, width=64, height=64, batch_size=1, num_images_per_prompt=1,
+                               device="cpu", dtype=controlnet.dtype, do_classifier_free_guidance=True,
+                               guess_mode=False)
+    state = [torch.cat([feature * ad_weight] * 2) for feature in adapter(ad_image)]
+    generator = torch.Generator().manual_seed(SEED)
+    pipe.scheduler.set_timesteps(STEPS, device="cpu")
+    latents = pipe.prepare_latents(1, 4, 64, 64, embeds.dtype, "cpu", generator)
+    step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    for t in pipe.scheduler.timesteps:
+        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        down, mid = controlnet(model_input, t, encoder_hidden_states=embeds, controlnet_cond=image,
+                               conditioning_scale=cn_scale, added_cond_kwargs=added, return_dict=False)
+        noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid,
+                          down_intrablock_additional_residuals=[s.clone() for s in state],
+                          added_cond_kwargs=added, return_dict=False)[0]
+        uncond, text = noise.chunk(2)
+        latents = pipe.scheduler.step(uncond + CFG * (text - uncond), t, latents, **step_kwargs,
+                                      return_dict=False)[0]
+    return latents
+
+
+def test_sdxl_controlnet_plus_t2i_adapter_equals_reference_loop(make_ctx, xl_base, xl_nets):
+    from nodegraph_control.nodes import controlnet, load_controlnet, load_t2i_adapter, t2i_adapter
+
+    ctx = make_ctx()
+    cn_image, ad_image = scene(), pixels(8)
+    cn = controlnet(load_controlnet(ctx, str(xl_nets["cn-b"])), Image(cn_image), strength=0.6)
+    ad = t2i_adapter(load_t2i_adapter(ctx, str(xl_nets["adapter"])), Image(ad_image), weight=0.8)
+    both = ours(ctx, [cn, ad])
+    reference = reference_loop(xl_base, loaded("controlnet", xl_nets["cn-b"]), cn_image, 0.6,
+                               loaded("t2i_adapter", xl_nets["adapter"]), ad_image, 0.8)
+    assert (both - reference).abs().max().item() == 0.0
+    assert torch.equal(ours(ctx, [ad, cn]), both)  # different residual kinds: list order does not matter
+    assert not torch.equal(both, ours(ctx, [cn]))  # each acts
+    assert not torch.equal(both, ours(ctx, [ad]))
