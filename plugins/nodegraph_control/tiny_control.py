@@ -13,7 +13,7 @@
   is two maps of the same size, channels (32, 64).
 Weights depend only on the seed. Regenerate the committed folders with
 `python -m nodegraph_control.tiny_control build` (builtin/tinyworld-pose, -edge, -adapter, and
-builtin/tinyxl-edge for the tiny SDXL).
+builtin/tinyxl-edge, tinyxl-adapter for the tiny SDXL).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ BUILTIN_DIR = Path(__file__).resolve().parents[1] / "nodegraph_diffusion" / "bui
 COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, like the VAE
 SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
 XL_SEEDS = {"tinyxl-edge": 404}  # ControlNets of the tiny random SDXL (builtin:tinyxl)
+XL_ADAPTER_SEEDS = {"tinyxl-adapter": 505}  # its T2I-Adapter-XL
 XL_ADAPTER_DOWNSCALE = 16  # T2I-Adapter-XL's pixel-unshuffle: maps at half the latent size, like SDXL's
 
 
@@ -126,7 +127,8 @@ def save_builtin(root: Path = BUILTIN_DIR) -> list[Path]:
 
 
 def save_builtin_xl(root: Path = BUILTIN_DIR) -> list[Path]:
-    """Write tinyxl-edge: an SDXL ControlNet (`text_time` added embedding) of the tiny SDXL's UNet."""
+    """Write tinyxl-edge (an SDXL ControlNet: `text_time` added embedding) and tinyxl-adapter (a
+    T2I-Adapter-XL) of the tiny SDXL's UNet."""
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet",
@@ -136,6 +138,11 @@ def save_builtin_xl(root: Path = BUILTIN_DIR) -> list[Path]:
         if (root / name).exists():
             shutil.rmtree(root / name)
         build_tiny_controlnet(unet, seed).save_pretrained(root / name, safe_serialization=True)
+        written.append(root / name)
+    for name, seed in XL_ADAPTER_SEEDS.items():
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+        build_tiny_adapter_xl(unet, seed).save_pretrained(root / name, safe_serialization=True)
         written.append(root / name)
     return written
 

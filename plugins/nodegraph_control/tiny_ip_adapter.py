@@ -15,7 +15,8 @@ the encoder's penultimate hidden states; diffusers' converter reads its sizes fr
 
 All weights are drawn from a seeded generator (none is zero, so the adapter acts), so the files depend
 only on the seed. Regenerate the committed folder with
-`python -m nodegraph_control.tiny_ip_adapter build` (builtin/tinyworld-ip-adapter, ~60 kB).
+`python -m nodegraph_control.tiny_ip_adapter build` (builtin/tinyworld-ip-adapter, ~60 kB, and
+builtin/tinyxl-ip-adapter for the tiny SDXL).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from nodegraph_control.tiny_control import BUILTIN_DIR, tiny_unet
 NAME = "tinyworld-ip-adapter"
 WEIGHT_NAME = "ip-adapter_tinyworld.safetensors"
 SEED = 404
+XL_NAME = "tinyxl-ip-adapter"  # the same for the tiny SDXL (builtin:tinyxl), as h94's sdxl_models/
+XL_WEIGHT_NAME = "ip-adapter_tinyxl.safetensors"
+XL_SEED = 505
 IMAGE_TOKENS = 4  # what diffusers' ImageProjection uses for the original IP-Adapter
 VISION_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
@@ -44,6 +48,8 @@ VISION_CONFIG: dict[str, Any] = {
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5,
 }
+# the tiny SDXL's image encoder: other widths than the SD1.x one (as SDXL's ViT-bigG differs from ViT-H)
+XL_VISION_CONFIG: dict[str, Any] = {**VISION_CONFIG, "hidden_size": 48, "projection_dim": 40, "hidden_act": "gelu"}
 # what diffusers' converter assumes of a Plus projection: 4 blocks (its default depth), 64-wide heads
 PLUS_DEPTH = 4
 PLUS_HEAD_DIM = 64
@@ -160,12 +166,22 @@ def save_builtin(root: Path = BUILTIN_DIR, seed: int = SEED) -> Path:
     return save_ip_adapter(root / NAME, tiny_unet(), WEIGHT_NAME, seed)
 
 
+def save_builtin_xl(root: Path = BUILTIN_DIR, seed: int = XL_SEED) -> Path:
+    """Write `root/tinyxl-ip-adapter`: an IP-Adapter for the tiny SDXL's UNet and its image encoder."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet", local_files_only=True)
+    return save_ip_adapter(root / XL_NAME, unet, XL_WEIGHT_NAME, seed, vision=XL_VISION_CONFIG)
+
+
 def main(argv: list[str]) -> int:
     """`python -m nodegraph_control.tiny_ip_adapter build [ROOT]`."""
     if not argv or argv[0] != "build":
         print("usage: python -m nodegraph_control.tiny_ip_adapter build [ROOT]", file=sys.stderr)
         return 2
-    print(save_builtin(Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR))
+    root = Path(argv[1]) if len(argv) > 1 else BUILTIN_DIR
+    print(save_builtin(root))
+    print(save_builtin_xl(root))
     return 0
 
 

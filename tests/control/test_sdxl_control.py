@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from nodegraph_core.types import Image
 
@@ -106,3 +107,17 @@ def test_sdxl_controlnet_plus_t2i_adapter_equals_reference_loop(make_ctx, xl_bas
     assert torch.equal(ours(ctx, [ad, cn]), both)  # different residual kinds: list order does not matter
     assert not torch.equal(both, ours(ctx, [cn]))  # each acts
     assert not torch.equal(both, ours(ctx, [ad]))
+
+
+@pytest.mark.parametrize("name", ["tinyxl-adapter", "tinyxl-ip-adapter"])
+def test_builtin_sdxl_adapters_are_rebuilt_bit_for_bit(tmp_path, name):
+    """The committed tiny SDXL adapters are what their builders make (`python -m ... build`)."""
+    from nodegraph_control import tiny_control, tiny_ip_adapter
+    from nodegraph_diffusion.paths import BUILTIN_DIR, fingerprint_path
+
+    if name == "tinyxl-adapter":
+        tiny_control.save_builtin_xl(tmp_path)
+    else:
+        tiny_ip_adapter.save_builtin_xl(tmp_path)
+    assert fingerprint_path(tmp_path / name) == fingerprint_path(BUILTIN_DIR / name)
+    assert sum(p.stat().st_size for p in (tmp_path / name).rglob("*") if p.is_file()) < 2_000_000

@@ -14,21 +14,19 @@ from typing import Any
 
 import pytest
 import torch
+from nodegraph_control.tiny_ip_adapter import XL_VISION_CONFIG
 from nodegraph_core.types import Image
 
 from tests.control.sdxl_helpers import loaded, ours, pipeline, pixels, scene, theirs
 from tests.control.test_ip_adapter import pil
 
 WEIGHT = "ip-adapter_tinyxl.safetensors"
-XL_VISION = {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-             "image_size": 32, "patch_size": 8, "projection_dim": 40, "hidden_act": "gelu",
-             "layer_norm_eps": 1e-5}
 
 
 def write_adapter(folder: Path, unet: Any, plus: bool) -> Path:
     from nodegraph_control.tiny_ip_adapter import save_ip_adapter
 
-    return save_ip_adapter(folder, unet, WEIGHT, seed=505, plus=plus, vision=XL_VISION)
+    return save_ip_adapter(folder, unet, WEIGHT, seed=505, plus=plus, vision=XL_VISION_CONFIG)
 
 
 def their_pipe(base: Any, folder: Path, scale: float, controlnet: Any = None) -> Any:
