@@ -49,7 +49,8 @@ VISION_CONFIG: dict[str, Any] = {
     "layer_norm_eps": 1e-5,
 }
 # the tiny SDXL's image encoder: other widths than the SD1.x one (as SDXL's ViT-bigG differs from ViT-H)
-XL_VISION_CONFIG: dict[str, Any] = {**VISION_CONFIG, "hidden_size": 48, "projection_dim": 40, "hidden_act": "gelu"}
+XL_VISION_CONFIG: dict[str, Any] = {**VISION_CONFIG, "hidden_size": 48, "projection_dim": 40,
+                                    "hidden_act": "gelu"}
 # what diffusers' converter assumes of a Plus projection: 4 blocks (its default depth), 64-wide heads
 PLUS_DEPTH = 4
 PLUS_HEAD_DIM = 64
@@ -170,7 +171,8 @@ def save_builtin_xl(root: Path = BUILTIN_DIR, seed: int = XL_SEED) -> Path:
     """Write `root/tinyxl-ip-adapter`: an IP-Adapter for the tiny SDXL's UNet and its image encoder."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet",
+                                                local_files_only=True)
     return save_ip_adapter(root / XL_NAME, unet, XL_WEIGHT_NAME, seed, vision=XL_VISION_CONFIG)
 
 

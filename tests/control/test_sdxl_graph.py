@@ -41,7 +41,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def call(pipe: Any, **kwargs: Any) -> Any:
-    pipe.scheduler = make_scheduler(SchedulerSpec("euler", tuple(sorted(dict(pipe.scheduler.config).items()))))
+    config = tuple(sorted(dict(pipe.scheduler.config).items()))
+    pipe.scheduler = make_scheduler(SchedulerSpec("euler", config))
     args = {"negative_prompt": "", "height": 64, "width": 64, "num_inference_steps": 4, "guidance_scale": 5.0}
     latents = pipe(PROMPT, **args, **kwargs, output_type="latent",
                    generator=torch.Generator().manual_seed(5)).images
@@ -58,8 +59,8 @@ def test_without_adapter_equals_controlnet_pipeline_with_ip_adapter(runs, xl_bas
     pipe.load_ip_adapter(str(BUILTIN_DIR / XL_NAME), subfolder="", weight_name=XL_WEIGHT_NAME,
                          image_encoder_folder="image_encoder", local_files_only=True)
     pipe.set_ip_adapter_scale(0.6)
-    latents, image = call(pipe, image=result.outputs["edges"]["out"].pixels, controlnet_conditioning_scale=0.05,
-                          ip_adapter_image=_input("scene_64.png", "RGB"))
+    latents, image = call(pipe, image=result.outputs["edges"]["out"].pixels,
+                          controlnet_conditioning_scale=0.05, ip_adapter_image=_input("scene_64.png", "RGB"))
     assert (result.outputs["latents"]["out"].samples - latents).abs().max().item() == 0.0
     assert np.array_equal(png(folder / "sdxl_multi_condition.png"), image)
 
