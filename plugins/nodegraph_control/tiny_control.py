@@ -80,17 +80,18 @@ def build_tiny_adapter(unet: Any, seed: int) -> Any:
     return adapter.eval()
 
 
-def build_tiny_adapter_xl(unet: Any, seed: int) -> Any:
+def build_tiny_adapter_xl(unet: Any, seed: int, in_channels: int = 3) -> Any:
     """A T2I-Adapter-XL (`full_adapter_xl`) whose maps fit an SDXL `unet`'s down blocks, from `seed`.
 
     The real adapter has 4 maps (320, 640, 1280, 1280) for SDXL's three down blocks and its mid block;
     a UNet whose last down block is as wide as its mid block gets one map per down block here (the
-    UNet adds a map to the mid block only if one is left and its shape fits)."""
+    UNet adds a map to the mid block only if one is left and its shape fits). `in_channels=1` makes
+    it like the canny/sketch adapters, which read a greyscale image."""
     from diffusers import T2IAdapter
 
     generator = torch.Generator("cpu").manual_seed(seed)
     adapter = T2IAdapter(
-        in_channels=3,
+        in_channels=in_channels,
         channels=list(unet.config.block_out_channels),
         num_res_blocks=1,
         downscale_factor=XL_ADAPTER_DOWNSCALE,

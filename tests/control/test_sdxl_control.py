@@ -56,6 +56,27 @@ def test_t2i_adapter_xl_equals_sdxl_adapter_pipeline(make_ctx, xl_base, xl_nets)
     assert (full - theirs(pipe, image=image, adapter_conditioning_scale=0.7)).abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("size", [64, 96], ids=["same-size", "resized"])
+def test_one_channel_t2i_adapter_xl_gets_the_image_as_pil_l(make_ctx, xl_base, tmp_path, size):
+    """Canny/sketch adapters read one channel: an RGB control image goes in as the pipeline gets
+    `PIL.Image.convert("L")` of it (resized with Lanczos when not of the generation size)."""
+    from diffusers import StableDiffusionXLAdapterPipeline
+    from nodegraph_control.nodes import load_t2i_adapter, t2i_adapter
+    from nodegraph_control.tiny_control import build_tiny_adapter_xl
+    from PIL import Image as PILImage
+
+    build_tiny_adapter_xl(xl_base.unet, seed=9, in_channels=1).save_pretrained(tmp_path / "grey")
+    ctx = make_ctx()
+    colour = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(10))
+    colour = (colour * 255).round() / 255  # 8-bit values, as a PNG gives
+    mine = ours(ctx, [t2i_adapter(load_t2i_adapter(ctx, str(tmp_path / "grey")), Image(colour), weight=0.9)])
+    grey = PILImage.fromarray((colour[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).convert("L")
+    adapter = loaded("t2i_adapter", tmp_path / "grey")
+    pipe = pipeline(StableDiffusionXLAdapterPipeline, xl_base, adapter=adapter)
+    assert (mine - theirs(pipe, image=grey, adapter_conditioning_scale=0.9)).abs().max().item() == 0.0
+    assert (mine - ours(ctx, [])).abs().max().item() > 1e-3
+
+
 @torch.no_grad()
 def reference_loop(base: Any, controlnet: Any, cn_image: torch.Tensor, cn_scale: float, adapter: Any,
                    ad_image: torch.Tensor, ad_weight: float) -> torch.Tensor:
