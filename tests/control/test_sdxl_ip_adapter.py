@@ -21,6 +21,7 @@ from tests.control.sdxl_helpers import loaded, ours, pipeline, pixels, scene, th
 from tests.control.test_ip_adapter import pil
 
 WEIGHT = "ip-adapter_tinyxl.safetensors"
+STYLE = {"up": {"block_0": [0.0, 1.0]}}  # the tiny SDXL's cross-attention up block (2 layers): the 2nd
 
 
 def write_adapter(folder: Path, unet: Any, plus: bool) -> Path:
@@ -29,7 +30,7 @@ def write_adapter(folder: Path, unet: Any, plus: bool) -> Path:
     return save_ip_adapter(folder, unet, WEIGHT, seed=505, plus=plus, vision=XL_VISION_CONFIG)
 
 
-def their_pipe(base: Any, folder: Path, scale: float, controlnet: Any = None) -> Any:
+def their_pipe(base: Any, folder: Path, scale: Any, controlnet: Any = None) -> Any:
     """The SDXL pipeline (with a ControlNet if given) on its own copy of the UNet, adapter loaded."""
     from diffusers import StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
 
@@ -65,6 +66,23 @@ def test_sdxl_ip_adapter_equals_pipeline(make_ctx, xl_base, tmp_path, plus):
     assert (mine - plain).abs().max().item() > 1e-3  # the adapter acts
     assert torch.equal(ours(ctx, []), plain)  # and is gone from the shared UNet after the run
     assert not torch.equal(ours(ctx, [unit(ctx, folder, reference, 0.3)]), mine)  # the scale reaches it
+
+
+def test_sdxl_ip_adapter_block_scales_equal_pipeline(make_ctx, xl_base, tmp_path):
+    """Per-block scales (InstantStyle's "style only" on SDXL: one up block's layers) as
+    `set_ip_adapter_scale` takes them."""
+    from nodegraph_control.nodes import encode_ip_image, ip_adapter, load_ip_adapter
+
+    ctx = make_ctx()
+    folder = write_adapter(tmp_path / "ip", xl_base.unet, plus=False)
+    reference = Image(pixels(13))
+    handle = load_ip_adapter(ctx, str(folder))
+    embeds = encode_ip_image(ctx, handle, reference)
+    mine = ours(ctx, [ip_adapter(handle, embeds, block_scales=STYLE)])
+    pipe = their_pipe(xl_base, folder, STYLE)
+    assert (mine - theirs(pipe, ip_adapter_image=pil(reference))).abs().max().item() == 0.0
+    full = ours(ctx, [ip_adapter(handle, embeds, scale=1.0)])
+    assert (mine - full).abs().max().item() > 1e-3 and (mine - ours(ctx, [])).abs().max().item() > 1e-3
 
 
 def test_sdxl_ip_adapter_with_controlnet_equals_controlnet_pipeline(make_ctx, xl_base, xl_nets, tmp_path):
