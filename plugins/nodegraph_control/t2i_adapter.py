@@ -19,7 +19,7 @@ import torch
 from nodegraph_diffusion.conditions import ActiveCondition, SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_control.models import use_control_model
+from nodegraph_control.models import check_family, use_control_model
 from nodegraph_control.units import AdapterUnit  # the port type; kept importable from here
 
 
@@ -74,6 +74,7 @@ def adapter_features(
 def activate_adapter(unit: AdapterUnit, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
     """`AdapterUnit.activate`: the adapter's features for this run (the model is released right after)."""
     with use_control_model(ctx, unit.model, "t2i_adapter", setup.device, setup.dtype) as model:
+        check_family(setup.unet, model, unit.model, "t2i_adapter")
         state = adapter_features(model, unit.image.pixels, setup, unit.weight)
     return ActiveAdapter(state, int(len(setup.timesteps) * unit.end), setup.first_step)
 

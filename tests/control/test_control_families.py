@@ -70,3 +70,22 @@ def test_adapters_of_the_samplers_family_validate(tmp_path, xl_adapters, kind):
     plan(tmp_path, "builtin:tinyxl", kind, xl_adapters[kind])
     sd1 = {"t2i": "builtin:tinyworld-adapter", "ip": "builtin:tinyworld-ip-adapter"}[kind]
     plan(tmp_path, "builtin:tinyworld", kind, sd1)
+
+
+@pytest.mark.parametrize("name", ["tinyworld-adapter", "tinyworld-pose"])
+def test_sd1_control_model_on_sdxl_sampler_is_an_input_error_when_run(make_ctx, name):
+    """Without validation (library use): refused before the first step, naming the file; not a shape error."""
+    from nodegraph_control.nodes import controlnet, load_controlnet, load_t2i_adapter, t2i_adapter
+    from nodegraph_core.types import Image
+
+    from nodegraph.errors import InputError
+    from tests.control.sdxl_helpers import ours, pixels
+
+    ctx = make_ctx()
+    if name.endswith("adapter"):
+        unit = t2i_adapter(load_t2i_adapter(ctx, f"builtin:{name}"), Image(pixels(1)))
+    else:
+        unit = controlnet(load_controlnet(ctx, f"builtin:{name}"), Image(pixels(1)))
+    with pytest.raises(InputError, match="is made for SD1.x models, but the sampler's UNet is SDXL") as info:
+        ours(ctx, [unit])
+    assert info.value.field == "conditions" and name in str(info.value)
