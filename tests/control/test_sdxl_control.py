@@ -56,6 +56,28 @@ def test_t2i_adapter_xl_equals_sdxl_adapter_pipeline(make_ctx, xl_base, xl_nets)
     assert (full - theirs(pipe, image=image, adapter_conditioning_scale=0.7)).abs().max().item() == 0.0
 
 
+def test_two_t2i_adapters_xl_equal_multiadapter_pipeline(make_ctx, xl_base, xl_nets, tmp_path):
+    """Two adapter units sum their weighted features, as diffusers' MultiAdapter does."""
+    from diffusers import MultiAdapter, StableDiffusionXLAdapterPipeline
+    from nodegraph_control.nodes import load_t2i_adapter, t2i_adapter
+    from nodegraph_control.tiny_control import build_tiny_adapter_xl
+
+    build_tiny_adapter_xl(xl_base.unet, seed=11).save_pretrained(tmp_path / "second")
+    ctx = make_ctx()
+    first, second = pixels(14), pixels(15)
+    units = [t2i_adapter(load_t2i_adapter(ctx, str(xl_nets["adapter"])), Image(first), weight=0.7, end=0.5),
+             t2i_adapter(load_t2i_adapter(ctx, str(tmp_path / "second")), Image(second), weight=0.5, end=0.5)]
+    both = ours(ctx, units)
+    multi = MultiAdapter([loaded("t2i_adapter", xl_nets["adapter"]),
+                          loaded("t2i_adapter", tmp_path / "second")])
+    pipe = pipeline(StableDiffusionXLAdapterPipeline, xl_base, adapter=multi)
+    reference = theirs(pipe, image=[first, second], adapter_conditioning_scale=[0.7, 0.5],
+                       adapter_conditioning_factor=0.5)
+    assert (both - reference).abs().max().item() == 0.0
+    assert not torch.equal(both, ours(ctx, units[:1]))
+    assert not torch.equal(both, ours(ctx, units[1:]))
+
+
 @pytest.mark.parametrize("size", [64, 96], ids=["same-size", "resized"])
 def test_one_channel_t2i_adapter_xl_gets_the_image_as_pil_l(make_ctx, xl_base, tmp_path, size):
     """Canny/sketch adapters read one channel: an RGB control image goes in as the pipeline gets
