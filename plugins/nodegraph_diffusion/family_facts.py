@@ -20,6 +20,7 @@ from nodegraph_diffusion.families import (
     family_named,
     file_family,
     folder_family,
+    width_family,
 )
 from nodegraph_diffusion.lora_fit import lora_misfit, unet_width
 from nodegraph_diffusion.paths import resolve_in
@@ -61,19 +62,62 @@ def path_model(ref: Any, base_dir: Path) -> tuple[str | None, int | None]:
 
 
 def control_facts(req: FactsRequest) -> Facts:
-    """A control model loader (ControlNet, T2I-Adapter): the family its config.json is made for.
+    """A ControlNet loader: the family its config.json is made for.
 
-    Read for a diffusers folder (its config.json) or a single file with a config beside it; other
-    layouts are not told (the sampler still refuses a misfit when it runs)."""
+    Read for a diffusers folder (its config.json), a single file with a config beside it, or the
+    node's `config`; other layouts are not told (the sampler still refuses a misfit when it runs)."""
+    return _config_facts(req, "controlnet")
+
+
+def adapter_facts(req: FactsRequest) -> Facts:
+    """A T2I-Adapter loader: the family its config.json's `adapter_type` is made for (as ControlNets)."""
+    return _config_facts(req, "adapter")
+
+
+def _config_facts(req: FactsRequest, kind: str) -> Facts:
     ref = req.literals.get("path")
     if not isinstance(ref, str):
         return {"out": {}}
     try:
-        path = resolve_in(ref, req.base_dir, kind="controlnet")
+        path = resolve_in(ref, req.base_dir, kind=kind)
     except InputError:
         return {"out": {}}
-    config = path / "config.json" if path.is_dir() else path.with_name("config.json")
-    found = config_family(json.loads(config.read_text())) if config.is_file() else None
+    config = _control_config(path, req.literals.get("config"), req.base_dir)
+    found = config_family(json.loads(config.read_text())) if config is not None else None
+    return {"out": _of(found.name if found else None, req.node)}
+
+
+def _control_config(path: Path, given: Any, base_dir: Path) -> Path | None:
+    """The config.json a control model loader reads: `config` (a folder or .json file) if given, else
+    the folder's own, else beside the single file (`NAME.json`, `config.json`)."""
+    if isinstance(given, str):
+        place = base_dir / Path(given).expanduser()
+        candidates = [place / "config.json"] if place.is_dir() else [place]
+    elif path.is_dir():
+        candidates = [path / "config.json"]
+    else:
+        candidates = [path.with_suffix(".json"), path.with_name("config.json")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def ip_adapter_facts(req: FactsRequest) -> Facts:
+    """control.load_ip_adapter: the family whose UNets fit the adapter's key/value projections (their
+    input width is the UNet's cross-attention width), read from a .safetensors header only."""
+    ref = req.literals.get("path")
+    if not isinstance(ref, str):
+        return {"out": {}}
+    try:
+        path = resolve_in(ref, req.base_dir, kind="adapter")
+    except InputError:
+        return {"out": {}}
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in (".safetensors", ".bin")]
+        path = files[0] if len(files) == 1 else path
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return {"out": {}}  # pickled or ambiguous: the loader says what it found
+    shapes = header_shapes(path)
+    width = next((shape[-1] for key, shape in sorted(shapes.items()) if key.endswith("to_k_ip.weight")), None)
+    found = width_family(int(width)) if width is not None else None
     return {"out": _of(found.name if found else None, req.node)}
 
 

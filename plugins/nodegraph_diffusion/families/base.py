@@ -80,7 +80,12 @@ class ModelFamily:
         return None
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
-        """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
+        """Whether a control model's config.json (a ControlNet's, a T2I-Adapter's) is made for this family."""
+        return False
+
+    def recognise_cross_attention(self, width: int) -> bool:
+        """Whether this family's UNets attend to context of `width` features: an IP-Adapter's key/value
+        projections (`ip_adapter.*.to_k_ip.weight`) read that width, which tells the UNets it fits."""
         return False
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:

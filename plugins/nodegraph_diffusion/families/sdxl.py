@@ -36,6 +36,9 @@ CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner",
 PART_PREFIXES = {"unet": (UNET_PREFIX,), "vae": ("first_stage_model.",),
                  "text_encoder": (FIRST_ENCODER_PREFIX,),
                  "text_encoder_2": (SECOND_ENCODER_PREFIX, REFINER_ENCODER_PREFIX)}
+# cross-attention widths of SDXL UNets: base, refiner, the tiny base (the tiny refiner's 32 is the tiny
+# SD1.x model's too: an IP-Adapter that wide is taken for SD1.x)
+CROSS_ATTENTION_WIDTHS = (2048, 1280, 64)
 SIZES = ("original_size", "crop", "target_size")  # each (height, width) / (top, left); 0 = image size
 DEFAULT_SCORES = (6.0, 2.5)  # refiner aesthetic score of the positive / negative side (diffusers' defaults)
 
@@ -88,8 +91,14 @@ class SDXLFamily(ModelFamily):
         return PART_PREFIXES.get(component)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
-        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
+        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`;
+        T2I-Adapter-XL is `full_adapter_xl`."""
+        if config.get("_class_name") == "T2IAdapter":
+            return config.get("adapter_type") == "full_adapter_xl"
         return config.get("addition_embed_type") == "text_time"
+
+    def recognise_cross_attention(self, width: int) -> bool:
+        return width in CROSS_ATTENTION_WIDTHS
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from pathlib import Path
