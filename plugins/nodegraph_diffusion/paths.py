@@ -36,6 +36,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "adapter": ("t2i_adapter", "adapters", "ipadapter"),
     "tokenizer": ("tokenizers", "clip"),
+    "upscale_model": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 
 
