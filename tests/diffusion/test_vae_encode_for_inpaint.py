@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from nodegraph_core.types import Image, Mask
-from nodegraph_diffusion.inpaint_nodes import vae_encode_for_inpaint
+from nodegraph_diffusion.inpaint_nodes import prepare, vae_encode_for_inpaint
 from nodegraph_diffusion.model_nodes import load_model
 
 
@@ -47,14 +47,20 @@ def test_equals_comfyui_preprocessing_and_the_vae_mean(ctx: Any) -> None:
     blanked, noise_mask = _comfy(pixels.permute(0, 2, 3, 1), mask[0, 0], 6)
     from diffusers import AutoencoderKL
 
+    from nodegraph_diffusion.loading import own_storage
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
-    vae = AutoencoderKL.from_pretrained(BUILTIN_DIR / "tinyworld" / "vae", local_files_only=True)
+    # weights in fresh memory like our loader's: CPU kernels pick paths by alignment (1 ulp otherwise)
+    vae = own_storage(AutoencoderKL.from_pretrained(BUILTIN_DIR / "tinyworld" / "vae", local_files_only=True))
     with torch.no_grad():  # ComfyUI hands the VAE its (B, H, W, C) image with the channels moved
         mean = vae.encode(2.0 * blanked.movedim(-1, 1) - 1.0).latent_dist.mode()
     expected = vae.config.scaling_factor * mean
     assert out.samples.shape == (1, 4, 5, 6)
-    assert (out.samples - expected).abs().max().item() == 0.0
+    # the pixels going into the VAE are ComfyUI's to the bit; the encode itself then differs only by
+    # the order CPU convolutions sum in on the two memory layouts (1.5e-6 measured)
+    ours, our_mask = prepare(pixels, mask, 6)
+    assert torch.equal(ours, blanked.permute(0, 3, 1, 2)) and torch.equal(our_mask, noise_mask)
+    assert (out.samples - expected).abs().max().item() < 1e-5
     assert torch.equal(out.noise_mask, F.interpolate(noise_mask, size=(5, 6), mode="bilinear"))
     plain = vae_encode_for_inpaint(ctx, model.vae, Image(pixels), Mask(mask), grow_mask_by=0)
     assert (plain.noise_mask.sum() < out.noise_mask.sum()).item()  # growing the mask grows the repaint
