@@ -30,14 +30,27 @@ def _stand_in_torchvision() -> None:
                         "torchvision.transforms.functional": functional})
 
 
+def _drop_torchvision() -> None:
+    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        del sys.modules[name]
+
+
 def spandrel() -> Any:
-    """The spandrel module (skips the test when it is not installed at all)."""
+    """The spandrel module (skips the test when it is not installed at all).
+
+    The stand-in is there only while spandrel imports, then removed again, so that libraries imported
+    later (diffusers asks for torchvision's spec) see no torchvision rather than a fake one."""
+    if "spandrel" in sys.modules:
+        return sys.modules["spandrel"]
     try:
         import torchvision  # noqa: F401
     except (ImportError, RuntimeError):
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
+        _drop_torchvision()
         _stand_in_torchvision()
+        try:
+            return pytest.importorskip("spandrel", reason="pip install --no-deps spandrel==0.4.2 (README)")
+        finally:
+            _drop_torchvision()
     return pytest.importorskip("spandrel", reason="pip install --no-deps spandrel==0.4.2 (README)")
 
 
