@@ -132,6 +132,17 @@ def _upscale_apply(cv: Converter, n: WfNode) -> list[Any]:
     return ["@" + cv.add("upscaled_image", "upscale.apply", model=model, image=image)]
 
 
+def _canny(cv: Converter, n: WfNode) -> list[Any]:
+    name = cv.add(
+        "edges",
+        "control.canny_kornia",
+        image=cv.input(n, "image"),
+        low_threshold=cv.param("canny_low", float(cv.literal(n, "low_threshold", 0.4)), "Canny lower threshold"),
+        high_threshold=cv.param("canny_high", float(cv.literal(n, "high_threshold", 0.8)), "Canny upper threshold"),
+    )
+    return ["@" + name]
+
+
 def _invert(cv: Converter, n: WfNode) -> list[Any]:
     return ["@" + cv.add("inverted", "core.invert_image", image=cv.input(n, "image"))]
 
@@ -194,6 +205,7 @@ def image_mappings() -> list[ClassMapping]:
         _mapping("ImageScale", _image_scale, "core.scale", "torch interpolation like ComfyUI; no bislerp"),
         _mapping("ImageScaleBy", lambda cv, n: _image_scale(cv, n, by=True), "core.scale (scale_by)"),
         _mapping("ImageInvert", _invert, "core.invert_image"),
+        _mapping("Canny", _canny, "control.canny_kornia", "kornia's Canny, as ComfyUI (needs kornia)"),
         _mapping(
             "UpscaleModelLoader",
             _upscale_loader,

@@ -103,6 +103,9 @@ HANDLERS: dict[str, Any] = {
     "core.composite_masked": _composite,
     "core.scale": _scale,
     "core.invert_image": lambda ex, name, n: ex.new("ImageInvert", image=ex.link(n["image"], name)),
+    "control.canny_kornia": lambda ex, name, n: ex.new(
+        "Canny", image=ex.link(n["image"], name), low_threshold=n.get("low_threshold", 0.4),
+        high_threshold=n.get("high_threshold", 0.8)),
     "upscale.load_model": lambda ex, name, n: ex.new("UpscaleModelLoader", model_name=n["path"]),
     "upscale.apply": _upscale_apply,
 }

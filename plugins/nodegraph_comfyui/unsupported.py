@@ -8,7 +8,6 @@ KNOWN_ELSEWHERE: dict[str, str] = {
     "ConditioningSetArea": "core (needs regional conditioning)",
     "ConditioningCombine": "core",
     "ConditioningZeroOut": "core",
-    "Canny": "core",
     "EmptySD3LatentImage": "core (SD3: not supported by nodegraph yet)",
     "TripleCLIPLoader": "core (SD3: not supported by nodegraph yet)",
     "ControlNetApplySD3": "core (SD3: not supported by nodegraph yet)",
