@@ -27,7 +27,9 @@ def _vae_encode_inpaint(cv: Converter, n: WfNode) -> list[Any]:
         vae=vae,
         image=image,
         mask=mask,
-        grow_mask_by=cv.param("grow_mask_by", grow, "Pixels the inpaint mask grows by", minimum=0, maximum=64),
+        grow_mask_by=cv.param(
+            "grow_mask_by", grow, "Pixels the inpaint mask grows by", minimum=0, maximum=64
+        ),
     )
     return ["@" + name]
 
@@ -38,7 +40,9 @@ def _pad_for_outpaint(cv: Converter, n: WfNode) -> list[Any]:
         "padded",
         "core.pad_for_outpaint",
         image=cv.input(n, "image"),
-        **{k: cv.param(f"pad_{k}", v, f"Pixels added {k} (outpainting)", minimum=0) for k, v in sides.items()},
+        **{
+            k: cv.param(f"pad_{k}", v, f"Pixels added {k} (outpainting)", minimum=0) for k, v in sides.items()
+        },
         feathering=cv.literal(n, "feathering", 40),
     )
     return [f"@{name}.image", f"@{name}.mask"]
@@ -122,7 +126,9 @@ def _image_scale(cv: Converter, n: WfNode, by: bool = False) -> list[Any]:
 
 def _upscale_loader(cv: Converter, n: WfNode) -> list[Any]:
     path = cv.param(
-        "upscale_model", cv.literal(n, "model_name"), "Upscale model file (searched in --models DIR/upscale_models)"
+        "upscale_model",
+        cv.literal(n, "model_name"),
+        "Upscale model file (searched in --models DIR/upscale_models)",
     )
     return ["@" + cv.add("upscale_model", "upscale.load_model", path=path)]
 
@@ -137,8 +143,12 @@ def _canny(cv: Converter, n: WfNode) -> list[Any]:
         "edges",
         "control.canny_kornia",
         image=cv.input(n, "image"),
-        low_threshold=cv.param("canny_low", float(cv.literal(n, "low_threshold", 0.4)), "Canny lower threshold"),
-        high_threshold=cv.param("canny_high", float(cv.literal(n, "high_threshold", 0.8)), "Canny upper threshold"),
+        low_threshold=cv.param(
+            "canny_low", float(cv.literal(n, "low_threshold", 0.4)), "Canny lower threshold"
+        ),
+        high_threshold=cv.param(
+            "canny_high", float(cv.literal(n, "high_threshold", 0.8)), "Canny upper threshold"
+        ),
     )
     return ["@" + name]
 
@@ -154,7 +164,9 @@ def _sdxl_text(cv: Converter, n: WfNode, refiner: bool = False) -> list[Any]:
     described = {"prompt": "What to draw", "negative": "What to avoid"}.get(key, "Prompt text")
     texts = [cv.input(n, k, "") for k in (("text",) if refiner else ("text_g", "text_l"))]
     if not all(isinstance(t, str) for t in texts):
-        cv.problem(n, "the prompt must be a literal or come from a text output", "text" if refiner else "text_g")
+        cv.problem(
+            n, "the prompt must be a literal or come from a text output", "text" if refiner else "text_g"
+        )
         return [None]
     if clip is None:
         return [None]
@@ -168,7 +180,9 @@ def _sdxl_text(cv: Converter, n: WfNode, refiner: bool = False) -> list[Any]:
     elif texts[1] == texts[0]:
         inputs["text"] = main  # one text for both encoders
     else:  # diffusers' `prompt` feeds CLIP-L (ComfyUI's text_l), `prompt_2` OpenCLIP-G (text_g)
-        inputs.update(text=cv.param(f"{key}_l", texts[1], described + " (SDXL's CLIP-L encoder)"), text_2=main)
+        inputs.update(
+            text=cv.param(f"{key}_l", texts[1], described + " (SDXL's CLIP-L encoder)"), text_2=main
+        )
     inputs.update(original_width=cv.literal(n, "width", 1024), original_height=cv.literal(n, "height", 1024))
     if not refiner:
         inputs.update(
@@ -193,7 +207,9 @@ def image_mappings() -> list[ClassMapping]:
             "diffusion.vae_encode_for_inpaint",
             "crop to multiples of 8, grow_mask_by, masked pixels to grey, the latent mean",
         ),
-        _mapping("ImagePadForOutpaint", _pad_for_outpaint, "core.pad_for_outpaint", "grey fill, feathered mask"),
+        _mapping(
+            "ImagePadForOutpaint", _pad_for_outpaint, "core.pad_for_outpaint", "grey fill, feathered mask"
+        ),
         _mapping("GrowMask", _grow_mask, "core.grow_mask", "scipy grey dilation/erosion, as ComfyUI"),
         _mapping(
             "LoadImageMask",

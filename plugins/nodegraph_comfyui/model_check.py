@@ -69,8 +69,11 @@ def check_models(resolved: dict[str, Any], file: Path | None, model_dirs: tuple[
             resolve_in(value, base, model_dirs, spec[1])
         except InputError as exc:
             origin = origins.get(name)
-            label = (f"node '{origin[0]}' ({origin[1]}), nodegraph node '{name}'" if origin
-                     else f"nodegraph node '{name}'")
+            label = (
+                f"node '{origin[0]}' ({origin[1]}), nodegraph node '{name}'"
+                if origin
+                else f"nodegraph node '{name}'"
+            )
             problems.append(f"{where}{label}: {exc}")
     if problems:
         raise ConversionError(problems)

@@ -58,8 +58,9 @@ def apply(
         raise InputError(f"overlap {overlap} must be smaller than the tile {tile}", field="overlap")
     pixels = image.pixels
     steps = pixels.shape[0] * tile_count(int(pixels.shape[-2]), int(pixels.shape[-1]), tile, overlap)
-    with use_upscale_model(ctx, model, torch.float32) as descriptor, ctx.progress(steps, "upscale") as advance:
-        device = ctx.device
+    device = ctx.device
+    with use_upscale_model(ctx, model, torch.float32) as descriptor, \
+            ctx.progress(steps, "upscale") as advance:
 
         def run(piece: torch.Tensor) -> torch.Tensor:
             ctx.check_cancelled()

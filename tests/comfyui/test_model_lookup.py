@@ -88,7 +88,9 @@ def test_missing_models_are_all_named_before_the_run(tmp_path: Path) -> None:
     checkpoint = next(k for k, v in data.items() if v["class_type"] == "CheckpointLoaderSimple")
     assert len(problems) == 3  # the checkpoint and both LoRAs (the second as --set), nothing else
     assert f"node '{checkpoint}' (CheckpointLoaderSimple)" in problems[0]
-    assert any(f"node '{i}' (LoraLoader)" in p and "nowhere.safetensors" in p for p in problems for i in loras)
+    assert any(
+        f"node '{i}' (LoraLoader)" in p and "nowhere.safetensors" in p for p in problems for i in loras
+    )
     assert all(str(file) in p for p in problems)
     assert str(root) in problems[0] and "models/checkpoints" in problems[0]
     assert str(tmp_path / "elsewhere" / "models" / "checkpoints") in problems[0]  # the extra folder
@@ -99,7 +101,10 @@ def test_validate_with_models_checks_and_run_refuses_before_running(tmp_path: Pa
     file = FIXTURES / "txt2img_default.json"
     result = CliRunner().invoke(app, ["validate", str(file), "--models", str(root)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "v1-5-pruned-emaonly.safetensors" in result.output and "node '4' (CheckpointLoaderSimple)" in result.output
+    assert (
+        "v1-5-pruned-emaonly.safetensors" in result.output
+        and "node '4' (CheckpointLoaderSimple)" in result.output
+    )
     assert CliRunner().invoke(app, ["validate", str(file)]).exit_code == 0  # no folders given: not checked
     out = tmp_path / "out"
     run = CliRunner().invoke(app, ["run", str(file), "--models", str(root), "-q", "--out", str(out)])

@@ -46,7 +46,6 @@ def test_equals_comfyui_preprocessing_and_the_vae_mean(ctx: Any) -> None:
 
     blanked, noise_mask = _comfy(pixels.permute(0, 2, 3, 1), mask[0, 0], 6)
     from diffusers import AutoencoderKL
-
     from nodegraph_diffusion.loading import own_storage
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
