@@ -70,7 +70,8 @@ def test_sdxl_encode_sends_text_l_to_clip_l_and_text_g_to_clip_g(tmp_path: Path,
                                                    do_classifier_free_guidance=False)
     assert torch.equal(cond.embeds, embeds) and torch.equal(cond.pooled, pooled)
     micro = dict(cond.micro)  # (height, width) pairs, as the family hands them to the UNet's time ids
-    assert micro["original_size"] == (96, 128) and micro["crop"] == (16, 8) and micro["target_size"] == (48, 64)
+    assert micro["original_size"] == (96, 128) and micro["crop"] == (16, 8)
+    assert micro["target_size"] == (48, 64)
     assert (tmp_path / "out" / "xl_save.png").is_file()
 
 
