@@ -288,12 +288,9 @@ def _mapping(
 
 
 def core_mappings() -> list[ClassMapping]:
-    """Every ComfyUI class the built-in packs serve (those of `classes_images` last)."""
-    return [*_core(), *image_mappings()]
-
-
-def _core() -> list[ClassMapping]:
+    """Every ComfyUI class the built-in packs serve (the image, mask and upscale ones: classes_images)."""
     return [
+        *image_mappings(),
         _mapping(
             "CheckpointLoaderSimple",
             _checkpoint,

@@ -112,6 +112,11 @@ def _image_scale(cv: Converter, n: WfNode, by: bool = False) -> list[Any]:
         factor = cv.param("image_scale_by", float(cv.literal(n, "scale_by", 1.0)), "Image scale factor")
         return ["@" + cv.add("scaled", "core.scale", image=image, scale_by=factor, method=method)]
     crop = cv.literal(n, "crop", "disabled")
+    if crop not in ("disabled", "center"):
+        cv.problem(n, f"crop '{crop}' is neither 'disabled' nor 'center'", "crop")
+        return [None]
+    if cv.literal(n, "width", 512) == 0 and cv.literal(n, "height", 512) == 0:
+        return [image]  # ComfyUI passes the image through unscaled
     name = cv.add(
         "scaled",
         "core.scale",
