@@ -91,7 +91,11 @@ def model_facts(req: FactsRequest) -> Facts:
 
 
 def vae_facts(req: FactsRequest) -> Facts:
-    """diffusion.load_vae: a full model's VAE has its family; a standalone VAE file is not told."""
+    """diffusion.load_vae: the family it is told, else a full model's; a standalone VAE file is not
+    told by its weights (SD1.x's and SDXL's VAEs are alike; the decoder takes its latents' family)."""
+    told = req.literals.get("family")
+    if isinstance(told, str) and told != "auto":
+        return {"out": _of(told, req.node)}
     return {"out": _of(path_family(req.literals.get("path"), req.base_dir), req.node)}
 
 

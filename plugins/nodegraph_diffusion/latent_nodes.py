@@ -64,7 +64,7 @@ def set_mask(
         raise InputError(f"mask is {mw}x{mh} pixels but the latents are for {w * VAE_SCALE}x{h * VAE_SCALE}; "
                          "resize the mask first", field="mask")
     return Latents(latents.samples, latent_mask(mask.pixels, h, w, binarize), dict(latents.extras),
-                   latents.drawn)
+                   latents.drawn, latents.family)
 
 
 @node("diffusion.latent_upscale", version="1.0.0")
@@ -94,4 +94,4 @@ def latent_upscale(
     mask = latents.noise_mask
     if mask is not None:
         mask = torch.nn.functional.interpolate(mask, size=size, mode="nearest")
-    return Latents(samples, mask)
+    return Latents(samples, mask, family=latents.family)

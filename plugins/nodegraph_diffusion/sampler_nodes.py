@@ -44,6 +44,16 @@ def unet_family(unet: UNetHandle, positive: Conditioning, negative: Conditioning
     return family
 
 
+def check_latents(latents: Latents, family: ModelFamily) -> None:
+    """Refuse latents of another family's latent space (e.g. encoded by a standalone VAE file read
+    as SD1.x's for an SDXL UNet: its scaling factor differs)."""
+    if latents.family and latents.family != family.name:
+        raise InputError(f"the latents are in the '{latents.family}' latent space (encoded with a VAE read "
+                         f"as {latents.family}'s), but the UNet is {family.label} ('{family.name}'): for a "
+                         f"standalone VAE file set `family: {family.name}` on its diffusion.load_vae",
+                         field="latents")
+
+
 @node("diffusion.sample", version="1.0.0", facts=family_facts.sample_facts)
 def sample(
     ctx: NodeContext,
@@ -109,6 +119,7 @@ def sample(
         draw_noise(skipped, generator)
     initial = drawn if noise is None else noise.samples
     family = unet_family(unet, positive, negative)
+    check_latents(latents, family)
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
@@ -153,4 +164,5 @@ def sample(
                 result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
-    return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras)
+    return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras,
+                   family=family.name)

@@ -12,6 +12,7 @@ from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae
 from nodegraph_diffusion.types import Latents, SeedDraws, VaeHandle
+from nodegraph_diffusion.vae_files import encoding_family, in_context
 
 # A catalogue module: torch and the sampling arithmetic are imported inside the node bodies.
 
@@ -29,7 +30,7 @@ def vae_decode(
     """Decode latents into RGB images (float32, [0, 1]), exactly as the diffusers pipelines do."""
     from nodegraph_diffusion.oom_fallback import decode_with_fallback
 
-    with use_vae(ctx, vae) as model:
+    with use_vae(ctx, in_context(vae, latents.family)) as model:  # a VAE file: the latents' family
         return Image(decode_with_fallback(ctx, model, latents.samples, tiled, tile_size))
 
 
@@ -62,7 +63,7 @@ def vae_encode(
     with use_vae(ctx, vae) as model:
         samples = encode(model, image.pixels, make_generator(seed), mode)
     drawn = SeedDraws(int(seed), (tuple(samples.shape),)) if mode == "sample" else None
-    return Latents(samples, drawn=drawn)
+    return Latents(samples, drawn=drawn, family=encoding_family(vae))
 
 
 class InpaintLatents(NamedTuple):
@@ -101,4 +102,6 @@ def vae_encode_inpaint(
         masked = encode(model, image.pixels * keep + 0.5 * (1 - keep), generator)
     h, w = latents.shape[-2:]
     drawn = SeedDraws(int(seed), (tuple(latents.shape),), (tuple(masked.shape),))
-    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w), drawn=drawn), Latents(masked))
+    family = encoding_family(vae)
+    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w), drawn=drawn, family=family),
+                          Latents(masked, family=family))

@@ -57,6 +57,10 @@ class ModelFamily:
     tokenizers: tuple[str, ...] = ("tokenizer",)
     config_names: tuple[str, ...] = ()  # shipped configs/NAME folders for this family's single files
     supports_lora: bool = True  # diffusion.load_lora reads LoRA files for this family's models
+    # standalone VAE files: the encoder's first width -> the shipped config folder (configs/NAME) that
+    # reads them with this family's scaling factor. SD1.x's and SDXL's VAEs share their architecture
+    # (both 128), so a width claimed by two families is decided by the context (see vae_files.py)
+    vae_configs: tuple[tuple[int, str], ...] = ()
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""

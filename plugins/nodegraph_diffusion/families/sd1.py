@@ -18,6 +18,7 @@ class SD1Family(ModelFamily):
     name = "sd1"
     label = "SD1.x"
     config_names = ("sd15", "tinyworld")
+    vae_configs = ((128, "sd15"), (16, "tinyworld"))
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         cls = str(index.get("_class_name", ""))

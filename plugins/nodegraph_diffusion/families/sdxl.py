@@ -66,6 +66,7 @@ class SDXLFamily(ModelFamily):
     supports_lora = False  # not yet: SDXL's key layouts and its second text encoder (issue notes)
     tokenizers = ("tokenizer_2",)
     config_names = tuple(CONFIGS.values())
+    vae_configs = ((128, "sdxl"), (8, "tinyxl"))  # SDXL's VAE: SD1.x's architecture, scaling 0.13025
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return "XL" in str(index.get("_class_name", "")) and "text_encoder_2" in index
