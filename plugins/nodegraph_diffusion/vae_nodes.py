@@ -57,11 +57,12 @@ def vae_encode(
     The latents record the draw taken from `seed`, so a sampler with the same seed draws its noise
     after it, as StableDiffusionImg2ImgPipeline does with its one generator: graph and pipeline then
     agree from the same input pixels, not only from the same latents."""
-    from nodegraph_diffusion.sampling import encode, make_generator
+    from nodegraph_diffusion.sampling import make_generator
+    from nodegraph_diffusion.vae_upcast import encode_finite
 
     _check_size(image)
     with use_vae(ctx, vae) as model:
-        samples = encode(model, image.pixels, make_generator(seed), mode)
+        samples = encode_finite(ctx, model, image.pixels, make_generator(seed), mode)
     drawn = SeedDraws(int(seed), (tuple(samples.shape),)) if mode == "sample" else None
     return Latents(samples, drawn=drawn, family=encoding_family(vae))
 
@@ -86,7 +87,8 @@ def vae_encode_inpaint(
     Draws as StableDiffusionInpaintPipeline does with a 4-channel UNet and one generator: the image's
     latent sample, then the noise (left for the sampler, which replays the recorded shapes around it
     when its seed is this one), then the masked image's sample."""
-    from nodegraph_diffusion.sampling import draw_noise, encode, latent_mask, make_generator
+    from nodegraph_diffusion.sampling import draw_noise, latent_mask, make_generator
+    from nodegraph_diffusion.vae_upcast import encode_finite
 
     _check_size(image)
     if tuple(mask.pixels.shape[-2:]) != tuple(image.pixels.shape[-2:]):
@@ -95,11 +97,11 @@ def vae_encode_inpaint(
     generator = make_generator(seed)
     binary = latent_mask(mask.pixels, *mask.pixels.shape[-2:])  # thresholded at pixel size
     with use_vae(ctx, vae) as model:
-        latents = encode(model, image.pixels, generator)
+        latents = encode_finite(ctx, model, image.pixels, generator)
         draw_noise(tuple(latents.shape), generator)  # the pipeline's noise: diffusion.sample draws it
         # the pipeline zeroes masked pixels in [-1, 1] space, i.e. mid-grey 0.5 in [0, 1]
         keep = (binary < 0.5).to(image.pixels.dtype)
-        masked = encode(model, image.pixels * keep + 0.5 * (1 - keep), generator)
+        masked = encode_finite(ctx, model, image.pixels * keep + 0.5 * (1 - keep), generator)
     h, w = latents.shape[-2:]
     drawn = SeedDraws(int(seed), (tuple(latents.shape),), (tuple(masked.shape),))
     family = encoding_family(vae)
