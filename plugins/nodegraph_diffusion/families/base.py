@@ -83,6 +83,11 @@ class ModelFamily:
         """Encode a prompt with the handle's text encoder(s) into this family's `Conditioning`."""
         raise NotImplementedError(f"family {self.name!r} cannot encode prompts")
 
+    def absent_negative(self, source: Any, positive: Any) -> Any | None:
+        """The negative `Conditioning` to guide with when the sampler is given none (None: there is no
+        such default, and the sampler asks for a negative). `source` is the UNet's ModelSource."""
+        return None
+
     def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
                           request: DenoiseRequest) -> dict[str, Any] | None:
         """The denoiser's `added_cond_kwargs` for the whole loop (None: it takes none)."""

@@ -129,6 +129,26 @@ class SDXLFamily(ModelFamily):
                             pooled=pooled[0].detach().cpu() if pooled else None,
                             empty=empty.detach().cpu(), family=self.name, micro=request.micro)
 
+    def absent_negative(self, source: Any, positive: Any) -> Any | None:
+        """Zeros, as StableDiffusionXLPipeline guides without a negative prompt when the model's
+        model_index.json says `force_zeros_for_empty_prompt` (SDXL base: true; the refiner: false);
+        the negative's size ids are the positive's (the pipeline's `negative_add_time_ids` default)."""
+        import json
+        from pathlib import Path
+
+        import torch
+
+        from nodegraph_diffusion.types import Conditioning
+
+        root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
+        index = root / "model_index.json"
+        config = json.loads(index.read_text()) if index.is_file() else {}
+        if not config.get("force_zeros_for_empty_prompt", True) or positive.pooled is None:
+            return None
+        micro = tuple((k, v) for k, v in positive.micro if k != "aesthetic_score")
+        return Conditioning(embeds=torch.zeros_like(positive.embeds), pooled=torch.zeros_like(positive.pooled),
+                            family=self.name, micro=micro)
+
     def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
                           request: DenoiseRequest) -> dict[str, Any] | None:
         import torch
