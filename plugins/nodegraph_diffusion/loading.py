@@ -334,6 +334,16 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str
 
 
 @contextmanager
+def use_tokenizer(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[Any]:
+    """The tokenizer of the handle's family's main encoder (SD1.x: `tokenizer`; SDXL, whose refiner has
+    only the second: `tokenizer_2`, the same CLIP BPE), without loading any text encoder."""
+    source = handle.source
+    component = family_named(source.family).tokenizers[0]
+    with ctx.resources.use(component_key(source, component), lambda: load_tokenizer(source, component)) as tok:
+        yield tok
+
+
+@contextmanager
 def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
     """The handle's VAE on the run's device and dtype, pinned for the block."""
     from nodegraph_diffusion.optimize import prepare_vae
