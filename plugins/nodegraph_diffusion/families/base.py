@@ -13,8 +13,10 @@ time too; torch and diffusers are imported inside the methods that run models.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -69,6 +71,22 @@ class ModelFamily:
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
         return None
+
+    def refines_only(self, index: Mapping[str, Any]) -> bool:
+        """Whether a model with this model_index.json only refines an image (SDXL's refiner): a sampler
+        with its UNet must not start from empty latents at full strength (validation says so)."""
+        return False
+
+    def conditioning_width(self, root: Path, index: Mapping[str, Any]) -> int | None:
+        """Width of the conditioning the text encoders of the model at `root` give (validation compares
+        it with the UNet's `cross_attention_dim`); None: not told. The default: their hidden sizes side
+        by side (SD1.x: one; SDXL base: both encoders' penultimate states concatenated)."""
+        total = 0
+        for name, entry in index.items():
+            config = root / name / "config.json"
+            if name.startswith("text_encoder") and isinstance(entry, list) and entry[0] and config.is_file():
+                total += int(json.loads(config.read_text()).get("hidden_size", 0))
+        return total or None
 
     def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
         """Key prefixes of a single file that diffusers' converter needs for `component` (a folder

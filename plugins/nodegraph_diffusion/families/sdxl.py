@@ -80,6 +80,10 @@ class SDXLFamily(ModelFamily):
             return None
         return CONFIGS.get((refiner, shapes[probe][-1]))
 
+    def refines_only(self, index: Mapping[str, Any]) -> bool:
+        """The refiner: its pipeline is img2img only and its UNet takes an aesthetic score."""
+        return bool(index.get("requires_aesthetics_score"))
+
     def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
         return PART_PREFIXES.get(component)
 
