@@ -110,28 +110,34 @@ class SDXLFamily(ModelFamily):
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
         present = [(pair, text) for pair, text in zip(ENCODERS, texts, strict=True)
                    if (root / pair[1]).is_dir()]
-        pieces, empties, pooled, first_ids = [], [], [], None
+        pieces, pooled, first_ids, chunk = [], [], None, 77
         for (tok_name, enc_name), text in present:
             captured: list[Any] = []
-            call = _penultimate(captured)
             with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
-                embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis, call)
-                # always kept (one short call): the two encoders' chunk counts may differ, and the
-                # sampler pads a shorter side with it (cond_padding)
-                empty = embeds if text == "" else \
-                    encode_plain(tokenizer, model, "", request.clip_skip, _penultimate([]))[0]
+                embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis,
+                                            _penultimate(captured))
+                chunk = int(tokenizer.model_max_length)
             pieces.append(embeds)
-            empties.append(empty)
             pooled = captured
             first_ids = ids if first_ids is None else first_ids
+        # The empty prompt's encoding pads a shorter side (cond_padding): only a prompt longer than one
+        # chunk can need it (its encoders' pieces may differ in length, and a short prompt on the other
+        # side of CFG borrows it), so only then is it paid for (one more call per encoder, as SD1.x);
+        # an empty prompt is its own
+        empties = [embeds if text == "" else None for embeds, (_, text) in zip(pieces, present, strict=True)]
+        if any(int(p.shape[1]) > chunk for p in pieces):
+            for i, ((tok_name, enc_name), _) in enumerate(present):
+                if empties[i] is None:
+                    with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
+                        empties[i] = encode_plain(tokenizer, model, "", request.clip_skip, _penultimate([]))[0]
         if len(pieces) == 2 and pieces[0].shape[1] != pieces[1].shape[1]:  # long text vs short text_2
             pieces[0], pieces[1] = match_lengths(pieces[0], pieces[1], empties[0], empties[1])
         embeds = torch.cat(pieces, dim=-1)
-        empty = torch.cat(empties, dim=-1)
+        empty = torch.cat(empties, dim=-1).detach().cpu() if all(e is not None for e in empties) else None
         return Conditioning(embeds=embeds.detach().cpu(), prompt=request.text,
                             token_ids=tuple(int(i) for i in first_ids or ()),
                             pooled=pooled[0].detach().cpu() if pooled else None,
-                            empty=empty.detach().cpu(), family=self.name, micro=request.micro)
+                            empty=empty, family=self.name, micro=request.micro)
 
     def absent_negative(self, source: Any, positive: Any) -> Any | None:
         """Zeros, as StableDiffusionXLPipeline guides without a negative prompt when the model's
