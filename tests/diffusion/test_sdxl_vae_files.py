@@ -159,3 +159,20 @@ def test_encoding_with_an_open_vae_file_is_refused_by_an_sdxl_sampler(ctx: Any,
     with pytest.raises(InputError, match="family: sdxl") as err:
         sample(ctx, model.unet, model.scheduler, cond, latents, steps=1, cfg=1.0, denoise=0.5)
     assert err.value.field == "latents"
+
+
+def test_a_vae_told_its_family_is_checked_at_validation(tmp_path: Path) -> None:
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    where = write_vae(tinyxl_vae(), tmp_path, "ldm")
+    graph = tmp_path / "g.yaml"
+    registry = build_registry()
+    for family in ("auto", "sdxl"):
+        graph.write_text(GRAPH.replace('path: "%s"}', f'path: "%s", family: {family}}}') % (where, PROMPT))
+        load_plan(graph, registry, {})  # SDXL latents into an SDXL (or open) VAE
+    sd1 = GRAPH.replace("builtin:tinyxl", "builtin:tinyworld").replace('path: "%s"}', 'path: "%s", family: sdxl}')
+    graph.write_text(sd1 % (where, PROMPT))
+    with pytest.raises(GraphError, match="'latents' gets SD1.x latents from node 'latents'"):
+        load_plan(graph, registry, {})
