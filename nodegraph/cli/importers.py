@@ -4,6 +4,9 @@ An importer is found through the entry-point group `nodegraph.importers` (name =
 `comfyui`) and is any object with `detect(path) -> bool` (is this file mine?), `convert(path) ->
 dict` (a graph document; raises `NodegraphError` listing every problem) and `label` (what to call
 the format in messages); optionally `export(resolved_graph) -> dict` (the tool's own format).
+A converted graph may say which node of the source workflow each of its nodes stands for, as
+`metadata: {source_ids: {node id: source id}}`: `nodegraph serve` reports progress and outputs to
+clients of that tool (its ComfyUI API) under their own ids.
 The engine never sees them: `run`, `validate`, `import` and `export` ask them.
 """
 

@@ -84,6 +84,8 @@ class Converter:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # workflow id -> "positive" / "negative"
+    origins: dict[str, str] = field(default_factory=dict)  # emitted node -> id of the workflow node it is for
+    _converting: list[str] = field(default_factory=list)  # workflow ids being converted, innermost last
     _values: dict[str, list[Any]] = field(default_factory=dict)
     _active: set[str] = field(default_factory=set)
 
@@ -97,6 +99,8 @@ class Converter:
         while name in self.nodes:
             name, n = f"{base}_{n}", n + 1
         self.nodes[name] = {"type": type_name, **{k: v for k, v in inputs.items() if v is not None}}
+        if self._converting:
+            self.origins[name] = self._converting[-1]
         return name
 
     def param(self, key: str, value: Any, description: str, **decl: Any) -> str:
@@ -182,10 +186,12 @@ class Converter:
         if mapping is None:
             return None  # reported once for all unknown classes (run())
         self._active.add(node.id)
+        self._converting.append(node.id)
         try:
             outputs = mapping.convert(self, node)
         finally:
             self._active.discard(node.id)
+            self._converting.pop()
         self._values[node.id] = outputs
         return outputs
 

@@ -99,7 +99,10 @@ def convert_workflow(flow: Workflow, mappings: Mappings) -> dict[str, Any]:
         "params": converter.params,
         "nodes": converter.nodes,
         "metadata": {
-            "comfyui": {"file": name, "format": flow.format, "classes": used, "notes": list(mappings.notes)}
+            "comfyui": {"file": name, "format": flow.format, "classes": used, "notes": list(mappings.notes)},
+            # which workflow node each node stands for: `nodegraph serve` reports ComfyUI clients'
+            # progress and outputs under the ids they sent (nodegraph/cli/importers.py)
+            "source_ids": converter.origins,
         },
     }
     return graph

@@ -1,0 +1,66 @@
+// The queue and history table (GET /api/jobs): one row per job with its status and the actions that
+// fit it — re-run, cancel, run next, copy as YAML, copy as CLI command.
+
+function button(text, label, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function cell(row, content) {
+  const td = document.createElement("td");
+  if (content instanceof Node) td.append(content);
+  else td.textContent = content;
+  row.append(td);
+  return td;
+}
+
+function describeSet(set) {
+  const entries = Object.entries(set || {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") : "defaults";
+}
+
+function progressOf(job) {
+  if (job.status === "queued") return `#${(job.position ?? 0) + 1} in queue`;
+  if (job.status === "running" && job.step) return `step ${job.step[0]}/${job.step[1]}`;
+  return job.status;
+}
+
+/**
+ * Render `jobs` (newest first) into `tbody`. `actions` has rerun(job), cancel(job), runNext(job),
+ * copy(text, what) and show(job).
+ */
+export function renderJobs(tbody, jobs, actions) {
+  tbody.replaceChildren();
+  const ordered = [...jobs].sort((a, b) => String(b.submitted).localeCompare(String(a.submitted)));
+  for (const job of ordered) {
+    const row = document.createElement("tr");
+    row.dataset.job = job.id;
+    row.dataset.status = job.status;
+    cell(row, job.id);
+    cell(row, job.graph || "(pasted)");
+    cell(row, describeSet(job.set));
+    const status = cell(row, progressOf(job));
+    status.className = `job-status status-${job.status}`;
+    const tools = document.createElement("div");
+    tools.className = "tools";
+    const name = `job ${job.id}`;
+    if (job.status === "queued" || job.status === "running") {
+      tools.append(button("Cancel", `Cancel ${name}`, () => actions.cancel(job)));
+    }
+    if (job.status === "queued" && job.position > 0) {
+      tools.append(button("Run next", `Run ${name} next`, () => actions.runNext(job)));
+    }
+    tools.append(
+      button("Show", `Show ${name}`, () => actions.show(job)),
+      button("Re-run", `Re-run ${name}`, () => actions.rerun(job)),
+      button("Copy YAML", `Copy ${name} as YAML`, () => actions.copy(job.yaml, "YAML")),
+      button("Copy CLI", `Copy ${name} as CLI command`, () => actions.copy(job.cli, "CLI command")),
+    );
+    cell(row, tools);
+    tbody.append(row);
+  }
+}
