@@ -96,6 +96,16 @@ async function openFile(file) {
   }
 }
 
+function describeNode(target) {
+  const group = target.closest?.("g.node");
+  const node = group && state.graph?.nodes.find((n) => n.id === group.dataset.node);
+  if (!node) return;
+  const ports = (list) => list.map((p) => `${p.name}: ${p.type}`).join(", ") || "none";
+  $("node-info").textContent =
+    `${node.id} (${node.type}) — ${node.doc || "no description"} Inputs: ${ports(node.inputs)}. ` +
+    `Outputs: ${ports(node.outputs)}.`;
+}
+
 // --- running and watching ----------------------------------------------------------------------
 
 function resetProgress() {
@@ -264,6 +274,8 @@ function wire() {
     if (file) guarded(() => openFile(file));
     else guarded(() => openText(e.dataTransfer.getData("text/plain")));
   });
+  $("graph").addEventListener("focusin", (e) => describeNode(e.target));
+  $("graph").addEventListener("click", (e) => describeNode(e.target));
   $("run-form").addEventListener("submit", (e) => {
     e.preventDefault();
     guarded(run);
