@@ -192,6 +192,10 @@ class JobQueue:
                 left.insert(0, self._running)
             return left
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- helpers (lock held) ----------------------------------------------------------------------
     def _find(self, job_id: str) -> tuple[Job, int | None] | None:
         for i, job in enumerate(self._pending):

@@ -15,12 +15,17 @@ class OutsideFolder(ValueError):
     """A requested name that would leave its folder (the route answers 400 or 404)."""
 
 
-def clean_relative(name: str) -> PurePosixPath:
-    """`name` as a relative POSIX path with no `..`, `~`, drive or NUL; raises `OutsideFolder`."""
+def clean_relative(name: str, schemes: bool = False) -> PurePosixPath:
+    """`name` as a relative POSIX path with no `..`, `~`, drive or NUL; raises `OutsideFolder`.
+
+    `schemes`: allow a pack's `scheme:NAME` reference (`builtin:tinyworld`), never a drive letter.
+    """
     text = name.replace("\\", "/")
     rel = PurePosixPath(text)
+    head = rel.parts[0] if rel.parts else ""
+    drive_like = ":" in head and (not schemes or len(head.split(":", 1)[0]) < 2)
     if (not text or "\x00" in text or rel.is_absolute() or text.startswith("~") or ".." in rel.parts
-            or ":" in rel.parts[0]):
+            or drive_like):
         raise OutsideFolder(f"'{name}' must be a relative name inside the folder")
     return rel
 
@@ -49,7 +54,7 @@ def check_file_inputs(plan: Plan, roots: list[Path]) -> None:
     for lit in file_literals(plan):
         line = plan.nodes[lit.node].line
         try:
-            rel = clean_relative(lit.value)
+            rel = clean_relative(lit.value, schemes=True)
         except OutsideFolder:
             problems.append(Problem(f"'{lit.value}' is outside the served folders: a graph sent to the "
                                     "server reads only relative names (inputs folder, graphs folder, "
