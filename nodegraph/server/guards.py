@@ -17,10 +17,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyTooLarge(Exception):
-    """The request body passed the limit while it was being read."""
-
-
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     """Answer an HTTP request with `{"errors": [...]}`, or close a WebSocket before accepting it."""
     if scope["type"] == "websocket":
@@ -84,26 +80,29 @@ class Guards:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _refuse(scope, send, 413, f"request body over the limit ({self.max_body} bytes)")
             return
+        # read the body here, up to the limit, then hand it on whole: a handler never sees a body that
+        # is too large, however it was sent (with a Content-Length or in chunks)
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge()
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
                 await _refuse(scope, send, 413, f"request body over the limit ({self.max_body} bytes)")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
