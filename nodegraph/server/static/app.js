@@ -5,7 +5,7 @@
 import { ApiError, call, listen, withToken } from "./api.js";
 import { drawGraph, drawLegend, resetStatuses, setNodeStatus } from "./graph.js";
 import { applySet, buildForm, readSet } from "./form.js";
-import { renderJobs } from "./jobs.js";
+import { renderJobs, short } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const NODE_STATUS = { node_started: "running", node_cached: "cached", node_finished: "done" };
@@ -67,6 +67,7 @@ function showGraph(answer, source, label) {
   state.graph = answer;
   state.source = source;
   $("graph-title").textContent = label + (answer.format === "comfyui" ? " (imported from ComfyUI)" : "");
+  $("graph-description").textContent = answer.description || "";
   drawLegend($("legend"), drawGraph($("graph"), answer));
   buildForm($("params"), answer.params);
   $("run").disabled = false;
@@ -100,7 +101,8 @@ function describeNode(target) {
   const group = target.closest?.("g.node");
   const node = group && state.graph?.nodes.find((n) => n.id === group.dataset.node);
   if (!node) return;
-  const ports = (list) => list.map((p) => `${p.name}: ${p.type}`).join(", ") || "none";
+  const ports = (list) => list.map((p) => `${p.name}: ${p.type}${"value" in p ? ` = ${JSON.stringify(p.value)}` : ""}`)
+    .join(", ") || "none";
   $("node-info").textContent =
     `${node.id} (${node.type}) — ${node.doc || "no description"} Inputs: ${ports(node.inputs)}. ` +
     `Outputs: ${ports(node.outputs)}.`;
@@ -124,7 +126,7 @@ function addImages(job, outputs) {
     img.alt = `${output.path} from node ${output.node}, job ${job}`;
     img.dataset.job = job;
     const caption = document.createElement("figcaption");
-    caption.textContent = `${output.path} · job ${job}`;
+    caption.textContent = output.path;
     figure.append(img, caption);
     $("images").prepend(figure);
   }
@@ -135,7 +137,7 @@ function apply(message) {
   if (status) setNodeStatus($("graph"), message.node, status);
   switch (message.type) {
     case "job_started":
-      say(`Job ${message.job} running`);
+      say(`Job ${short(message.job)} running`);
       break;
     case "step":
       $("progress").max = message.total;
@@ -147,16 +149,16 @@ function apply(message) {
       }
       break;
     case "job_done":
-      say(`Job ${message.job} done`);
+      say(`Job ${short(message.job)} done`);
       addImages(message.job, message.outputs);
       break;
     case "job_failed":
       for (const r of message.errors || []) if (r.node) setNodeStatus($("graph"), r.node, "failed");
-      say(`Job ${message.job} failed`);
+      say(`Job ${short(message.job)} failed`);
       showErrors(new ApiError(400, message.errors || []));
       break;
     case "job_cancelled":
-      say(`Job ${message.job} cancelled`);
+      say(`Job ${short(message.job)} cancelled`);
       break;
     default:
   }
@@ -180,7 +182,7 @@ function onEvent(message) {
 
 async function submit(body) {
   const job = await call("POST", "/api/jobs", { ...body, client: state.client });
-  say(`Job ${job.id} queued at position ${job.position}`);
+  say(`Job ${short(job.id)} queued at position ${job.position}`);
   watch(job.id);
   refreshJobs();
   return job;
@@ -222,7 +224,7 @@ async function show(job) {
     await openServed(job.graph);
     applySet($("params"), state.graph.params, job.set || {});
   } else {
-    await openText(job.yaml, `job ${job.id}`);
+    await openText(job.yaml, `job ${short(job.id)}`);
   }
   watch(job.id);
   for (const [node, status] of Object.entries(job.nodes || {})) setNodeStatus($("graph"), node, status);

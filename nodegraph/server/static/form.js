@@ -33,7 +33,7 @@ function fieldFor(param, id) {
   if (param.default !== undefined && param.default !== null) {
     input.value = param.type === "list" ? JSON.stringify(param.default) : String(param.default);
   }
-  if (param.default === undefined) input.required = true;
+  if (param.default === undefined || param.default === null) input.required = true; // must be given
   return input;
 }
 

@@ -109,7 +109,7 @@ function drawNode(node, box, status, colours) {
 export function drawGraph(svg, graph) {
   svg.replaceChildren();
   const { boxes, width, height } = layout(graph);
-  const colours = typeColours(graph.nodes.flatMap((n) => [...n.inputs, ...n.outputs].map((p) => p.type)));
+  const colours = typeColours(Object.values(boxes).flatMap((b) => [...b.inputs, ...b.outputs].map((p) => p.type)));
   const pad = 12;
   svg.setAttribute("viewBox", `${-pad} ${-pad} ${width + 2 * pad} ${height + 2 * pad}`);
   svg.style.aspectRatio = `${width + 2 * pad} / ${height + 2 * pad}`;
@@ -135,8 +135,7 @@ export function drawGraph(svg, graph) {
   }
   svg.append(links);
   for (const node of graph.nodes) svg.append(drawNode(node, boxes[node.id], "pending", colours));
-  const shown = new Set(Object.values(boxes).flatMap((b) => [...b.inputs, ...b.outputs].map((p) => p.type)));
-  return new Map([...colours].filter(([type]) => shown.has(type)));
+  return colours;
 }
 
 /** Show a node's run status ("pending", "running", "cached", "done", "failed"). */

@@ -18,6 +18,11 @@ function cell(row, content) {
   return td;
 }
 
+/** A job id as shown: its first 8 characters (the full id is in the row's title). */
+export function short(id) {
+  return String(id).slice(0, 8);
+}
+
 function describeSet(set) {
   const entries = Object.entries(set || {});
   return entries.length ? entries.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") : "defaults";
@@ -40,14 +45,14 @@ export function renderJobs(tbody, jobs, actions) {
     const row = document.createElement("tr");
     row.dataset.job = job.id;
     row.dataset.status = job.status;
-    cell(row, job.id);
+    cell(row, short(job.id)).title = job.id;
     cell(row, job.graph || "(pasted)");
     cell(row, describeSet(job.set));
     const status = cell(row, progressOf(job));
     status.className = `job-status status-${job.status}`;
     const tools = document.createElement("div");
     tools.className = "tools";
-    const name = `job ${job.id}`;
+    const name = `job ${short(job.id)}`;
     if (job.status === "queued" || job.status === "running") {
       tools.append(button("Cancel", `Cancel ${name}`, () => actions.cancel(job)));
     }
