@@ -1,0 +1,301 @@
+"""The web page in a real headless browser against a real `nodegraph serve` on loopback.
+
+Chromium and chromedriver come from Debian's packages (`apt-get install chromium chromium-driver`,
+as `.ci/run` does); selenium drives them with the driver path given explicitly, so selenium's driver
+manager never tries to download anything. Without them the tests skip, saying so.
+
+The server runs as a subprocess with a token, so the page's token plumbing (bearer header, `?token=`
+on the WebSocket and on image URLs) is exercised too. The image the page shows is compared pixel for
+pixel with the library's own run of the same graph and values: the page must have sent the param it
+was given. Set NODEGRAPH_PAGE_SCREENSHOT=docs/server_page.png to write the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[test]')")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "page-test-token-1234"
+STEPS = 3
+# The shipped txt2img graph, made quick: 3 steps by default (the page changes the seed).
+GRAPH = (ROOT / "graphs" / "txt2img.yaml").read_text(encoding="utf-8").replace(
+    "steps:     {type: int, default: 20,", f"steps:     {{type: int, default: {STEPS},")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A `nodegraph serve` subprocess and a small authenticated HTTP client for it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.graphs = folder / "graphs"
+        self.out = folder / "out"
+        self.graphs.mkdir()
+        (self.graphs / "txt2img.yaml").write_text(GRAPH, encoding="utf-8")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "NODEGRAPH_CACHE_DIR": str(folder / "cache")}
+        self.log = (folder / "server.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nodegraph", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--graphs", str(self.graphs), "--out", str(self.out), "--input", str(folder / "input"),
+             "--token", TOKEN, "--device", "cpu"],
+            cwd=folder, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nodegraph serve exited: {Path(self.log.name).read_text()}")
+            try:
+                self.get("/api/graphs")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.3)
+        raise RuntimeError(f"nodegraph serve did not answer: {Path(self.log.name).read_text()}")
+
+    def get(self, path: str) -> bytes:
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return bytes(response.read())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.get("/api/jobs")))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("page-server"))
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,900", "--force-device-scale-factor=1"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, condition: Any, timeout: float = 120) -> Any:
+    """Poll `condition`; the queue table is redrawn on every job event, so stale elements are retried."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
+
+
+def click(driver: WebDriver, css: str) -> None:
+    """Click the element `css` names once it exists (found afresh if a redraw replaced it)."""
+    def clicked(d: WebDriver) -> bool:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        if found:
+            found[0].click()
+        return bool(found)
+    wait(driver, clicked)
+
+
+def node_statuses(driver: WebDriver) -> dict[str, str]:
+    return {g.get_attribute("data-node"): g.get_attribute("class").split("status-")[1]
+            for g in driver.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+
+
+# Test-side instrumentation: record every text the progress label shows, in order.
+RECORD_PROGRESS = """
+window.seenSteps = [];
+const label = document.getElementById('progress-label');
+new MutationObserver(() => window.seenSteps.push(label.textContent))
+  .observe(label, {childList: true, characterData: true, subtree: true});
+"""
+
+
+def open_txt2img(driver: WebDriver, server: Server) -> None:
+    driver.get(f"{server.url}/?token={TOKEN}")
+    wait(driver, lambda d: d.find_element(By.ID, "conn").text == "live")
+    wait(driver, lambda d: "txt2img.yaml" in [o.get_attribute("value")
+                                              for o in Select(d.find_element(By.ID, "graph-select")).options])
+    Select(driver.find_element(By.ID, "graph-select")).select_by_value("txt2img.yaml")
+    driver.find_element(By.ID, "open-button").click()
+    wait(driver, lambda d: d.find_element(By.ID, "graph-title").text == "txt2img.yaml")
+
+
+def run_with_seed(driver: WebDriver, seed: int) -> str:
+    """Type `seed` into the form, press Run, wait for the job's image; returns the image's URL."""
+    shown = len(driver.find_elements(By.CSS_SELECTOR, "#images img"))
+    field = driver.find_element(By.ID, "param-seed")
+    field.clear()
+    field.send_keys(str(seed))
+    driver.execute_script(RECORD_PROGRESS)
+    driver.find_element(By.ID, "run").click()
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#images img")) > shown)
+    img = driver.find_elements(By.CSS_SELECTOR, "#images img")[0]
+    wait(driver, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    return str(img.get_attribute("src"))
+
+
+def library_pixels(tmp_path: Path, seed: int) -> Any:
+    """The same graph run in-process by the library with the same value."""
+    import numpy as np
+    from PIL import Image
+
+    import nodegraph
+    from nodegraph import RunOptions
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    graph = tmp_path / "txt2img.yaml"
+    graph.write_text(GRAPH, encoding="utf-8")
+    nodegraph.run(graph, seed=seed, options=RunOptions(out_dir=tmp_path / "out"))
+    return np.asarray(Image.open(tmp_path / "out" / "txt2img.png").convert("RGB"), dtype=np.int16)
+
+
+def test_the_page_loads_without_the_token_and_the_api_needs_it(server: Server) -> None:
+    # A browser cannot add the token to <script type="module"> and `import` requests: the page's own
+    # files are public (docs/server_api.md, Authentication); what they fetch carries the token.
+    for path in ("/", "/static/app.js", "/static/api.js", "/static/style.css"):
+        with urllib.request.urlopen(server.url + path, timeout=30) as response:
+            assert response.status == 200, path
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(server.url + "/api/graphs", timeout=30)
+    assert refused.value.code == 401
+
+
+def test_the_page_draws_a_served_graph_with_its_params(browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    nodes = {g.get_attribute("data-node") for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    assert nodes == {"model", "scheduler", "positive", "negative", "empty", "latents", "image", "save"}
+    # one drawn link per '@' reference in the graph file
+    links = {(p.get_attribute("data-from"), p.get_attribute("data-to"))
+             for p in browser.find_elements(By.CSS_SELECTOR, "#graph path.link")}
+    assert ("model.unet", "latents.unet") in links and ("latents.out", "image.latents") in links
+    assert len(links) == GRAPH.split("nodes:", 1)[1].count('"@')
+    # the declared types, ranges and defaults became form fields
+    steps = browser.find_element(By.ID, "param-steps")
+    assert (steps.get_attribute("type"), steps.get_attribute("min"), steps.get_attribute("max")) == \
+        ("number", "1", "1000")
+    assert steps.get_attribute("value") == str(STEPS)
+    assert browser.find_element(By.ID, "param-cfg").get_attribute("step") == "any"
+    assert browser.find_element(By.CSS_SELECTOR, "label[for='param-prompt']").text == "prompt"
+
+
+def test_run_shows_live_progress_and_the_image_of_the_changed_param(
+        browser: WebDriver, server: Server, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    open_txt2img(browser, server)
+    src = run_with_seed(browser, 5)
+
+    # every sampler step reached the page, in order, while the job ran
+    steps = [s for s in browser.execute_script("return window.seenSteps") if s]
+    assert steps == [f"latents: step {i}/{STEPS}" for i in range(1, STEPS + 1)]
+    assert browser.find_element(By.ID, "progress").get_attribute("value") == str(STEPS)
+    assert set(node_statuses(browser).values()) == {"done"}  # a fresh server computes every node
+
+    # the image shown is the library's image for seed 5 (not the graph's default seed 7)
+    assert src.startswith(f"{server.url}/outputs/") and src.endswith(f"token={TOKEN}")
+    shown = np.asarray(Image.open(io.BytesIO(server.get(src[len(server.url):]))).convert("RGB"), dtype=np.int16)
+    assert np.abs(shown - library_pixels(tmp_path, 5)).max() == 0
+    assert np.abs(shown - library_pixels(tmp_path / "seed7", 7)).max() > 0
+
+    [job] = [j for j in server.jobs() if j["set"] == {"seed": 5}]
+    assert job["status"] == "done" and job["graph"] == "txt2img.yaml"
+    row = f"#jobs tr[data-job='{job['id']}']"
+    click(browser, f"{row} button[aria-label$='as CLI command']")
+    wait(browser, lambda d: d.find_element(By.ID, "copied").get_attribute("value") == job["cli"])
+    assert "seed=5" in job["cli"]
+    click(browser, f"{row} button[aria-label$='as YAML']")
+    wait(browser, lambda d: d.find_element(By.ID, "copied").get_attribute("value") == job["yaml"])
+
+    screenshot = os.environ.get("NODEGRAPH_PAGE_SCREENSHOT")
+    if screenshot:
+        browser.save_screenshot(screenshot)
+
+
+def test_a_seed_only_change_shows_which_nodes_came_from_the_cache(browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    run_with_seed(browser, 10)  # whatever ran before, everything but the seed's chain is now cached
+    run_with_seed(browser, 11)
+    statuses = node_statuses(browser)
+    assert {n for n, s in statuses.items() if s == "done"} == {"latents", "image", "save"}
+    assert {n for n, s in statuses.items() if s == "cached"} == {"model", "scheduler", "positive", "negative",
+                                                                  "empty"}
+
+
+def test_a_pasted_graph_with_mistakes_lists_every_problem_by_node_and_field(
+        browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    bad = ("version: 1\nnodes:\n  a: {type: core.numbr}\n"
+           "  b: {type: core.join_text, parts: ['@zz']}\n")
+    area = browser.find_element(By.ID, "paste")
+    area.clear()
+    area.send_keys(bad)
+    browser.find_element(By.XPATH, "//button[text()='Inspect pasted text']").click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#errors li")) >= 2)
+    problems = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#errors li")]
+    assert any("node 'a'" in p and "field 'type'" in p and "core.numbr" in p for p in problems), problems
+    assert any("node 'b'" in p and "'zz'" in p for p in problems), problems
+    assert browser.find_element(By.ID, "graph-title").text == "txt2img.yaml"  # the open graph stays
+
+
+def test_cancel_from_the_queue_stops_the_job_and_writes_nothing(browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    steps = browser.find_element(By.ID, "param-steps")
+    steps.clear()
+    steps.send_keys("1000")
+    browser.find_element(By.ID, "run").click()
+    wait(browser, lambda d: int(d.find_element(By.ID, "progress").get_attribute("value") or 0) >= 1)
+    [job] = [j for j in server.jobs() if j["set"] == {"steps": 1000}]
+    row = f"#jobs tr[data-job='{job['id']}']"
+    click(browser, f"{row} button[aria-label^='Cancel']")
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-status") == "cancelled")
+    assert browser.find_element(By.ID, "message").text == f"Job {job['id'][:8]} cancelled"
+    stopped_at = int(browser.find_element(By.ID, "progress").get_attribute("value"))
+    assert stopped_at < 1000
+    assert not list(server.out.rglob(f"*{job['id']}*")), "a cancelled job wrote files"
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#images img[data-job='{job['id']}']")
