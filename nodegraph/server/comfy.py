@@ -147,7 +147,7 @@ class ComfyBridge:
         prompt = [comfy.get("number", 0), job.id, comfy.get("prompt", {}), comfy.get("extra_data", {}),
                   comfy.get("outputs", [])]
         status = {DONE: "success", FAILED: "error", CANCELLED: "error"}.get(job.status, job.status)
-        return {"prompt": prompt, "outputs": self.outputs(job),
+        return {"prompt": prompt, "outputs": {n: {"images": images} for n, images in self.outputs(job).items()},
                 "status": {"status_str": status, "completed": job.status == DONE,
                            "messages": self.messages.get(job.id, [])},
                 "meta": {n: {"node_id": n, "display_node": n} for n in self.outputs(job)}}
