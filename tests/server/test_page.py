@@ -299,3 +299,31 @@ def test_cancel_from_the_queue_stops_the_job_and_writes_nothing(browser: WebDriv
     assert stopped_at < 1000
     assert not list(server.out.rglob(f"*{job['id']}*")), "a cancelled job wrote files"
     assert not browser.find_elements(By.CSS_SELECTOR, f"#images img[data-job='{job['id']}']")
+
+
+def test_a_nodegraph_png_opens_as_its_graph_with_the_values_it_was_made_with(
+        browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    run_with_seed(browser, 21)
+    [job] = [j for j in server.jobs() if j["set"] == {"seed": 21}]
+    png = server.out / job["outputs"][0]["path"]
+    browser.find_element(By.ID, "file").send_keys(str(png))
+    wait(browser, lambda d: d.find_element(By.ID, "graph-title").text == png.name)
+    assert browser.find_element(By.ID, "param-seed").get_attribute("value") == "21"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#graph g.node")) == 8
+
+
+def test_a_comfyui_workflow_file_is_drawn_as_the_server_imports_it(browser: WebDriver, server: Server) -> None:
+    workflow = ROOT / "tests" / "fixtures" / "comfyui" / "txt2img_default.json"
+    request = urllib.request.Request(
+        server.url + "/api/inspect", data=json.dumps({"text": workflow.read_text(), "name": workflow.name}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        expected = json.loads(response.read())
+    open_txt2img(browser, server)
+    browser.find_element(By.ID, "file").send_keys(str(workflow))
+    wait(browser, lambda d: d.find_element(By.ID, "graph-title").text == f"{workflow.name} (imported from ComfyUI)")
+    drawn = {g.get_attribute("data-node") for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    assert drawn == {n["id"] for n in expected["nodes"]}
+    fields = {e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "#params [name]")}
+    assert fields == {p["name"] for p in expected["params"]}
