@@ -254,7 +254,27 @@ def test_run_shows_live_progress_and_the_image_of_the_changed_param(
 
     screenshot = os.environ.get("NODEGRAPH_PAGE_SCREENSHOT")
     if screenshot:
-        browser.save_screenshot(screenshot)
+        save_screenshot(browser, Path(screenshot))
+
+
+def save_screenshot(driver: WebDriver, path: Path) -> None:
+    """The README's picture: the same graph at its full 20 steps (seed-only change, so the upstream
+    nodes show as cached), the whole page as tall as it is."""
+    field = driver.find_element(By.ID, "param-steps")
+    field.clear()
+    field.send_keys("20")
+    run_with_seed(driver, 5)
+    height = driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
+    metrics = {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    from PIL import Image
+
+    # a 256-colour palette keeps the committed picture small (flat UI colours survive it)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def test_a_seed_only_change_shows_which_nodes_came_from_the_cache(browser: WebDriver, server: Server) -> None:
