@@ -13,6 +13,8 @@ import base64
 import binascii
 import json
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from nodegraph.server.paths import OutsideFolder, check_file_inputs, inside
 from nodegraph.server.settings import ServeSettings
 
 GRAPH_SUFFIXES = (".yaml", ".yml", ".json")
+PLAN_CACHE = 64
 
 
 class RequestError(NodegraphError):
@@ -85,6 +88,11 @@ class GraphSources:
     def __init__(self, registry: Registry, settings: ServeSettings) -> None:
         self.registry = registry
         self.settings = settings
+        self.importers = importers.importers()  # read once: scanning entry points costs ~15 ms a request
+        # plans of served graph files by (name, size, mtime, overrides): re-parsing the same file for
+        # every job of a burst would cost more than running an all-cached graph; plans are immutable
+        self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
+        self._plans_lock = threading.Lock()
 
     def roots(self) -> list[Path]:
         s = self.settings
@@ -141,10 +149,10 @@ class GraphSources:
         """A ComfyUI API-format workflow sent to `/prompt` (through the `comfyui` importer)."""
         if not isinstance(workflow, dict) or not workflow:
             raise bad("'prompt' must be a ComfyUI API-format workflow (an object of nodes)", "prompt")
-        try:
-            importer = importers.named("comfyui")
-        except NodegraphError as exc:
-            raise bad(f"ComfyUI workflows need the ComfyUI importer: {exc}") from None
+        importer = self.importers.get("comfyui")
+        if importer is None:
+            raise bad("ComfyUI workflows need the ComfyUI importer (the `comfyui` entry point of the "
+                      f"`{importers.ENTRY_POINT_GROUP}` group); installed: {', '.join(self.importers) or 'none'}")
         with tempfile.TemporaryDirectory(prefix="nodegraph-serve-") as tmp:
             path = Path(tmp) / name
             path.write_text(json.dumps(workflow), encoding="utf-8")
@@ -187,7 +195,7 @@ class GraphSources:
 
     def _imported(self, path: Path, name: str) -> Loaded | None:
         """The converted graph when an importer recognises the file at `path`, else None."""
-        found = importers.detect(path)
+        found = next(((n, i) for n, i in self.importers.items() if path.is_file() and i.detect(path)), None)
         if found is None:
             return None
         fmt, importer = found
@@ -198,6 +206,23 @@ class GraphSources:
     def plan(self, loaded: Loaded, overrides: Mapping[str, Any] | None = None) -> Plan:
         """Parse, apply overrides, validate; check that the graph reads only served files."""
         overrides = dict(overrides or {})
+        key = None
+        if loaded.path is not None and loaded.document is None:
+            st = loaded.path.stat()
+            key = (str(loaded.path), st.st_size, st.st_mtime_ns, json.dumps(overrides, sort_keys=True, default=str))
+            with self._plans_lock:
+                if key in self._plans:
+                    self._plans.move_to_end(key)
+                    return self._plans[key]
+        plan = self._load(loaded, overrides)
+        if key is not None:
+            with self._plans_lock:
+                self._plans[key] = plan
+                while len(self._plans) > PLAN_CACHE:
+                    self._plans.popitem(last=False)
+        return plan
+
+    def _load(self, loaded: Loaded, overrides: dict[str, Any]) -> Plan:
         if loaded.document is not None:
             from nodegraph.document.load import load_plan
 
