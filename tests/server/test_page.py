@@ -303,22 +303,32 @@ def test_a_pasted_graph_with_mistakes_lists_every_problem_by_node_and_field(
     assert browser.find_element(By.ID, "graph-title").text == "txt2img.yaml"  # the open graph stays
 
 
-def test_cancel_from_the_queue_stops_the_job_and_writes_nothing(browser: WebDriver, server: Server) -> None:
+def test_the_queue_table_reorders_and_cancels_and_a_cancelled_job_writes_nothing(
+        browser: WebDriver, server: Server) -> None:
     open_txt2img(browser, server)
     steps = browser.find_element(By.ID, "param-steps")
-    steps.clear()
-    steps.send_keys("1000")
-    browser.find_element(By.ID, "run").click()
-    wait(browser, lambda d: int(d.find_element(By.ID, "progress").get_attribute("value") or 0) >= 1)
-    [job] = [j for j in server.jobs() if j["set"] == {"steps": 1000}]
-    row = f"#jobs tr[data-job='{job['id']}']"
-    click(browser, f"{row} button[aria-label^='Cancel']")
-    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-status") == "cancelled")
-    assert browser.find_element(By.ID, "message").text == f"Job {job['id'][:8]} cancelled"
-    stopped_at = int(browser.find_element(By.ID, "progress").get_attribute("value"))
-    assert stopped_at < 1000
-    assert not list(server.out.rglob(f"*{job['id']}*")), "a cancelled job wrote files"
-    assert not browser.find_elements(By.CSS_SELECTOR, f"#images img[data-job='{job['id']}']")
+    for count in (1000, 999, 998):  # the first runs, the other two wait behind it
+        steps.clear()
+        steps.send_keys(str(count))
+        browser.find_element(By.ID, "run").click()
+        wait(browser, lambda d, c=count: any(j["set"] == {"steps": c} for j in server.jobs()))
+    ids = {j["set"]["steps"]: j["id"] for j in server.jobs() if j["set"].get("steps") in (1000, 999, 998)}
+    wait(browser, lambda d: any(j["id"] == ids[1000] and j["step"] for j in server.jobs()))
+    row = {count: f"#jobs tr[data-job='{job}']" for count, job in ids.items()}
+
+    click(browser, f"{row[998]} button[aria-label^='Run job']")  # "Run next"
+    wait(browser, lambda d: {j["id"]: j["position"] for j in server.jobs()}[ids[998]] == 0)
+    assert {j["id"]: j["position"] for j in server.jobs()}[ids[999]] == 1
+
+    for count in (998, 999, 1000):  # two queued, one running
+        click(browser, f"{row[count]} button[aria-label^='Cancel']")
+        wait(browser, lambda d, c=count: d.find_element(By.CSS_SELECTOR, row[c]).get_attribute("data-status")
+             == "cancelled")
+    assert browser.find_element(By.ID, "message").text == f"Job {ids[998][:8]} cancelled"
+    assert browser.find_element(By.ID, "progress").get_attribute("value") == "0"  # the page's job never ran
+    for job in ids.values():
+        assert not list(server.out.rglob(f"*{job}*")), "a cancelled job wrote files"
+        assert not browser.find_elements(By.CSS_SELECTOR, f"#images img[data-job='{job}']")
 
 
 def test_a_nodegraph_png_opens_as_its_graph_with_the_values_it_was_made_with(

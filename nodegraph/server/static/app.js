@@ -142,7 +142,7 @@ function apply(message) {
     case "step":
       $("progress").max = message.total;
       $("progress").value = message.step;
-      $("progress-label").textContent = `${message.node}: step ${message.step}/${message.total}`;
+      $("progress-label").textContent = `${message.node ? `${message.node}: ` : ""}step ${message.step}/${message.total}`;
       if (message.preview) {
         $("preview").src = message.preview;
         $("preview").hidden = false;
@@ -227,8 +227,20 @@ async function show(job) {
     await openText(job.yaml, `job ${short(job.id)}`);
   }
   watch(job.id);
+  applyRecord(job);
+}
+
+/** Bring the display up to a job record (after a reconnect, or when showing an earlier job). */
+function applyRecord(job) {
   for (const [node, status] of Object.entries(job.nodes || {})) setNodeStatus($("graph"), node, status);
   if (job.step) apply({ type: "step", job: job.id, node: "", step: job.step[0], total: job.step[1] });
+  const shown = document.querySelector(`#images img[data-job="${CSS.escape(job.id)}"]`);
+  if (job.status === "done" && !shown) addImages(job.id, job.outputs);
+}
+
+/** Events may have been missed while the WebSocket was down: re-read the watched job. */
+async function resync() {
+  if (state.watching) applyRecord(await call("GET", `/api/jobs/${encodeURIComponent(state.watching)}`));
 }
 
 const actions = {
@@ -285,7 +297,10 @@ function wire() {
   listen(onEvent, (s) => {
     $("conn").textContent = s === "open" ? "live" : "reconnecting…";
     $("conn").dataset.state = s;
-    if (s === "open") refreshJobs();
+    if (s === "open") {
+      refreshJobs();
+      guarded(resync);
+    }
   });
   guarded(loadServedList);
 }
