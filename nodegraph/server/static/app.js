@@ -90,8 +90,8 @@ async function openFile(file) {
     let binary = "";
     for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     const png = btoa(binary);
-    const answer = await call("POST", "/api/inspect", { png_base64: png });
-    showGraph(answer, { png_base64: png }, file.name);
+    const answer = await call("POST", "/api/inspect", { png_base64: png, name: file.name });
+    showGraph(answer, { png_base64: png, name: file.name }, file.name);
   } else {
     await openText(await file.text(), file.name);
   }
