@@ -220,7 +220,15 @@ def test_the_page_draws_a_served_graph_with_its_params(browser: WebDriver, serve
         ("number", "1", "1000")
     assert steps.get_attribute("value") == str(STEPS)
     assert browser.find_element(By.ID, "param-cfg").get_attribute("step") == "any"
-    assert browser.find_element(By.CSS_SELECTOR, "label[for='param-prompt']").text == "prompt"
+    for field in browser.find_elements(By.CSS_SELECTOR, "#params [name]"):  # every field has its label
+        label = browser.find_element(By.CSS_SELECTOR, f"label[for='{field.get_attribute('id')}']")
+        assert label.text == field.get_attribute("name")
+    # a node is reachable with the keyboard and says what it is and what it reads
+    latents = browser.find_element(By.CSS_SELECTOR, "#graph g.node[data-node='latents']")
+    assert latents.get_attribute("tabindex") == "0"
+    browser.execute_script("arguments[0].focus()", latents)
+    info = browser.find_element(By.ID, "node-info").text
+    assert info.startswith("latents (diffusion.sample)") and f"steps: int = {STEPS}" in info, info
 
 
 def test_run_shows_live_progress_and_the_image_of_the_changed_param(
