@@ -35,13 +35,13 @@ function progressOf(job) {
 }
 
 /**
- * Render `jobs` (newest first) into `tbody`. `actions` has rerun(job), cancel(job), runNext(job),
- * copy(text, what) and show(job).
+ * Render `jobs` into `tbody` in the server's order (the queue in the order it will run, then the
+ * running job, then the finished ones, newest first). `actions` has rerun(job), cancel(job),
+ * runNext(job), copy(text, what) and show(job).
  */
 export function renderJobs(tbody, jobs, actions) {
   tbody.replaceChildren();
-  const ordered = [...jobs].sort((a, b) => String(b.submitted).localeCompare(String(a.submitted)));
-  for (const job of ordered) {
+  for (const job of jobs) {
     const row = document.createElement("tr");
     row.dataset.job = job.id;
     row.dataset.status = job.status;
