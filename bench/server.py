@@ -6,7 +6,7 @@
    submitted by `--clients` threads over HTTP, each waiting for its `job_done` over the WebSocket:
    jobs/s end to end (submit -> done event). Beside it, the same graph run in-process on a warm
    Engine: runs/s. Repeated `--repeats` times, min/median of each.
-2. Tiny txt2img (graphs/txt2img.yaml, 64x64, 20 steps), warm (models resident, only the seed changes):
+2. Tiny txt2img (graphs/txt2img.yaml, 64x64, `--steps` 20), warm (models resident, only the seed changes):
    the in-process `Engine.run` and one server job (submit -> job_done), alternating, each with its
    own new seed; the added latency is server minus in-process, min/median over the repetitions.
 
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, repeats=5)
     parser.add_argument("--jobs", type=int, default=200, help="jobs per throughput repetition")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20, help="txt2img sampler steps (fewer: less noise "
+                                                              "around the few ms the server adds)")
     args = parser.parse_args(argv)
     import requests
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     engine.run(plan, options=options)
                 library_rates.append(args.jobs / (time.perf_counter() - t0))
 
-            sets = {"steps": 20, "width": 64, "height": 64}
+            sets = {"steps": args.steps, "width": 64, "height": 64}
             served.wait(served.submit(session, {"graph": "txt2img.yaml", "set": {**sets, "seed": 1}}))
             engine.run(GRAPHS / "txt2img.yaml", {**sets, "seed": 1}, options)
             lib_s, server_s, executed = [], [], []
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                   "server_cached_jobs_per_s_median": round(statistics.median(served_rates), 1),
                   "library_cached_runs_per_s_min": round(min(library_rates), 1),
                   "library_cached_runs_per_s_median": round(statistics.median(library_rates), 1),
-                  "txt2img": "64x64, 20 steps, warm (seed change)", "txt2img_executed": executed,
+                  "txt2img": f"64x64, {args.steps} steps, warm (seed change)", "txt2img_executed": executed,
                   "library_s_min": round(min(lib_s), 4), "library_s_median": round(statistics.median(lib_s), 4),
                   "server_s_min": round(min(server_s), 4), "server_s_median": round(statistics.median(server_s), 4),
                   "added_latency_ms_min": round(1000 * min(added), 1),

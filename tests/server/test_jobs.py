@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,14 @@ def test_a_job_runs_with_its_events_in_order_and_makes_the_librarys_image(server
             assert end["node"] == event["node"]
     steps = [(e["node"], e["step"], e["total"]) for e in body if e["type"] == "step"]
     assert steps == [("latents", 1, 2), ("latents", 2, 2)]
+    # each step carries a latent preview; the last one is the preview of the sampler's result
+    from nodegraph_diffusion.preview import latent_preview
+
+    previews = [e["preview"] for e in body if e["type"] == "step"]
+    assert all(p.startswith("data:image/png;base64,") for p in previews) and previews[0] != previews[1]
+    with Image.open(io.BytesIO(base64.b64decode(previews[-1].split(",", 1)[1]))) as last:
+        assert last.size == (4, 4)  # 32 px / the VAE's 8
+        assert np.array_equal(np.asarray(last), latent_preview(ours.outputs["latents"]["out"].samples))
     job = server.get(f"/api/jobs/{job_id}").json()
     assert job["status"] == "done" and set(job["nodes"].values()) <= {"done", "cached"}
     assert job["outputs"] == events[-1]["outputs"] == [
