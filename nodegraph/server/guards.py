@@ -36,6 +36,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _public(scope: Scope) -> bool:
+    """The page's own files (`GET /`, `/static/...`) need no token: they hold no data, and a browser
+    cannot add one to `<script type="module">` imports (docs/server_api.md, Authentication)."""
+    path = scope.get("path", "")
+    return scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and (
+        path == "/" or path.startswith("/static/"))
+
+
 class Guards:
     """Token, size and origin checks in front of `app`."""
 
@@ -70,7 +78,7 @@ class Guards:
         if not self._same_origin(scope):
             await _refuse(scope, send, 403, "cross-origin request refused (the Origin is not this server)")
             return
-        if not self._authorised(scope):
+        if not self._authorised(scope) and not _public(scope):
             await _refuse(scope, send, 401, "a valid token is needed: 'Authorization: Bearer T' or ?token=T")
             return
         if scope["type"] == "websocket":

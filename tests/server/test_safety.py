@@ -171,6 +171,10 @@ def test_the_token_guards_http_and_websocket(guarded: LiveServer) -> None:
     assert requests.post(url + "/prompt", json={"prompt": {}}, timeout=30).status_code == 401
     assert requests.get(url + "/view?filename=x.png", timeout=30).status_code == 401
     assert guarded.get("/api/graphs").status_code == 200
+    # the page's own files are public (a browser cannot send the token with module imports)
+    assert requests.get(url + "/", timeout=30).status_code in (200, 404)
+    assert requests.get(url + "/static/../api/graphs", timeout=30).status_code == 401
+    assert requests.get(url + "/static/%2e%2e/api/graphs", timeout=30).status_code in (401, 404)
     assert requests.get(url + f"/api/graphs?token={TOKEN}", timeout=30).status_code == 200
     for path in ("/api/events", "/ws?clientId=a"):
         with pytest.raises(InvalidStatus):
