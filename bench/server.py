@@ -160,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
                 server_s.append(served.wait(job) - t0)
             added = [s - lib for s, lib in zip(server_s, lib_s, strict=True)]
             emit({"benchmark": "server", "model": "builtin:tinyworld", "repeats": args.repeats,
-                  "cached_graph": "graphs/core_text.yaml", "jobs_per_repeat": args.jobs, "clients": args.clients,
+                  "cached_graph": "graphs/core_text.yaml", "jobs_per_repeat": args.jobs,
+                  "clients": args.clients,
                   "server_cached_jobs_per_s_min": round(min(served_rates), 1),
                   "server_cached_jobs_per_s_median": round(statistics.median(served_rates), 1),
                   "library_cached_runs_per_s_min": round(min(library_rates), 1),
                   "library_cached_runs_per_s_median": round(statistics.median(library_rates), 1),
                   "txt2img": f"64x64, {args.steps} steps, warm (seed change)", "txt2img_executed": executed,
-                  "library_s_min": round(min(lib_s), 4), "library_s_median": round(statistics.median(lib_s), 4),
-                  "server_s_min": round(min(server_s), 4), "server_s_median": round(statistics.median(server_s), 4),
+                  "library_s_min": round(min(lib_s), 4),
+                  "library_s_median": round(statistics.median(lib_s), 4),
+                  "server_s_min": round(min(server_s), 4),
+                  "server_s_median": round(statistics.median(server_s), 4),
                   "added_latency_ms_min": round(1000 * min(added), 1),
                   "added_latency_ms_median": round(1000 * statistics.median(added), 1)}, "cpu")
         finally:

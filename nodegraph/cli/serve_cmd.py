@@ -48,7 +48,8 @@ def serve(
         try:
             from nodegraph.server.settings import ServeSettings, check_settings
         except ImportError as exc:  # pragma: no cover - the extra is missing
-            raise NodegraphError(f"the server needs its extra: pip install 'nodegraph[server]' ({exc})") from None
+            raise NodegraphError(f"the server needs its extra: pip install 'nodegraph[server]' "
+                                 f"({exc})") from None
         settings = ServeSettings(host=host, port=port, models=model_dirs(models or []), out=out,
                                  graphs=graphs, inputs=inputs, token=token, queue_size=queue_size,
                                  max_body_mb=max_body_mb, device=device, dtype=dtype, cache_mb=cache_mb)
@@ -58,7 +59,8 @@ def serve(
 
             from nodegraph.server.app import create_app
         except ImportError as exc:
-            raise NodegraphError(f"the server needs its extra: pip install 'nodegraph[server]' ({exc})") from None
+            raise NodegraphError(f"the server needs its extra: pip install 'nodegraph[server]' "
+                                 f"({exc})") from None
         app, state = create_app(settings)
     for job in state.lost:
         err.print(f"[yellow]note: job {job['id']} ({job.get('graph') or 'submitted graph'}, submitted "

@@ -100,7 +100,8 @@ class ComfyBridge:
             self._send(job, "progress", {"value": event["step"], "max": event["total"], "node": node})
         elif kind == "job_done":
             for node, images in self.outputs(job).items():
-                self._send(job, "executed", {"node": node, "display_node": node, "output": {"images": images}})
+                self._send(job, "executed", {"node": node, "display_node": node,
+                                             "output": {"images": images}})
             self._send(job, "execution_success", {})
             self._finish(job)
         elif kind == "job_failed":
@@ -147,7 +148,8 @@ class ComfyBridge:
         prompt = [comfy.get("number", 0), job.id, comfy.get("prompt", {}), comfy.get("extra_data", {}),
                   comfy.get("outputs", [])]
         status = {DONE: "success", FAILED: "error", CANCELLED: "error"}.get(job.status, job.status)
-        return {"prompt": prompt, "outputs": {n: {"images": images} for n, images in self.outputs(job).items()},
+        outputs = {node: {"images": images} for node, images in self.outputs(job).items()}
+        return {"prompt": prompt, "outputs": outputs,
                 "status": {"status_str": status, "completed": job.status == DONE,
                            "messages": self.messages.get(job.id, [])},
                 "meta": {n: {"node_id": n, "display_node": n} for n in self.outputs(job)}}
@@ -182,7 +184,8 @@ async def post_prompt(request: Request) -> Response:
         plan = server.sources.plan(loaded)
         metadata = loaded.document.get("metadata", {}) if loaded.document else {}
         ids = metadata.get("source_ids", {}) if isinstance(metadata, dict) else {}
-        outputs = sorted({str(i) for n, i in ids.items() if plan.nodes.get(n) and plan.nodes[n].spec.side_effects})
+        outputs = sorted({str(i) for n, i in ids.items()
+                          if n in plan.nodes and plan.nodes[n].spec.side_effects})
         comfy = {"prompt": workflow, "client_id": client if isinstance(client, str) else None,
                  "extra_data": {**extra, **({"client_id": client} if client else {})},
                  "ids": ids, "outputs": outputs}

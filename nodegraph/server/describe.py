@@ -51,7 +51,8 @@ def _nodes(plan: Plan) -> list[dict[str, Any]]:
                 entry["value"] = _jsonable(ispec.default)
             inputs.append(entry)
         rows.append({"id": node_id, "type": spec.type_name, "doc": spec.description, "inputs": inputs,
-                     "outputs": [{"name": o.name, "type": type_name_of(o.type)} for o in spec.outputs.values()],
+                     "outputs": [{"name": o.name, "type": type_name_of(o.type)}
+                                 for o in spec.outputs.values()],
                      "line": node.line})
     return rows
 

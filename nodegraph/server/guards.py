@@ -25,7 +25,8 @@ async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     body = json.dumps({"errors": [{"file": None, "line": None, "node": None, "field": None,
                                    "message": message}]}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -71,4 +71,5 @@ def check_settings(settings: ServeSettings) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise NodegraphError(f"{name} folder '{folder}' cannot be created: {exc.strerror or exc}") from None
+            raise NodegraphError(f"{name} folder '{folder}' cannot be created: "
+                                 f"{exc.strerror or exc}") from None

@@ -152,7 +152,8 @@ class GraphSources:
         importer = self.importers.get("comfyui")
         if importer is None:
             raise bad("ComfyUI workflows need the ComfyUI importer (the `comfyui` entry point of the "
-                      f"`{importers.ENTRY_POINT_GROUP}` group); installed: {', '.join(self.importers) or 'none'}")
+                      f"`{importers.ENTRY_POINT_GROUP}` group); installed: "
+                      f"{', '.join(self.importers) or 'none'}")
         with tempfile.TemporaryDirectory(prefix="nodegraph-serve-") as tmp:
             path = Path(tmp) / name
             path.write_text(json.dumps(workflow), encoding="utf-8")
@@ -209,7 +210,8 @@ class GraphSources:
         key = None
         if loaded.path is not None and loaded.document is None:
             st = loaded.path.stat()
-            key = (str(loaded.path), st.st_size, st.st_mtime_ns, json.dumps(overrides, sort_keys=True, default=str))
+            key = (str(loaded.path), st.st_size, st.st_mtime_ns,
+                   json.dumps(overrides, sort_keys=True, default=str))
             with self._plans_lock:
                 if key in self._plans:
                     self._plans.move_to_end(key)

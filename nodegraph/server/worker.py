@@ -62,7 +62,8 @@ class Worker:
         self.emit({"type": "job_started", "job": job.id})
         observer = JobObserver(job, self.emit)
         try:
-            result = self.engine.run(job.plan, options=self.options(job), progress=observer, cancel=job.cancel)
+            result = self.engine.run(job.plan, options=self.options(job), progress=observer,
+                                     cancel=job.cancel)
         except Cancelled:
             self._end(job, observer, CANCELLED, [])
             return

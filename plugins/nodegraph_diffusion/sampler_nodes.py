@@ -152,7 +152,8 @@ def sample(
         try:
             with ctx.progress(calls, f"sampling {steps} steps") as advance:
                 # a preview per step only for sinks that show one (the server); the CLI's bars do not
-                on_latents = (lambda _i, x: advance(1, preview=latent_preview(x))) if ctx.wants_preview else None
+                on_latents = ((lambda _i, x: advance(1, preview=latent_preview(x)))
+                              if ctx.wants_preview else None)
                 result = run_loop(request, ctx, on_step=lambda _i: advance(1),
                                   check_cancelled=ctx.check_cancelled, on_latents=on_latents)
         except SamplingError as exc:

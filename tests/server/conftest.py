@@ -155,11 +155,13 @@ def read_events(ws: Any, job_id: str, until: tuple[str, ...] = ("job_done", "job
 
 
 @pytest.fixture(scope="module")
-def make_server(tmp_path_factory: pytest.TempPathFactory, server_engine: Any) -> Iterator[Callable[..., LiveServer]]:
+def make_server(tmp_path_factory: pytest.TempPathFactory,
+                server_engine: Any) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
 
     def make(**overrides: Any) -> LiveServer:
-        server = LiveServer(tmp_path_factory.mktemp("served"), overrides.pop("engine", server_engine), **overrides)
+        engine = overrides.pop("engine", server_engine)
+        server = LiveServer(tmp_path_factory.mktemp("served"), engine, **overrides)
         started.append(server)
         return server
 

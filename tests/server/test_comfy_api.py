@@ -64,7 +64,8 @@ def reference_pixels(flow: dict[str, Any], models: Path, tmp_path: Path) -> np.n
         return np.asarray(image.convert("RGB"))
 
 
-def test_a_comfyui_client_library_gets_its_image_back(server: LiveServer, models: Path, tmp_path: Path) -> None:
+def test_a_comfyui_client_library_gets_its_image_back(server: LiveServer, models: Path,
+                                                      tmp_path: Path) -> None:
     from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
 
     api = ComfyApiWrapper(server.url)
@@ -80,7 +81,8 @@ def test_a_comfyui_client_library_gets_its_image_back(server: LiveServer, models
     assert queue == {"queue_running": [], "queue_pending": []}
     info = api.get_object_info("diffusion.sample")
     assert info["diffusion.sample"]["output_name"] == ["out"]
-    widgets = {**info["diffusion.sample"]["input"]["required"], **info["diffusion.sample"]["input"]["optional"]}
+    inputs = info["diffusion.sample"]["input"]
+    widgets = {**inputs["required"], **inputs["optional"]}
     assert widgets["steps"][0] == "INT" and widgets["steps"][1]["min"] >= 1
     assert widgets["cfg"][0] == "FLOAT" and widgets["unet"][0].isupper()  # a port: its type's name
 
@@ -109,7 +111,8 @@ def test_the_websocket_speaks_comfyuis_messages_in_order(server: LiveServer) -> 
     assert kinds[0] == "execution_start" and kinds[-2:] == ["execution_success", "executing"]
     executing = [m["data"]["node"] for m in mine if m["type"] == "executing"][:-1]
     assert executing[-1] == "9" and "3" in executing  # the workflow's own ids: KSampler, SaveImage
-    progress = [(m["data"]["value"], m["data"]["max"], m["data"]["node"]) for m in mine if m["type"] == "progress"]
+    progress = [(m["data"]["value"], m["data"]["max"], m["data"]["node"])
+                for m in mine if m["type"] == "progress"]
     assert progress == [(1, 2, "3"), (2, 2, "3")]
     [executed] = [m["data"] for m in mine if m["type"] == "executed"]
     assert executed["node"] == "9"

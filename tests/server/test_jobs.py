@@ -69,8 +69,9 @@ def test_a_job_runs_with_its_events_in_order_and_makes_the_librarys_image(server
         {"node": "save", "url": f"/outputs/{job_id}/txt2img.png", "path": f"{job_id}/txt2img.png"}]
     assert "--set seed=101" in job["cli"] and "default: 101" in job["yaml"]
     served = server.get(job["outputs"][0]["url"])
-    assert served.status_code == 200 and served.content == (server.settings.out / job_id / "txt2img.png").read_bytes()
-    assert np.array_equal(_pixels(server.settings.out / job_id / "txt2img.png"), _pixels(tmp_path / "txt2img.png"))
+    image = server.settings.out / job_id / "txt2img.png"
+    assert served.status_code == 200 and served.content == image.read_bytes()
+    assert np.array_equal(_pixels(image), _pixels(tmp_path / "txt2img.png"))
 
 
 def test_a_seed_only_change_reruns_only_what_the_seed_touches(server: LiveServer) -> None:
@@ -145,7 +146,10 @@ def test_a_burst_of_20_jobs_from_several_clients_writes_every_image_exactly_once
             answer = server.post("/api/jobs", {"graph": "txt2img.yaml", "set": {**SMALL, "seed": seed},
                                                "client": f"c{first}"})
             with lock:
-                (ids.append(answer.json()["id"]) if answer.status_code == 201 else failures.append(answer.text))
+                if answer.status_code == 201:
+                    ids.append(answer.json()["id"])
+                else:
+                    failures.append(answer.text)
 
     threads = [threading.Thread(target=client, args=(1000 + 10 * i,)) for i in range(4)]
     try:

@@ -53,7 +53,8 @@ def test_inspect_reads_a_comfyui_workflow_and_a_nodegraph_png(server: LiveServer
     info = server.post("/api/inspect", {"text": flow, "name": "flow.json"}).json()
     assert info["format"] == "comfyui" and "diffusion.sample" in info["text"]
     assert {n["type"] for n in info["nodes"]} >= {"diffusion.sample", "core.save_image"}
-    job = server.wait(server.post("/api/jobs", {"graph": "txt2img.yaml", "set": {**SMALL, "seed": 77}}).json()["id"])
+    submitted = server.post("/api/jobs", {"graph": "txt2img.yaml", "set": {**SMALL, "seed": 77}})
+    job = server.wait(submitted.json()["id"])
     png = (server.settings.out / job["outputs"][0]["path"]).read_bytes()
     again = server.post("/api/inspect", {"png_base64": base64.b64encode(png).decode()}).json()
     assert again["format"] == "nodegraph"
@@ -61,7 +62,8 @@ def test_inspect_reads_a_comfyui_workflow_and_a_nodegraph_png(server: LiveServer
     rerun = server.post("/api/jobs", {"png_base64": base64.b64encode(png).decode()})
     assert rerun.status_code == 201
     done = server.wait(rerun.json()["id"])
-    with Image.open(io.BytesIO(png)) as first, Image.open(server.settings.out / done["outputs"][0]["path"]) as second:
+    second_file = server.settings.out / done["outputs"][0]["path"]
+    with Image.open(io.BytesIO(png)) as first, Image.open(second_file) as second:
         assert np.array_equal(np.asarray(first), np.asarray(second))  # the same pixels again
     assert server.post("/api/inspect", {"png_base64": "not base64!"}).status_code == 400
 

@@ -53,12 +53,14 @@ def test_a_non_loopback_host_without_a_token_refuses_to_start(tmp_path: Path) ->
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
     from nodegraph.server.settings import ServeSettings, check_settings
 
-    check_settings(ServeSettings(host="localhost", graphs=tmp_path, out=tmp_path / "o", inputs=tmp_path / "i"))
+    check_settings(ServeSettings(host="localhost", graphs=tmp_path, out=tmp_path / "o",
+                                 inputs=tmp_path / "i"))
     check_settings(ServeSettings(host="0.0.0.0", token=TOKEN, graphs=tmp_path, out=tmp_path / "o",
                                  inputs=tmp_path / "i"))
 
 
-def test_a_bad_graph_is_refused_before_queueing_with_the_clis_records(server: LiveServer, tmp_path: Path) -> None:
+def test_a_bad_graph_is_refused_before_queueing_with_the_clis_records(server: LiveServer,
+                                                                      tmp_path: Path) -> None:
     from nodegraph.errors import GraphError
 
     answer = server.post("/api/jobs", {"text": BAD_GRAPH, "name": "bad.yaml"})
@@ -118,7 +120,8 @@ def test_a_graph_may_not_read_files_outside_the_served_folders(server: LiveServe
         answer = server.post("/api/jobs", {"text": text, "name": "reader.yaml"})
         assert answer.status_code == 400, path
         [problem] = answer.json()["errors"]
-        assert (problem["node"], problem["field"]) == ("img", "path") and "served folders" in problem["message"]
+        assert (problem["node"], problem["field"]) == ("img", "path")
+        assert "served folders" in problem["message"]
     model = server.post("/api/jobs", {"graph": "txt2img.yaml", "set": {"model": "/etc/passwd"}})
     assert model.status_code == 400 and model.json()["errors"][0]["node"] == "model"
 
