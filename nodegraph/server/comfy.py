@@ -137,7 +137,7 @@ class ComfyBridge:
         """Images by workflow node id, as ComfyUI's history and `executed` messages list them."""
         found: dict[str, list[dict[str, str]]] = {}
         for out in job.outputs:
-            rel = Path(out["path"])
+            rel = Path(str(out["path"]))
             node = self.source_id(job, out.get("node")) or "output"
             found.setdefault(node, []).append(
                 {"filename": rel.name, "subfolder": rel.parent.as_posix(), "type": "output"})
@@ -177,7 +177,8 @@ async def post_prompt(request: Request) -> Response:
     if workflow is None:
         return _comfy_error("no prompt", [{"message": "no prompt"}])
     client = body.get("client_id")
-    extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+    given = body.get("extra_data")
+    extra: dict[str, Any] = given if isinstance(given, dict) else {}
 
     def work() -> Job:
         loaded = server.sources.from_workflow(workflow)

@@ -55,7 +55,7 @@ class Job:
     finished: str | None = None
     nodes: dict[str, str] = field(default_factory=dict)
     step: tuple[int, int] | None = None
-    outputs: list[dict[str, str]] = field(default_factory=list)
+    outputs: list[dict[str, str | None]] = field(default_factory=list)  # {node, url, path}
     errors: list[dict[str, Any]] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 

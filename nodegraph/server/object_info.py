@@ -27,7 +27,7 @@ def _widget(ispec: InputSpec) -> list[Any]:
         except Exception:  # noqa: BLE001 - pydantic raises several kinds for exotic types
             schema = {}
         variants = schema.get("anyOf", [schema])
-        plain = next((v for v in variants if v.get("type") != "null"), {})
+        plain: dict[str, Any] = next((v for v in variants if v.get("type") != "null"), {})
         if "enum" in plain:
             kind = list(plain["enum"])
         elif plain.get("type") in _WIDGETS:
