@@ -243,11 +243,14 @@ def test_run_shows_live_progress_and_the_image_of_the_changed_param(
     steps = [s for s in browser.execute_script("return window.seenSteps") if s]
     assert steps == [f"latents: step {i}/{STEPS}" for i in range(1, STEPS + 1)]
     assert browser.find_element(By.ID, "progress").get_attribute("value") == str(STEPS)
+    preview = browser.find_element(By.ID, "preview")  # the last step's latent preview
+    assert preview.is_displayed() and preview.get_attribute("src").startswith("data:image/png;base64,")
     assert set(node_statuses(browser).values()) == {"done"}  # a fresh server computes every node
 
     # the image shown is the library's image for seed 5 (not the graph's default seed 7)
     assert src.startswith(f"{server.url}/outputs/") and src.endswith(f"token={TOKEN}")
-    shown = np.asarray(Image.open(io.BytesIO(server.get(src[len(server.url):]))).convert("RGB"), dtype=np.int16)
+    served = Image.open(io.BytesIO(server.get(src[len(server.url):])))
+    shown = np.asarray(served.convert("RGB"), dtype=np.int16)
     assert np.abs(shown - library_pixels(tmp_path, 5)).max() == 0
     assert np.abs(shown - library_pixels(tmp_path / "seed7", 7)).max() > 0
 
@@ -272,6 +275,7 @@ def save_screenshot(driver: WebDriver, path: Path) -> None:
     field.clear()
     field.send_keys("20")
     run_with_seed(driver, 5)
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#jobs tr").get_attribute("data-status") == "done")
     height = driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
     metrics = {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
@@ -351,16 +355,19 @@ def test_a_nodegraph_png_opens_as_its_graph_with_the_values_it_was_made_with(
     assert len(browser.find_elements(By.CSS_SELECTOR, "#graph g.node")) == 8
 
 
-def test_a_comfyui_workflow_file_is_drawn_as_the_server_imports_it(browser: WebDriver, server: Server) -> None:
+def test_a_comfyui_workflow_file_is_drawn_as_the_server_imports_it(
+        browser: WebDriver, server: Server) -> None:
     workflow = ROOT / "tests" / "fixtures" / "comfyui" / "txt2img_default.json"
     request = urllib.request.Request(
-        server.url + "/api/inspect", data=json.dumps({"text": workflow.read_text(), "name": workflow.name}).encode(),
+        server.url + "/api/inspect",
+        data=json.dumps({"text": workflow.read_text(), "name": workflow.name}).encode(),
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         expected = json.loads(response.read())
     open_txt2img(browser, server)
     browser.find_element(By.ID, "file").send_keys(str(workflow))
-    wait(browser, lambda d: d.find_element(By.ID, "graph-title").text == f"{workflow.name} (imported from ComfyUI)")
+    title = f"{workflow.name} (imported from ComfyUI)"
+    wait(browser, lambda d: d.find_element(By.ID, "graph-title").text == title)
     drawn = {g.get_attribute("data-node") for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
     assert drawn == {n["id"] for n in expected["nodes"]}
     fields = {e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "#params [name]")}

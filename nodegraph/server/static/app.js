@@ -178,6 +178,10 @@ function onEvent(message) {
   if (state.events.size > 50) state.events.delete(state.events.keys().next().value);
   if (message.job === state.watching) apply(message);
   if (message.type.startsWith("job_")) refreshJobs();
+  if (message.type === "step") { // the queue table follows every running job's steps without a refetch
+    const cell = document.querySelector(`#jobs tr[data-job="${CSS.escape(message.job)}"] .job-status`);
+    if (cell) cell.textContent = `step ${message.step}/${message.total}`;
+  }
 }
 
 async function submit(body) {
