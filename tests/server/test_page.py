@@ -372,3 +372,22 @@ def test_a_comfyui_workflow_file_is_drawn_as_the_server_imports_it(
     assert drawn == {n["id"] for n in expected["nodes"]}
     fields = {e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "#params [name]")}
     assert fields == {p["name"] for p in expected["params"]}
+
+
+DROP = """
+const file = new File([arguments[0]], arguments[1], {type: "text/yaml"});
+const data = new DataTransfer();
+data.items.add(file);
+document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+"""
+
+
+def test_a_dropped_graph_file_opens_and_runs_as_text(browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    browser.execute_script(DROP, GRAPH.replace("txt2img.png", "dropped.png"), "dropped.yaml")
+    wait(browser, lambda d: d.find_element(By.ID, "graph-title").text == "dropped.yaml")
+    run_with_seed(browser, 9)
+    [job] = [j for j in server.jobs() if j["set"] == {"seed": 9}]
+    assert job["graph"] is None and [o["path"].rsplit("/", 1)[1] for o in job["outputs"]] == ["dropped.png"]
+    row = f"#jobs tr[data-job='{job['id']}']"
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, row).text.split()[1] == "(pasted)")
