@@ -9,14 +9,19 @@ const ROW = 18;
 const COLUMN_GAP = 70;
 const ROW_GAP = 22;
 
+// Ten well-separated colours (matplotlib's "tab10"); types past ten get golden-angle hues.
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+  "#bcbd22", "#17becf"];
+
 /**
- * Colours for the port types of one graph: evenly spread hues (golden angle) over the sorted type
- * names, so the types of one drawing stay distinguishable and the legend matches.
+ * Colours for the port types of one drawing, given in sorted order of their names, so the types of
+ * one drawing stay distinguishable and the legend matches.
  */
 export function typeColours(types) {
   const colours = new Map();
   [...new Set(types)].sort().forEach((type, i) => {
-    colours.set(type, `hsl(${Math.round((i * 137.508 + 200) % 360)} 62% ${i % 2 ? 38 : 48}%)`);
+    const hue = Math.round((i * 137.508 + 15) % 360);
+    colours.set(type, i < PALETTE.length ? PALETTE[i] : `hsl(${hue} 55% ${i % 2 ? 32 : 55}%)`);
   });
   return colours;
 }
