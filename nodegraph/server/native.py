@@ -216,6 +216,38 @@ async def events(websocket: WebSocket) -> None:
         server.native.remove(name, queue)
 
 
+async def events_sse(request: Request) -> Response:
+    """The same events as Server-Sent Events (`GET /api/events/sse`), for clients without WebSockets."""
+    import asyncio
+    import uuid
+
+    from starlette.responses import StreamingResponse
+
+    server = state_of(request)
+    name = uuid.uuid4().hex
+    queue = server.native.add(name)
+
+    async def stream() -> Any:
+        try:
+            yield ": nodegraph events\n\n"
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                if message is None:
+                    return
+                yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
+        finally:
+            server.native.remove(name, queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def error_handlers() -> dict[Any, Any]:
     """User-facing errors as `{"errors": [records]}` with their status code."""
 
@@ -248,4 +280,5 @@ ROUTES = [
     Route("/api/jobs/{id}/move", move_job, methods=["POST"]),
     Route("/outputs/{path:path}", get_output),
     WebSocketRoute("/api/events", events),
+    Route("/api/events/sse", events_sse),
 ]

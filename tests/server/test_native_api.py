@@ -94,3 +94,22 @@ def test_a_restart_reports_the_jobs_the_previous_server_lost(server: LiveServer,
     # a clean run leaves nothing to report: the state file lists only unfinished jobs
     state._save_unfinished()
     assert json.loads((server.settings.out / STATE_FILE).read_text()) == []
+
+
+def test_events_also_come_as_server_sent_events(server: LiveServer) -> None:
+    import requests
+
+    with requests.get(server.url + "/api/events/sse", stream=True, timeout=120) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        answer = server.post("/api/jobs", {"graph": "txt2img.yaml", "set": {**SMALL, "seed": 88}})
+        job_id = answer.json()["id"]
+        kinds = []
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if event["job"] == job_id:
+                    kinds.append(event["type"])
+                    if event["type"] in ("job_done", "job_failed", "job_cancelled"):
+                        break
+    assert kinds[:2] == ["job_queued", "job_started"] and kinds[-1] == "job_done"
+    assert kinds.count("step") == 2 and kinds.count("node_finished") + kinds.count("node_cached") == 8
