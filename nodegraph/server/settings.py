@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from nodegraph.errors import NodegraphError
+from nodegraph.runtime.devices import DTYPES
 
 DEFAULT_MAX_BODY_MB = 32.0
 DEFAULT_QUEUE_SIZE = 64
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # as `nodegraph run --device`
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ def check_settings(settings: ServeSettings) -> None:
             "or bind 127.0.0.1")
     if settings.token is not None and len(settings.token) < 8:
         raise NodegraphError("--token must be at least 8 characters")
+    if not DEVICE_RE.match(settings.device):
+        raise NodegraphError(f"unknown device '{settings.device}' (use auto, cpu, cuda, cuda:N or mps)")
+    if settings.dtype != "auto" and settings.dtype not in DTYPES:
+        raise NodegraphError(f"unknown dtype '{settings.dtype}' (use auto, float32, float16 or bfloat16)")
     if settings.queue_size < 1:
         raise NodegraphError("--queue-size must be at least 1")
     if not 0 < settings.port < 65536 and settings.port != 0:

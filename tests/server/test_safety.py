@@ -51,7 +51,14 @@ def test_a_non_loopback_host_without_a_token_refuses_to_start(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "not a loopback address" in result.output and "--token" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+    from nodegraph.errors import NodegraphError
     from nodegraph.server.settings import ServeSettings, check_settings
+
+    for bad in ({"device": "gpu"}, {"dtype": "fp8"}, {"queue_size": 0}, {"graphs": tmp_path / "none"},
+                {"host": "0.0.0.0", "token": "short"}):
+        with pytest.raises(NodegraphError):
+            check_settings(ServeSettings(**{"graphs": tmp_path, "out": tmp_path / "o",
+                                            "inputs": tmp_path / "i", **bad}))
 
     check_settings(ServeSettings(host="localhost", graphs=tmp_path, out=tmp_path / "o",
                                  inputs=tmp_path / "i"))
