@@ -391,3 +391,20 @@ def test_a_dropped_graph_file_opens_and_runs_as_text(browser: WebDriver, server:
     assert job["graph"] is None and [o["path"].rsplit("/", 1)[1] for o in job["outputs"]] == ["dropped.png"]
     row = f"#jobs tr[data-job='{job['id']}']"
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, row).text.split()[1] == "(pasted)")
+
+
+def test_re_run_from_the_history_runs_the_job_again_with_its_values(
+        browser: WebDriver, server: Server) -> None:
+    open_txt2img(browser, server)
+    run_with_seed(browser, 31)
+    [first] = [j for j in server.jobs() if j["set"] == {"seed": 31}]
+    browser.get(f"{server.url}/?token={TOKEN}")  # a fresh page: the values come from the job record
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"#jobs tr[data-job='{first['id']}']"))
+    click(browser, f"#jobs tr[data-job='{first['id']}'] button[aria-label^='Re-run']")
+    wait(browser, lambda d: len([j for j in server.jobs() if j["set"] == {"seed": 31}]) == 2)
+    again = next(j for j in server.jobs() if j["set"] == {"seed": 31} and j["id"] != first["id"])
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"#images img[data-job='{again['id']}']"))
+    assert browser.find_element(By.ID, "param-seed").get_attribute("value") == "31"
+    assert browser.find_element(By.ID, "graph-title").text == "txt2img.yaml"
+    statuses = node_statuses(browser)  # same values: everything but the side-effect save came from the cache
+    assert statuses.pop("save") == "done" and set(statuses.values()) == {"cached"}
