@@ -123,6 +123,9 @@ class ComfyBridge:
     def _finish(self, job: Job) -> None:
         self._last_node.pop(job.id, None)
         self._send(job, "executing", {"node": None, "display_node": None})
+        if len(self.messages) > self.server.settings.history:  # forget the logs of forgotten jobs
+            known = {j.id for j, _ in self.server.queue.snapshot()}
+            self.messages = {k: v for k, v in self.messages.items() if k in known}
 
     def _class_of(self, job: Job, node: str | None) -> str | None:
         prompt = (job.comfy or {}).get("prompt") or {}
