@@ -9,6 +9,7 @@ in ComfyUI's messages, under the workflow's own node ids (the importer's `metada
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nodegraph.errors import NodegraphError
 from nodegraph.server.events import Event, Subscribers
-from nodegraph.server.jobs import CANCELLED, DONE, FAILED, Job, QueueFull
+from nodegraph.server.jobs import CANCELLED, DONE, FAILED, Job, JobStateError, QueueFull
 from nodegraph.server.native import json_body, state_of
 from nodegraph.server.object_info import object_info
 from nodegraph.server.paths import OutsideFolder, clean_relative, inside
@@ -205,6 +206,9 @@ async def post_prompt(request: Request) -> Response:
         server.submit([job])
     except QueueFull as exc:
         return _comfy_error(str(exc), [{"message": str(exc)}], 429)
+    if body.get("front"):  # ComfyUI's "queue front": run it next
+        with contextlib.suppress(JobStateError, KeyError):  # already taken by the worker: nothing to do
+            server.queue.move(job.id, 0)
     return JSONResponse({"prompt_id": job.id, "number": job.comfy["number"], "node_errors": {}})  # type: ignore[index]
 
 

@@ -159,3 +159,25 @@ def test_interrupt_stops_the_running_prompt(server: LiveServer) -> None:
     entry = server.get(f"/history/{prompt_id}").json()[prompt_id]
     assert entry["status"]["completed"] is False
     assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+
+
+def test_queue_front_and_clear(server: LiveServer) -> None:
+    import time
+
+    long = workflow(seed=8)
+    long["3"]["inputs"]["steps"] = 1000
+    running = server.post("/prompt", {"prompt": long}).json()["prompt_id"]
+    deadline = time.monotonic() + 60
+    while server.get(f"/api/jobs/{running}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first = server.post("/prompt", {"prompt": workflow(seed=9)}).json()["prompt_id"]
+    second = server.post("/prompt", {"prompt": workflow(seed=10), "front": True}).json()["prompt_id"]
+    queue = server.get("/queue").json()
+    assert [row[1] for row in queue["queue_running"]] == [running]
+    assert [row[1] for row in queue["queue_pending"]] == [second, first]
+    assert server.get("/prompt").json() == {"exec_info": {"queue_remaining": 3}}
+    assert server.post("/queue", {"clear": True}).status_code == 200
+    assert server.get("/queue").json()["queue_pending"] == []
+    server.post("/interrupt", {"prompt_id": running})
+    assert [server.wait(i)["status"] for i in (running, first, second)] == ["cancelled"] * 3
