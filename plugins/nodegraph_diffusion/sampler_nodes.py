@@ -93,6 +93,7 @@ def sample(
     """Denoise latents with a UNet and scheduler, guided by prompts and any number of conditions."""
     import torch
 
+    from nodegraph_diffusion.preview import latent_preview
     from nodegraph_diffusion.sampling import (
         LoopInput,
         SamplingError,
@@ -166,7 +167,11 @@ def sample(
             raise InputError(str(exc), field="steps") from exc
         try:
             with ctx.progress(calls, f"sampling {steps} steps") as advance:
-                result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
+                # a preview per step only for sinks that show one (the server); the CLI's bars do not
+                on_latents = ((lambda _i, x: advance(1, preview=latent_preview(x)))
+                              if ctx.wants_preview else None)
+                result = run_loop(request, ctx, on_step=lambda _i: advance(1),
+                                  check_cancelled=ctx.check_cancelled, on_latents=on_latents)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
     return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras,
