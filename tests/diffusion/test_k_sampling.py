@@ -229,3 +229,94 @@ def test_unknown_names_are_input_errors(parts) -> None:
     with pytest.raises(InputError) as err:
         k_sampler(model_scheduler=parts[0].scheduler, scheduler="linear_quadratic")
     assert err.value.field == "scheduler"
+
+
+def feather(height: int, width: int, box: tuple[int, int, int, int], full: tuple[int, int],
+            strength: float) -> torch.Tensor:
+    """ComfyUI's `get_area_and_mult` weight of an area (no mask): strength, fading over
+    min(8, size // 4) cells on the sides that do not touch the image edge."""
+    mult = torch.ones(1, 4, height, width) * strength
+    h, w, y, x = box
+    for dim, (size, offset, limit) in enumerate(((h, y, full[0]), (w, x, full[1]))):
+        rr = min(8, size // 4)
+        for t in range(rr):
+            f = (1.0 / rr) * (t + 1)
+            if offset != 0:
+                mult.narrow(dim + 2, t, 1).mul_(f)
+            if size + offset < limit:
+                mult.narrow(dim + 2, size - 1 - t, 1).mul_(f)
+    return mult
+
+
+def test_regional_conditioning_follows_comfyuis_calc_cond_batch(ctx, parts, kd, external, unet) -> None:
+    """positive = combine(set_area(A, 96x80 px at (16, 32), strength 0.8), B), negative = N on a 128 px
+    image (16x16 latent cells). ComfyUI adds N's twin with A's area and strength (create_cond_with_same_
+    area_if_none), runs [N twin, A] on the crop and [N, B] on the whole latent, sums weighted outputs,
+    divides by the summed weights, then CFG."""
+    from nodegraph_diffusion.k_sampler_nodes import combine, set_area
+
+    model, a, n = parts
+    b = Conditioning(torch.randn((1, 77, 32), generator=torch.Generator().manual_seed(7)))
+    positive = combine(first=set_area(conditioning=a, width=96, height=80, x=16, y=32, strength=0.8), second=b)
+    box, full = (10, 12, 4, 2), (16, 16)
+    spec = k_sampler(model_scheduler=model.scheduler, sampler="euler", scheduler="karras")
+    got = sample(ctx, unet=model.unet, scheduler=spec, positive=positive, negative=n, steps=2, cfg=CFG, seed=3,
+                 latents=empty_latents(width=128, height=128)).samples
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, embeds: list[torch.Tensor]) -> list[torch.Tensor]:
+        xx, ss = torch.cat([x] * len(embeds)), torch.cat([sigma] * len(embeds))
+        s = ss.view(-1, 1, 1, 1)
+        eps = unet(xx / (s**2 + 1.0) ** 0.5, MODEL.timestep(ss).float(), encoder_hidden_states=torch.cat(embeds),
+                   return_dict=False)[0]
+        return list((xx - eps.float() * s).chunk(len(embeds)))
+
+    def model_fn(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        h, w, y, xo = box
+        crop = x[:, :, y:y + h, xo:xo + w]
+        n_twin, a_out = denoise(crop, sigma, [n.embeds, a.embeds])
+        n_full, b_out = denoise(x, sigma, [n.embeds, b.embeds])
+        mult = feather(h, w, box, full, 0.8)
+        outs, counts = [torch.zeros_like(x), torch.zeros_like(x)], [torch.ones_like(x) * 1e-37 for _ in range(2)]
+        for side, out, m in ((1, n_twin, mult), (0, a_out, mult)):
+            outs[side][:, :, y:y + h, xo:xo + w] += out * m
+            counts[side][:, :, y:y + h, xo:xo + w] += m
+        ones = torch.ones_like(x)
+        for side, out in ((1, n_full), (0, b_out)):
+            outs[side] += out * ones
+            counts[side] += ones
+        cond, uncond = outs[0] / counts[0], outs[1] / counts[1]
+        return uncond + (cond - uncond) * CFG
+
+    sigmas = kd.get_sigmas_karras(2, MODEL.sigma_min, MODEL.sigma_max)
+    x = comfy_noise(3, (1, 4, 16, 16)) * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    with torch.no_grad():
+        want = kd.sample_euler(model_fn, x, sigmas, disable=True)
+    assert float((got - want).abs().max()) == 0.0
+    # one step from the same noise: outside the area only B and N act, so the result is the plain one there
+    one = {"unet": model.unet, "scheduler": spec, "negative": n, "steps": 1, "cfg": CFG, "seed": 3,
+           "latents": empty_latents(width=128, height=128)}
+    diff = sample(ctx, positive=positive, **one).samples - sample(ctx, positive=b, **one).samples
+    assert float(diff[:, :, 5:13, 3:13].abs().max()) > 1e-3
+    assert float(diff[:, :, :, 14:].abs().max()) == 0.0 and float(diff[:, :, :4].abs().max()) == 0.0
+
+
+def test_zero_out_and_strength_nodes(parts) -> None:
+    from nodegraph_diffusion.k_sampler_nodes import set_area, set_area_strength, zero_out
+
+    zeroed = zero_out(conditioning=parts[1])
+    assert not zeroed.embeds.any() and zeroed.embeds.shape == parts[1].embeds.shape
+    weighted = set_area_strength(conditioning=set_area(conditioning=parts[1], width=0.5, height=1.0, x=0.5,
+                                                      percentage=True), strength=2.5)
+    (entry,) = weighted.entries
+    assert entry.strength == 2.5 and entry.area is not None and entry.area.percentage and entry.area.x == 0.5
+
+
+def test_regional_conditioning_is_refused_by_the_diffusers_loop(ctx, parts) -> None:
+    from nodegraph.api import InputError
+    from nodegraph_diffusion.k_sampler_nodes import set_area
+
+    model, pos, neg = parts
+    with pytest.raises(InputError) as err:
+        sample(ctx, unet=model.unet, scheduler=model.scheduler, negative=neg, steps=2,
+               positive=set_area(conditioning=pos, width=32, height=32), latents=empty_latents(width=64, height=64))
+    assert err.value.field == "positive" and "diffusion.k_sampler" in str(err.value)
