@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodegraph_comfyui.convert import ClassMapping, Clip, Cond, Converter, Model
-from nodegraph_comfyui.samplers import scheduler_settings
+from nodegraph_comfyui.samplers import k_sampler_settings, scheduler_settings
 from nodegraph_comfyui.widgets import WIDGETS
 from nodegraph_comfyui.workflow import WfNode
 
@@ -114,24 +114,35 @@ def _sampler(cv: Converter, n: WfNode, advanced: bool = False) -> list[Any]:
     negative = cv.input(n, "negative", kind=Cond)
     latents = cv.input(n, "latent_image")
     sampler_name, schedule = cv.literal(n, "sampler_name", "euler"), cv.literal(n, "scheduler", "normal")
-    settings = scheduler_settings(str(sampler_name), str(schedule))
-    if isinstance(settings, str):
-        cv.problem(n, settings, "sampler_name" if "sampler '" in settings else "scheduler")
-        return [None]
-    if None in (model, positive, negative, latents):
-        return [None]
-    sched_name, extra = settings
-    sched = cv.add(
-        "scheduler",
-        "diffusion.scheduler",
-        model_scheduler=f"@{model.loader}.scheduler",
-        name=cv.param(
-            "sampler",
-            sched_name,
-            f"Scheduler (nodegraph name; imported from ComfyUI's '{sampler_name}' / '{schedule}')",
-        ),
-        **extra,
-    )
+    if k_sampler_settings(str(sampler_name), str(schedule)):  # ComfyUI's own semantics
+        if None in (model, positive, negative, latents):
+            return [None]
+        sched = cv.add(
+            "scheduler",
+            "diffusion.k_sampler",
+            model_scheduler=f"@{model.loader}.scheduler",
+            sampler=cv.param("sampler", sampler_name, "Sampler (ComfyUI's sampler_name)"),
+            scheduler=cv.param("scheduler", schedule, "Sigma schedule (ComfyUI's scheduler)"),
+        )
+    else:  # a sampler k-diffusion lacks: the nearest diffusers scheduler
+        settings = scheduler_settings(str(sampler_name), str(schedule))
+        if isinstance(settings, str):
+            cv.problem(n, settings, "sampler_name" if "sampler '" in settings else "scheduler")
+            return [None]
+        if None in (model, positive, negative, latents):
+            return [None]
+        sched_name, extra = settings
+        sched = cv.add(
+            "scheduler",
+            "diffusion.scheduler",
+            model_scheduler=f"@{model.loader}.scheduler",
+            name=cv.param(
+                "sampler",
+                sched_name,
+                f"Scheduler (nodegraph name; imported from ComfyUI's '{sampler_name}' / '{schedule}')",
+            ),
+            **extra,
+        )
     controls = list(dict.fromkeys([*positive.controls, *negative.controls]))
     inputs: dict[str, Any] = {
         "unet": model.unet,
@@ -162,6 +173,45 @@ def _sampler(cv: Converter, n: WfNode, advanced: bool = False) -> list[Any]:
             else None
         )
     return ["@" + cv.add("latents", "diffusion.sample", **inputs)]
+
+
+def _set_area(cv: Converter, n: WfNode, percentage: bool = False) -> list[Any]:
+    cond = cv.input(n, "conditioning", kind=Cond)
+    if cond is None:
+        return [None]
+    unit = "fraction of the image" if percentage else "pixels"
+    sizes = {
+        k: cv.param(f"area_{k}", cv.literal(n, k, 1.0 if percentage and k in ("width", "height") else 0),
+                    f"Area {k} ({unit})", minimum=0)
+        for k in ("width", "height", "x", "y")
+    }
+    name = cv.add("area", "diffusion.set_area", conditioning=cond.ref, **sizes,
+                  strength=float(cv.literal(n, "strength", 1.0)), percentage=percentage or None)
+    return [Cond("@" + name, cond.controls)]
+
+
+def _area_strength(cv: Converter, n: WfNode) -> list[Any]:
+    cond = cv.input(n, "conditioning", kind=Cond)
+    if cond is None:
+        return [None]
+    name = cv.add("weighted", "diffusion.set_area_strength", conditioning=cond.ref,
+                  strength=float(cv.literal(n, "strength", 1.0)))
+    return [Cond("@" + name, cond.controls)]
+
+
+def _combine(cv: Converter, n: WfNode) -> list[Any]:
+    first, second = cv.input(n, "conditioning_1", kind=Cond), cv.input(n, "conditioning_2", kind=Cond)
+    if first is None or second is None:
+        return [None]
+    name = cv.add("combined", "diffusion.combine", first=first.ref, second=second.ref)
+    return [Cond("@" + name, tuple(dict.fromkeys([*first.controls, *second.controls])))]
+
+
+def _zero_out(cv: Converter, n: WfNode) -> list[Any]:
+    cond = cv.input(n, "conditioning", kind=Cond)
+    if cond is None:
+        return [None]
+    return [Cond("@" + cv.add("zeroed", "diffusion.zero_out", conditioning=cond.ref), cond.controls)]
 
 
 def _vae_decode(cv: Converter, n: WfNode) -> list[Any]:
@@ -335,16 +385,30 @@ def core_mappings() -> list[ClassMapping]:
         _mapping(
             "KSampler",
             _sampler,
-            "diffusion.scheduler + diffusion.sample",
-            "diffusers' scheduler nearest to sampler_name × scheduler; denoise < 1 runs "
-            "int(steps × denoise) steps of a steps-long schedule (ComfyUI: steps steps)",
+            "diffusion.k_sampler + diffusion.sample",
+            "ComfyUI's semantics: k-diffusion's sampler on ComfyUI's sigma table, denoiser, CFG, CPU noise "
+            "and denoise rule; ddpm, uni_pc, deis, lcm fall back to the nearest diffusers scheduler",
         ),
         _mapping(
             "KSamplerAdvanced",
             lambda cv, n: _sampler(cv, n, advanced=True),
-            "diffusion.scheduler + diffusion.sample",
-            "start/end_at_step, add_noise, leftover noise",
+            "diffusion.k_sampler + diffusion.sample",
+            "start/end_at_step, add_noise, return_with_leftover_noise with ComfyUI's sigma cuts",
         ),
+        _mapping(
+            "ConditioningSetArea",
+            _set_area,
+            "diffusion.set_area",
+            "pixels // 8 as ComfyUI; the area's prediction is feathered and averaged (k-sampler only)",
+        ),
+        _mapping(
+            "ConditioningSetAreaPercentage",
+            lambda cv, n: _set_area(cv, n, percentage=True),
+            "diffusion.set_area (percentage)",
+        ),
+        _mapping("ConditioningSetAreaStrength", _area_strength, "diffusion.set_area_strength"),
+        _mapping("ConditioningCombine", _combine, "diffusion.combine", "ControlNet units with regions: not yet"),
+        _mapping("ConditioningZeroOut", _zero_out, "diffusion.zero_out", "of a single (non-combined) prompt"),
         _mapping("VAEDecode", _vae_decode, "diffusion.vae_decode"),
         _mapping(
             "VAEEncode",

@@ -56,8 +56,12 @@ def _entries(family: ModelFamily, model: Any, entries: tuple[RegionEntry, ...], 
             added = family.added_cond_kwargs(model, item.cond, None, request)
         except ValueError as exc:
             raise InputError(str(exc), field="positive") from exc
-        out.append(Entry(batch_embeds(embeds.to(device=device, dtype=dtype), batch),
-                         resolve_area(item.area, h, w), float(item.strength), added))
+        area = resolve_area(item.area, h, w)
+        if area is not None and (area[0] < 1 or area[1] < 1 or area[2] >= h or area[3] >= w):
+            raise InputError(f"an area of {area[1]}x{area[0]} latent cells at ({area[3]}, {area[2]}) lies outside "
+                             f"the {w}x{h}-cell latents (areas are in pixels // 8)", field="positive")
+        out.append(Entry(batch_embeds(embeds.to(device=device, dtype=dtype), batch), area, float(item.strength),
+                         added))
     return out
 
 

@@ -18,6 +18,7 @@ The sampler maths itself is k-diffusion's (`k_diffusion.sampling.sample_*`), nev
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +80,9 @@ def brownian_noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, seed: int) -> 
     tree = kd.BrownianTreeNoiseSampler(x.detach().cpu(), positive.min().cpu(), sigmas.max().cpu(), seed=int(seed))
 
     def draw(sigma: Any, sigma_next: Any) -> torch.Tensor:
-        return tree(torch.as_tensor(sigma).cpu(), torch.as_tensor(sigma_next).cpu()).to(x.device, x.dtype)
+        with warnings.catch_warnings():  # torchsde compares float32 sigmas with its float64 ends: 1-ulp noise
+            warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
+            return tree(torch.as_tensor(sigma).cpu(), torch.as_tensor(sigma_next).cpu()).to(x.device, x.dtype)
 
     return draw
 
@@ -258,8 +261,11 @@ def run_k_loop(
     batch = int(x.shape[0])
     table = req.sigmas
     timesteps = req.model.timestep(table[:-1])
-    prompt = torch.cat([req.negative[0].embeds, req.positive[0].embeds]) if do_cfg and req.negative else \
-        req.positive[0].embeds
+    first_pos = req.positive[0].embeds
+    first_neg = req.negative[0].embeds if do_cfg and req.negative else None
+    # what conditions see as the UNet's prompt batch (they only join plain, one-prompt-a-side runs)
+    prompt = torch.cat([first_neg, first_pos]) if first_neg is not None and first_neg.shape == first_pos.shape \
+        else first_pos
     setup = SamplingSetup(
         unet=req.unet, device=x.device, dtype=x.dtype, batch_size=batch, do_cfg=do_cfg,
         height=int(x.shape[-2]) * VAE_SCALE, width=int(x.shape[-1]) * VAE_SCALE, timesteps=timesteps,

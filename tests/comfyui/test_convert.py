@@ -30,11 +30,12 @@ IMPORTS = [
     "ui_hiresfix_latent_upscale",
     "ui_controlnet_multi_pose_scribble",
     "ui_default_template_modern",
+    "area_composition",
+    "sdxl_base_refiner_test_graph",
 ]
 # file -> {class: node ids} the error must name, all of them and nothing else
 FAILS: dict[str, dict[str, list[str]]] = {
-    "area_composition": {"ConditioningCombine": ["47"], "ConditioningSetArea": []},
-    "controlnet_advanced_sd35_canny": {"Canny": [], "ConditioningZeroOut": [], "EmptySD3LatentImage": []},
+    "controlnet_advanced_sd35_canny": {"Canny": [], "EmptySD3LatentImage": []},
     "edge_string_node_ids_inpaint": {
         "GrowMask": ["grow_mask"],
         "ImageCompositeMasked": ["composite"],
@@ -44,7 +45,6 @@ FAILS: dict[str, dict[str, list[str]]] = {
     "hiresfix_esrgan_pixel_upscale": {"ImageUpscaleWithModel": [], "UpscaleModelLoader": []},
     "inpaint_vae_encode_for_inpaint": {"VAEEncodeForInpaint": ["26"]},
     "outpaint_pad_for_outpaint": {"ImagePadForOutpaint": ["30"], "VAEEncodeForInpaint": ["26"]},
-    "sdxl_base_refiner_test_graph": {"ConditioningZeroOut": ["15"]},
 }
 
 
@@ -111,9 +111,10 @@ def test_txt2img_reads_as_a_person_would_write_it() -> None:
             "batch": "$batch",
         },
         "scheduler": {
-            "type": "diffusion.scheduler",
+            "type": "diffusion.k_sampler",
             "model_scheduler": "@checkpoint.scheduler",
-            "name": "$sampler",
+            "sampler": "$sampler",
+            "scheduler": "$scheduler",
         },
         "latents": {
             "type": "diffusion.sample",
@@ -138,6 +139,7 @@ def test_txt2img_reads_as_a_person_would_write_it() -> None:
         "height": 512,
         "batch": 1,
         "sampler": "euler",
+        "scheduler": "normal",
         "seed": 8566257,
         "steps": 20,
         "cfg": 8.0,
@@ -175,7 +177,7 @@ def test_custom_class_names_its_package_and_every_problem_at_once(tmp_path: Path
     data["90"] = {"class_type": "UltimateSDUpscale", "inputs": {"image": ["8", 0]}}
     data["91"] = {"class_type": "MyOwnThing", "inputs": {}}
     data["92"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "x"}}
-    data["3"]["inputs"]["sampler_name"] = "dpm_fast"
+    data["3"]["inputs"]["sampler_name"] = "res_multistep"
     file = tmp_path / "w.json"
     file.write_text(json.dumps(data))
     with pytest.raises(ConversionError) as err:
@@ -183,7 +185,7 @@ def test_custom_class_names_its_package_and_every_problem_at_once(tmp_path: Path
     text = str(err.value)
     assert "'90'" in text and "ComfyUI_UltimateSDUpscale" in text
     assert "'91'" in text and "MyOwnThing" in text
-    assert "node '3' (KSampler), input 'sampler_name'" in text and "dpm_fast" in text
+    assert "node '3' (KSampler), input 'sampler_name'" in text and "res_multistep" in text
     assert len(err.value.problems) == 3
 
 

@@ -95,28 +95,32 @@ def _run(engine: Any, file: Path, models: Path, out: Path, **sets: Any) -> Any:
 
 
 def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Path, tmp_path: Path) -> None:
-    ours = _run(engine, FIXTURES / "txt2img_default.json", comfy_models, tmp_path / "a", **SMALL)
-    model = comfy_models / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    """graphs/txt2img.yaml with its diffusers scheduler swapped for the k-sampler the workflow names
+    (euler / normal): the same sampler semantics, so the same pixels."""
+    import yaml
+
     from nodegraph import RunOptions
 
-    theirs = engine.run(
-        ROOT / "graphs" / "txt2img.yaml",
-        {
-            "model": str(model),
-            "prompt": "masterpiece best quality girl",
-            "negative": "bad hands",
-            "seed": 8566257,
-            "steps": 2,
-            "cfg": 8.0,
-            "scheduler": "euler",
-            "width": 64,
-            "height": 64,
-        },
-        options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"),
-    )
+    ours = _run(engine, FIXTURES / "txt2img_default.json", comfy_models, tmp_path / "a", **SMALL)
+    model = comfy_models / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    graph = yaml.safe_load((ROOT / "graphs" / "txt2img.yaml").read_text())
+    graph["params"].pop("scheduler")
+    graph["nodes"]["scheduler"] = {"type": "diffusion.k_sampler", "model_scheduler": "@model.scheduler",
+                                   "sampler": "euler", "scheduler": "normal"}
+    sets = {"model": str(model), "prompt": "masterpiece best quality girl", "negative": "bad hands",
+            "seed": 8566257, "steps": 2, "cfg": 8.0, "width": 64, "height": 64}
+    plan = engine.load(graph, {k: str(v) for k, v in sets.items()}, file=ROOT / "graphs" / "txt2img.yaml")
+    theirs = engine.run(plan, options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"))
     a, b = ours.outputs["image"]["out"].pixels, theirs.outputs["image"]["out"].pixels
     assert a.shape == (1, 3, 64, 64) and (a - b).abs().max().item() == 0.0
     assert (tmp_path / "a" / "ComfyUI_save.png").is_file()
+    diffusers_euler = engine.run(ROOT / "graphs" / "txt2img.yaml", {**sets, "scheduler": "euler"},
+                                 options=RunOptions(out_dir=tmp_path / "c", device="cpu", dtype="float32"))
+    assert (a - diffusers_euler.outputs["image"]["out"].pixels).abs().max().item() > 1e-3  # not diffusers'
+
+
+AREA = {"width": 128, "height": 128, "area_width": 64, "area_height": 64, "area_x": 0, "area_y": 32, "steps": 2,
+        "upscale_width": 160, "upscale_height": 160, "steps_2": 2}
 
 
 @pytest.mark.parametrize(
@@ -130,6 +134,7 @@ def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Pa
         ("controlnet_pose_2pass_hires", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
         ("hiresfix_latent_upscale", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
         ("ui_img2img", {"steps": 2}),
+        ("area_composition", AREA),
     ],
 )
 def test_sd15_workflows_run_end_to_end(
