@@ -320,3 +320,42 @@ def test_regional_conditioning_is_refused_by_the_diffusers_loop(ctx, parts) -> N
         sample(ctx, unet=model.unet, scheduler=model.scheduler, negative=neg, steps=2,
                positive=set_area(conditioning=pos, width=32, height=32), latents=empty_latents(width=64, height=64))
     assert err.value.field == "positive" and "diffusion.k_sampler" in str(err.value)
+
+
+def test_sdxl_family_inputs_reach_the_unet(ctx, kd) -> None:
+    """On the tiny SDXL the UNet gets the family's added_cond_kwargs (pooled text_embeds, time_ids) in
+    every call, batched [uncond, cond] like the embeddings."""
+    from diffusers import UNet2DConditionModel
+
+    from nodegraph_diffusion.families import DenoiseRequest, family_named
+    from nodegraph_diffusion.loading import own_storage
+    from nodegraph_diffusion.paths import BUILTIN_DIR, ModelRef
+    from nodegraph_diffusion.text_nodes import encode_text
+
+    model = load_model(ctx, ModelRef("builtin:tinyxl"))
+    pos = encode_text(ctx, model.text_encoder, "a big red circle in the center, blue background")
+    neg = encode_text(ctx, model.text_encoder, "")
+    spec = k_sampler(model_scheduler=model.scheduler, sampler="dpmpp_2m", scheduler="karras")
+    got = sample(ctx, unet=model.unet, scheduler=spec, positive=pos, negative=neg, steps=3, cfg=CFG, seed=8,
+                 latents=Latents(torch.zeros(SHAPE))).samples
+
+    unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl" / "unet", local_files_only=True).eval()
+    own_storage(unet)
+    added = family_named("sdxl").added_cond_kwargs(unet, pos, neg, DenoiseRequest(1, True, 64, 64, "cpu",
+                                                                                   torch.float32))
+    assert added is not None
+    embeds = torch.cat([neg.embeds, pos.embeds])
+
+    def model_fn(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        xx, ss = torch.cat([x, x]), torch.cat([sigma, sigma])
+        s = ss.view(-1, 1, 1, 1)
+        eps = unet(xx / (s**2 + 1.0) ** 0.5, MODEL.timestep(ss).float(), encoder_hidden_states=embeds,
+                   added_cond_kwargs=added, return_dict=False)[0]
+        uncond, cond = (xx - eps.float() * s).chunk(2)
+        return uncond + (cond - uncond) * CFG
+
+    sigmas = kd.get_sigmas_karras(3, MODEL.sigma_min, MODEL.sigma_max)
+    with torch.no_grad():
+        want = kd.sample_dpmpp_2m(model_fn, comfy_noise(8) * torch.sqrt(1.0 + sigmas[0] ** 2.0), sigmas,
+                                  disable=True)
+    assert float((got - want).abs().max()) == 0.0
