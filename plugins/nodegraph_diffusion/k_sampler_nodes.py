@@ -46,9 +46,10 @@ def k_sampler(
     = "euler",
     scheduler: Annotated[str, Field(description="ComfyUI sigma schedule: " + ", ".join(K_SCHEDULES))] = "normal",
 ) -> KSamplerSpec:
-    """A sigma-space sampler with ComfyUI's KSampler semantics: k-diffusion's sampler functions on
-    ComfyUI's sigma tables, its denoiser, CFG, noise and denoise rule. Connect it to diffusion.sample's
-    `scheduler` (instead of a diffusers scheduler)."""
+    """A sigma-space sampler with ComfyUI's KSampler semantics, for diffusion.sample's `scheduler`.
+
+    k-diffusion's sampler functions on ComfyUI's sigma tables, with ComfyUI's denoiser, CFG, noise
+    and denoise rule (instead of a diffusers scheduler)."""
     if sampler not in K_SAMPLERS:
         raise InputError(f"unknown k-sampler '{sampler}' (known: {', '.join(K_SAMPLERS)})", field="sampler")
     if scheduler not in K_SCHEDULES:
@@ -68,8 +69,9 @@ def set_area(
     percentage: Annotated[bool, Field(description="Sizes are fractions (0..1) of the image, not pixels")]
     = False,
 ) -> RegionalConditioning:
-    """Confine a prompt to a rectangle (ComfyUI's ConditioningSetArea / ...Percentage); combine it with a
-    full-image prompt (diffusion.combine) and sample with a diffusion.k_sampler."""
+    """Confine a prompt to a rectangle (ComfyUI's ConditioningSetArea and ...Percentage).
+
+    Combine it with a full-image prompt (diffusion.combine) and sample with a diffusion.k_sampler."""
     if percentage:
         if max(width, height, x, y) > 1:
             raise InputError("with percentage, width, height, x and y are fractions between 0 and 1",
@@ -94,8 +96,9 @@ def combine(
     first: Annotated[AnyConditioning, Field(description="Entries that come first")],
     second: Annotated[AnyConditioning, Field(description="Entries appended after them")],
 ) -> RegionalConditioning:
-    """Join two conditionings into one list of entries (ComfyUI's ConditioningCombine): the sampler
-    evaluates each on its area and averages them by weight."""
+    """Join two conditionings into one list of entries (ComfyUI's ConditioningCombine).
+
+    The k-sampler evaluates each entry on its area and averages them by weight."""
     return RegionalConditioning((*region_entries(first), *region_entries(second)))
 
 
@@ -103,8 +106,9 @@ def combine(
 def zero_out(
     conditioning: Annotated[Conditioning, Field(description="The prompt encoding to zero")],
 ) -> Conditioning:
-    """The same conditioning with all-zero embeddings (and pooled embeds), as ComfyUI's
-    ConditioningZeroOut: a 'no prompt at all' negative, unlike the encoding of an empty prompt."""
+    """The same conditioning with all-zero embeddings and pooled embeds (ComfyUI's ConditioningZeroOut).
+
+    A 'no prompt at all' negative, unlike the encoding of an empty prompt."""
     import dataclasses
 
     import torch
