@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodegraph_comfyui.conditioning_classes import conditioning_mappings
 from nodegraph_comfyui.convert import ClassMapping, Clip, Cond, Converter, Model
 from nodegraph_comfyui.samplers import k_sampler_settings, scheduler_settings
 from nodegraph_comfyui.widgets import WIDGETS
@@ -173,45 +174,6 @@ def _sampler(cv: Converter, n: WfNode, advanced: bool = False) -> list[Any]:
             else None
         )
     return ["@" + cv.add("latents", "diffusion.sample", **inputs)]
-
-
-def _set_area(cv: Converter, n: WfNode, percentage: bool = False) -> list[Any]:
-    cond = cv.input(n, "conditioning", kind=Cond)
-    if cond is None:
-        return [None]
-    unit = "fraction of the image" if percentage else "pixels"
-    sizes = {
-        k: cv.param(f"area_{k}", cv.literal(n, k, 1.0 if percentage and k in ("width", "height") else 0),
-                    f"Area {k} ({unit})", minimum=0)
-        for k in ("width", "height", "x", "y")
-    }
-    name = cv.add("area", "diffusion.set_area", conditioning=cond.ref, **sizes,
-                  strength=float(cv.literal(n, "strength", 1.0)), percentage=percentage or None)
-    return [Cond("@" + name, cond.controls)]
-
-
-def _area_strength(cv: Converter, n: WfNode) -> list[Any]:
-    cond = cv.input(n, "conditioning", kind=Cond)
-    if cond is None:
-        return [None]
-    name = cv.add("weighted", "diffusion.set_area_strength", conditioning=cond.ref,
-                  strength=float(cv.literal(n, "strength", 1.0)))
-    return [Cond("@" + name, cond.controls)]
-
-
-def _combine(cv: Converter, n: WfNode) -> list[Any]:
-    first, second = cv.input(n, "conditioning_1", kind=Cond), cv.input(n, "conditioning_2", kind=Cond)
-    if first is None or second is None:
-        return [None]
-    name = cv.add("combined", "diffusion.combine", first=first.ref, second=second.ref)
-    return [Cond("@" + name, tuple(dict.fromkeys([*first.controls, *second.controls])))]
-
-
-def _zero_out(cv: Converter, n: WfNode) -> list[Any]:
-    cond = cv.input(n, "conditioning", kind=Cond)
-    if cond is None:
-        return [None]
-    return [Cond("@" + cv.add("zeroed", "diffusion.zero_out", conditioning=cond.ref), cond.controls)]
 
 
 def _vae_decode(cv: Converter, n: WfNode) -> list[Any]:
@@ -395,20 +357,7 @@ def core_mappings() -> list[ClassMapping]:
             "diffusion.k_sampler + diffusion.sample",
             "start/end_at_step, add_noise, return_with_leftover_noise with ComfyUI's sigma cuts",
         ),
-        _mapping(
-            "ConditioningSetArea",
-            _set_area,
-            "diffusion.set_area",
-            "pixels // 8 as ComfyUI; the area's prediction is feathered and averaged (k-sampler only)",
-        ),
-        _mapping(
-            "ConditioningSetAreaPercentage",
-            lambda cv, n: _set_area(cv, n, percentage=True),
-            "diffusion.set_area (percentage)",
-        ),
-        _mapping("ConditioningSetAreaStrength", _area_strength, "diffusion.set_area_strength"),
-        _mapping("ConditioningCombine", _combine, "diffusion.combine", "ControlNet units with regions: not yet"),
-        _mapping("ConditioningZeroOut", _zero_out, "diffusion.zero_out", "of a single (non-combined) prompt"),
+        *conditioning_mappings(),
         _mapping("VAEDecode", _vae_decode, "diffusion.vae_decode"),
         _mapping(
             "VAEEncode",

@@ -76,7 +76,9 @@ def _schedule(ex: _Exporter, name: str, ref: Any) -> tuple[str, str]:
     if sched.get("type") == "diffusion.k_sampler":  # ComfyUI's own names, nothing to translate
         return str(sched.get("sampler", "euler")), str(sched.get("scheduler", "normal"))
     if sched.get("type") != "diffusion.scheduler":
-        ex.problems.append(f"node '{name}': its scheduler must be a diffusion.scheduler or diffusion.k_sampler node")
+        ex.problems.append(
+            f"node '{name}': its scheduler must be a diffusion.scheduler or diffusion.k_sampler node"
+        )
         return "euler", "normal"
     spacing = sched.get("timestep_spacing")
     flags = [f for f in ("karras", "exponential", "beta") if sched.get(f)]
@@ -217,10 +219,14 @@ _HANDLERS: dict[str, Any] = {
         strength=n.get("strength", 1.0),
     ),
     "diffusion.set_area_strength": lambda ex, name, n: ex.new(
-        "ConditioningSetAreaStrength", conditioning=ex.link(n["conditioning"], name), strength=n.get("strength", 1.0)
+        "ConditioningSetAreaStrength",
+        conditioning=ex.link(n["conditioning"], name),
+        strength=n.get("strength", 1.0),
     ),
     "diffusion.combine": lambda ex, name, n: ex.new(
-        "ConditioningCombine", conditioning_1=ex.link(n["first"], name), conditioning_2=ex.link(n["second"], name)
+        "ConditioningCombine",
+        conditioning_1=ex.link(n["first"], name),
+        conditioning_2=ex.link(n["second"], name),
     ),
     "diffusion.zero_out": lambda ex, name, n: ex.new(
         "ConditioningZeroOut", conditioning=ex.link(n["conditioning"], name)

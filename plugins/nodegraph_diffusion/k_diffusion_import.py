@@ -72,6 +72,8 @@ def k_sampling() -> types.ModuleType:
     try:
         module = _load("sampling", root / "sampling.py")
     except ImportError as exc:
-        raise KDiffusionMissing(f"k-diffusion's sampling module needs {exc.name or exc}: {INSTALL_HINT}") from exc
+        raise KDiffusionMissing(
+            f"k-diffusion's sampling module needs {exc.name or exc}: {INSTALL_HINT}"
+        ) from exc
     package.sampling = module  # type: ignore[attr-defined]
     return module

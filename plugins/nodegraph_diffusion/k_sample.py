@@ -27,14 +27,19 @@ from nodegraph_diffusion.types import KSamplerSpec, Latents, RegionEntry
 def check_spec(spec: KSamplerSpec) -> None:
     """InputError (field `sampler`/`scheduler`) for names the sigma-space sampler does not know."""
     if spec.sampler not in SAMPLERS:
-        raise InputError(f"unknown k-sampler '{spec.sampler}' (known: {', '.join(SAMPLERS)})", field="sampler")
+        raise InputError(
+            f"unknown k-sampler '{spec.sampler}' (known: {', '.join(SAMPLERS)})", field="sampler"
+        )
     if spec.scheduler not in SCHEDULER_NAMES:
-        raise InputError(f"unknown sigma schedule '{spec.scheduler}' (known: {', '.join(SCHEDULER_NAMES)})",
-                         field="scheduler")
+        raise InputError(
+            f"unknown sigma schedule '{spec.scheduler}' (known: {', '.join(SCHEDULER_NAMES)})",
+            field="scheduler",
+        )
 
 
-def run_sigmas(spec: KSamplerSpec, steps: int, denoise: float, start_step: int, end_step: int | None,
-               leftover: bool) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+def run_sigmas(
+    spec: KSamplerSpec, steps: int, denoise: float, start_step: int, end_step: int | None, leftover: bool
+) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
     """(model sigmas, the full table, the run's cut of it or None when nothing is left to run)."""
     try:
         model = config_sigmas(dict(spec.base_config))
@@ -44,9 +49,17 @@ def run_sigmas(spec: KSamplerSpec, steps: int, denoise: float, start_step: int, 
     return model, full, split_sigmas(full, start_step, end_step, force_full_denoise=not leftover)
 
 
-def _entries(family: ModelFamily, model: Any, entries: tuple[RegionEntry, ...], batch: int,
-             shape: tuple[int, ...], scale: int, device: Any, dtype: Any,
-             padded: torch.Tensor | None = None) -> list[Entry]:
+def _entries(
+    family: ModelFamily,
+    model: Any,
+    entries: tuple[RegionEntry, ...],
+    batch: int,
+    shape: tuple[int, ...],
+    scale: int,
+    device: Any,
+    dtype: Any,
+    padded: torch.Tensor | None = None,
+) -> list[Entry]:
     out = []
     h, w = int(shape[-2]), int(shape[-1])
     request = DenoiseRequest(batch, False, h * scale, w * scale, device, dtype)
@@ -58,17 +71,38 @@ def _entries(family: ModelFamily, model: Any, entries: tuple[RegionEntry, ...], 
             raise InputError(str(exc), field="positive") from exc
         area = resolve_area(item.area, h, w)
         if area is not None and (area[0] < 1 or area[1] < 1 or area[2] >= h or area[3] >= w):
-            raise InputError(f"an area of {area[1]}x{area[0]} latent cells at ({area[3]}, {area[2]}) lies outside "
-                             f"the {w}x{h}-cell latents (areas are in pixels // 8)", field="positive")
-        out.append(Entry(batch_embeds(embeds.to(device=device, dtype=dtype), batch), area, float(item.strength),
-                         added))
+            raise InputError(
+                f"an area of {area[1]}x{area[0]} latent cells at ({area[3]}, {area[2]}) lies outside "
+                f"the {w}x{h}-cell latents (areas are in pixels // 8)",
+                field="positive",
+            )
+        out.append(
+            Entry(
+                batch_embeds(embeds.to(device=device, dtype=dtype), batch), area, float(item.strength), added
+            )
+        )
     return out
 
 
-def sample_k(ctx: NodeContext, spec: KSamplerSpec, unet: Any, family: ModelFamily,
-             positive: tuple[RegionEntry, ...], negative: tuple[RegionEntry, ...] | None, latents: Latents,
-             noise: torch.Tensor | None, seed: int, steps: int, cfg: float, denoise: float, start_step: int,
-             end_step: int | None, add_noise: bool, leftover: bool, conditions: list[Any]) -> Latents:
+def sample_k(
+    ctx: NodeContext,
+    spec: KSamplerSpec,
+    unet: Any,
+    family: ModelFamily,
+    positive: tuple[RegionEntry, ...],
+    negative: tuple[RegionEntry, ...] | None,
+    latents: Latents,
+    noise: torch.Tensor | None,
+    seed: int,
+    steps: int,
+    cfg: float,
+    denoise: float,
+    start_step: int,
+    end_step: int | None,
+    add_noise: bool,
+    leftover: bool,
+    conditions: list[Any],
+) -> Latents:
     """Sample `latents` with the sigma-space loop; returns the node's output."""
     check_spec(spec)
     model_sigmas, full, sigmas = run_sigmas(spec, steps, denoise, start_step, end_step, leftover)
@@ -78,13 +112,20 @@ def sample_k(ctx: NodeContext, spec: KSamplerSpec, unet: Any, family: ModelFamil
     initial = comfy_noise(shape, seed) if noise is None else noise
     if not add_noise:
         initial = torch.zeros(shape)
-    plain = len(positive) == 1 and positive[0].area is None and (
-        negative is None or (len(negative) == 1 and negative[0].area is None))
+    plain = (
+        len(positive) == 1
+        and positive[0].area is None
+        and (negative is None or (len(negative) == 1 and negative[0].area is None))
+    )
     pos_pad = neg_pad = None
     if plain and negative is not None:  # one prompt a side: pad the shorter, as the diffusers path does
         try:
-            pos_pad, neg_pad = match_lengths(positive[0].cond.embeds, negative[0].cond.embeds,
-                                             positive[0].cond.empty, negative[0].cond.empty)
+            pos_pad, neg_pad = match_lengths(
+                positive[0].cond.embeds,
+                negative[0].cond.embeds,
+                positive[0].cond.empty,
+                negative[0].cond.empty,
+            )
         except PaddingError as exc:
             raise InputError(str(exc), field="negative") from exc
     with use_unet(ctx, unet) as model:
@@ -92,8 +133,11 @@ def sample_k(ctx: NodeContext, spec: KSamplerSpec, unet: Any, family: ModelFamil
         device, dtype = param.device, param.dtype
         batch, scale = shape[0], family.vae_scale
         pos = _entries(family, model, positive, batch, shape, scale, device, dtype, pos_pad)
-        neg = None if negative is None else _entries(family, model, negative, batch, shape, scale, device,
-                                                      dtype, neg_pad)
+        neg = (
+            None
+            if negative is None
+            else _entries(family, model, negative, batch, shape, scale, device, dtype, neg_pad)
+        )
         mask = latents.noise_mask
         request = KLoopInput(
             unet=model,
@@ -116,8 +160,9 @@ def sample_k(ctx: NodeContext, spec: KSamplerSpec, unet: Any, family: ModelFamil
         run = len(sigmas) - 1
         try:
             with ctx.progress(run, f"sampling {run} steps ({spec.sampler}, {spec.scheduler})") as advance:
-                out, extras = run_k_loop(request, ctx, on_step=lambda _i: advance(1),
-                                         check_cancelled=ctx.check_cancelled)
+                out, extras = run_k_loop(
+                    request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled
+                )
         except KDiffusionMissing as exc:
             raise InputError(str(exc), field="scheduler") from exc
         except SamplingError as exc:

@@ -22,9 +22,25 @@ from nodegraph_diffusion.types import (
 
 # the sampler and schedule names (k_sampling.SAMPLERS, sigmas.SCHEDULER_NAMES), repeated here so that
 # validation needs no torch; tests/diffusion/test_k_sampling.py keeps the copies equal
-K_SAMPLERS = ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
-              "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-              "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddim")
+K_SAMPLERS = (
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddim",
+)
 K_SCHEDULES = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
 
 AnyConditioning = Conditioning | RegionalConditioning
@@ -40,11 +56,16 @@ def _pass_first(req: FactsRequest) -> Facts:
 
 @node("diffusion.k_sampler", version="1.0.0")
 def k_sampler(
-    model_scheduler: Annotated[SchedulerSpec, Field(
-        description="The model's scheduler (its beta schedule gives the training sigmas)")],
-    sampler: Annotated[str, Field(description="k-diffusion sampler by its ComfyUI name: " + ", ".join(K_SAMPLERS))]
-    = "euler",
-    scheduler: Annotated[str, Field(description="ComfyUI sigma schedule: " + ", ".join(K_SCHEDULES))] = "normal",
+    model_scheduler: Annotated[
+        SchedulerSpec,
+        Field(description="The model's scheduler (its beta schedule gives the training sigmas)"),
+    ],
+    sampler: Annotated[
+        str, Field(description="k-diffusion sampler by its ComfyUI name: " + ", ".join(K_SAMPLERS))
+    ] = "euler",
+    scheduler: Annotated[
+        str, Field(description="ComfyUI sigma schedule: " + ", ".join(K_SCHEDULES))
+    ] = "normal",
 ) -> KSamplerSpec:
     """A sigma-space sampler with ComfyUI's KSampler semantics, for diffusion.sample's `scheduler`.
 
@@ -53,8 +74,9 @@ def k_sampler(
     if sampler not in K_SAMPLERS:
         raise InputError(f"unknown k-sampler '{sampler}' (known: {', '.join(K_SAMPLERS)})", field="sampler")
     if scheduler not in K_SCHEDULES:
-        raise InputError(f"unknown sigma schedule '{scheduler}' (known: {', '.join(K_SCHEDULES)})",
-                         field="scheduler")
+        raise InputError(
+            f"unknown sigma schedule '{scheduler}' (known: {', '.join(K_SCHEDULES)})", field="scheduler"
+        )
     return KSamplerSpec(sampler, scheduler, model_scheduler.base_config)
 
 
@@ -66,20 +88,24 @@ def set_area(
     x: Annotated[float, Field(ge=0, description="Left edge: pixels, or a fraction with percentage")] = 0,
     y: Annotated[float, Field(ge=0, description="Top edge: pixels, or a fraction with percentage")] = 0,
     strength: Annotated[float, Field(ge=0, le=10, description="Weight of the area's prediction")] = 1.0,
-    percentage: Annotated[bool, Field(description="Sizes are fractions (0..1) of the image, not pixels")]
-    = False,
+    percentage: Annotated[
+        bool, Field(description="Sizes are fractions (0..1) of the image, not pixels")
+    ] = False,
 ) -> RegionalConditioning:
     """Confine a prompt to a rectangle (ComfyUI's ConditioningSetArea and ...Percentage).
 
     Combine it with a full-image prompt (diffusion.combine) and sample with a diffusion.k_sampler."""
     if percentage:
         if max(width, height, x, y) > 1:
-            raise InputError("with percentage, width, height, x and y are fractions between 0 and 1",
-                             field="width")
+            raise InputError(
+                "with percentage, width, height, x and y are fractions between 0 and 1", field="width"
+            )
         area = Area(height, width, y, x, True)
     else:  # pixels -> latent cells, as ComfyUI's `// 8`
         area = Area(int(height) // 8, int(width) // 8, int(y) // 8, int(x) // 8)
-    return RegionalConditioning(tuple(RegionEntry(e.cond, area, strength) for e in region_entries(conditioning)))
+    return RegionalConditioning(
+        tuple(RegionEntry(e.cond, area, strength) for e in region_entries(conditioning))
+    )
 
 
 @node("diffusion.set_area_strength", version="1.0.0", facts=_pass_conditioning)
@@ -88,7 +114,9 @@ def set_area_strength(
     strength: Annotated[float, Field(ge=0, le=10, description="Weight of the prompt's prediction")] = 1.0,
 ) -> RegionalConditioning:
     """Set the weight of every entry (ComfyUI's ConditioningSetAreaStrength)."""
-    return RegionalConditioning(tuple(RegionEntry(e.cond, e.area, strength) for e in region_entries(conditioning)))
+    return RegionalConditioning(
+        tuple(RegionEntry(e.cond, e.area, strength) for e in region_entries(conditioning))
+    )
 
 
 @node("diffusion.combine", version="1.0.0", facts=_pass_first)
@@ -117,5 +145,9 @@ def zero_out(
         return None if value is None else torch.zeros_like(value)
 
     # `empty` (what pads a shorter prompt) is zeroed too: zeros padded with zeros, as ComfyUI repeats them
-    return dataclasses.replace(conditioning, embeds=torch.zeros_like(conditioning.embeds),
-                               pooled=zeros(conditioning.pooled), empty=zeros(conditioning.empty))
+    return dataclasses.replace(
+        conditioning,
+        embeds=torch.zeros_like(conditioning.embeds),
+        pooled=zeros(conditioning.pooled),
+        empty=zeros(conditioning.empty),
+    )

@@ -52,8 +52,14 @@ SAMPLERS: dict[str, str] = {
     "ddim": "sample_euler",  # ComfyUI runs its "ddim" as euler (with fresh noise for inpainting)
 }
 GAUSSIAN = {"euler_ancestral", "dpm_2_ancestral", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral"}
-BROWNIAN = {"dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde",
-            "dpmpp_3m_sde_gpu"}
+BROWNIAN = {
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+}
 
 
 def comfy_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
@@ -69,15 +75,20 @@ def gaussian_noise_sampler(x: torch.Tensor, seed: int) -> Callable[[Any, Any], t
     (seed + 1 on the CPU, so they are not the initial noise)."""
     device = x.device
     generator = torch.Generator(device=device).manual_seed(int(seed) + (1 if device.type == "cpu" else 0))
-    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=device,
-                                                 generator=generator)
+    return lambda sigma, sigma_next: torch.randn(
+        x.size(), dtype=x.dtype, layout=x.layout, device=device, generator=generator
+    )
 
 
-def brownian_noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, seed: int) -> Callable[[Any, Any], torch.Tensor]:
-    """k-diffusion's `BrownianTreeNoiseSampler` seeded with `seed`, its tree on the CPU as ComfyUI builds it."""
+def brownian_noise_sampler(
+    x: torch.Tensor, sigmas: torch.Tensor, seed: int
+) -> Callable[[Any, Any], torch.Tensor]:
+    """k-diffusion's `BrownianTreeNoiseSampler` seeded with `seed`, its tree on the CPU (as ComfyUI's)."""
     kd = k_sampling()
     positive = sigmas[sigmas > 0]
-    tree = kd.BrownianTreeNoiseSampler(x.detach().cpu(), positive.min().cpu(), sigmas.max().cpu(), seed=int(seed))
+    tree = kd.BrownianTreeNoiseSampler(
+        x.detach().cpu(), positive.min().cpu(), sigmas.max().cpu(), seed=int(seed)
+    )
 
     def draw(sigma: Any, sigma_next: Any) -> torch.Tensor:
         with warnings.catch_warnings():  # torchsde compares float32 sigmas with its float64 ends: 1-ulp noise
@@ -112,24 +123,34 @@ class KLoopInput:
 class Denoiser:
     """k-diffusion's model protocol `model(x, sigma) -> denoised`, with ComfyUI's wrapping and CFG."""
 
-    def __init__(self, req: KLoopInput, units: list[Any], do_cfg: bool,
-                 check_cancelled: Callable[[], None] | None) -> None:
+    def __init__(
+        self, req: KLoopInput, units: list[Any], do_cfg: bool, check_cancelled: Callable[[], None] | None
+    ) -> None:
         self.req, self.units, self.do_cfg = req, units, do_cfg
         self.check_cancelled = check_cancelled
         positive, negative = pair_areas(req.positive, req.negative if do_cfg else None)
         self.sides = [positive] + ([negative] if negative is not None else [])
         self.table = req.sigmas
         # ComfyUI's "ddim" (euler) blends the kept region with fresh noise from seed + 1
-        self.inpaint_noise = comfy_noise(req.noise.shape, req.seed + 1).to(req.noise) \
-            if req.sampler == "ddim" and req.mask is not None else req.noise
+        self.inpaint_noise = (
+            comfy_noise(req.noise.shape, req.seed + 1).to(req.noise)
+            if req.sampler == "ddim" and req.mask is not None
+            else req.noise
+        )
 
     def step_index(self, sigma: float) -> int:
         """The run's step a sigma belongs to (the last table sigma at or above it)."""
         above = (self.table[:-1] >= sigma * (1 - 1e-6)).nonzero()
         return int(above[-1]) if len(above) else 0
 
-    def unet_call(self, x: torch.Tensor, sigma: torch.Tensor, embeds: torch.Tensor,
-                  added: dict[str, Any] | None, plain: bool) -> torch.Tensor:
+    def unet_call(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        embeds: torch.Tensor,
+        added: dict[str, Any] | None,
+        plain: bool,
+    ) -> torch.Tensor:
         """`BaseModel.apply_model`: the denoised estimate of a batch `x` at noise levels `sigma`."""
         s = sigma.view(sigma.shape[:1] + (1,) * (x.ndim - 1))
         xc = x / (s**2 + 1.0) ** 0.5
@@ -137,8 +158,10 @@ class Denoiser:
         parts: list[dict[str, Any]] = [{"added_cond_kwargs": added} if added else {}]
         if self.units:
             if not plain:
-                raise SamplingError("ControlNet/adapter conditions cannot be combined with regional "
-                                    "conditioning yet (areas or combined prompts)")
+                raise SamplingError(
+                    "ControlNet/adapter conditions cannot be combined with regional "
+                    "conditioning yet (areas or combined prompts)"
+                )
             step = StepInput(self.req.first_step + self.step_index(float(sigma[0])), t, xc, embeds)
             parts.extend(unit.step_kwargs(step) for unit in self.units)
         extra = merge_step_kwargs(parts)
@@ -175,7 +198,9 @@ class Denoiser:
             inputs = torch.cat([x_crop] * len(call))
             embeds = torch.cat([entry.embeds for entry, _ in call])
             added = _cat_added([entry.added for entry, _ in call])
-            output = self.unet_call(inputs, torch.cat([sigma] * len(call)), embeds, added, plain).chunk(len(call))
+            output = self.unet_call(inputs, torch.cat([sigma] * len(call)), embeds, added, plain).chunk(
+                len(call)
+            )
             for chunk, (entry, side) in zip(output, call, strict=True):
                 mult = weight(entry.area, entry.strength, x_crop, height, width)
                 crop(outs[side], entry.area).add_(chunk * mult)
@@ -253,8 +278,10 @@ def run_k_loop(
     if len(req.sigmas) <= 1:
         return req.latents, dict(req.extras)
     if int(req.unet.config.in_channels) != req.latents.shape[1]:
-        raise SamplingError("the sigma-space sampler does not drive inpainting UNets (9 input channels) "
-                            "yet: use a diffusers scheduler")
+        raise SamplingError(
+            "the sigma-space sampler does not drive inpainting UNets (9 input channels) "
+            "yet: use a diffusers scheduler"
+        )
     fn = sampler_function(req.sampler)
     do_cfg = req.negative is not None and not math.isclose(req.cfg, 1.0)
     x = start_latents(req)
@@ -264,14 +291,26 @@ def run_k_loop(
     first_pos = req.positive[0].embeds
     first_neg = req.negative[0].embeds if do_cfg and req.negative else None
     # what conditions see as the UNet's prompt batch (they only join plain, one-prompt-a-side runs)
-    prompt = torch.cat([first_neg, first_pos]) if first_neg is not None and first_neg.shape == first_pos.shape \
+    prompt = (
+        torch.cat([first_neg, first_pos])
+        if first_neg is not None and first_neg.shape == first_pos.shape
         else first_pos
+    )
     setup = SamplingSetup(
-        unet=req.unet, device=x.device, dtype=x.dtype, batch_size=batch, do_cfg=do_cfg,
-        height=int(x.shape[-2]) * VAE_SCALE, width=int(x.shape[-1]) * VAE_SCALE, timesteps=timesteps,
-        num_steps=req.total_steps or len(timesteps), first_step=req.first_step, prompt_embeds=prompt,
-        added_cond_kwargs=_cat_added([*( [req.negative[0].added] if do_cfg and req.negative else []),
-                                      req.positive[0].added]),
+        unet=req.unet,
+        device=x.device,
+        dtype=x.dtype,
+        batch_size=batch,
+        do_cfg=do_cfg,
+        height=int(x.shape[-2]) * VAE_SCALE,
+        width=int(x.shape[-1]) * VAE_SCALE,
+        timesteps=timesteps,
+        num_steps=req.total_steps or len(timesteps),
+        first_step=req.first_step,
+        prompt_embeds=prompt,
+        added_cond_kwargs=_cat_added(
+            [*([req.negative[0].added] if do_cfg and req.negative else []), req.positive[0].added]
+        ),
     )
     units: list[Any] = []
     try:

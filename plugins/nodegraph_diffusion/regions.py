@@ -126,7 +126,9 @@ def crop(x: torch.Tensor, area: Box | None) -> torch.Tensor:
 def batches(entries: list[tuple[Entry, int]], height: int, width: int) -> list[list[tuple[Entry, int]]]:
     """Group (entry, side) pairs into UNet calls as `calc_cond_batch` does: same crop shape and token
     count go together, taken from the back of the matching list, so a plain call is [negative, positive]."""
-    todo = [(replace(e, area=None if e.area is None else clip_area(e.area, height, width)), s) for e, s in entries]
+    todo = [
+        (replace(e, area=None if e.area is None else clip_area(e.area, height, width)), s) for e, s in entries
+    ]
     calls: list[list[tuple[Entry, int]]] = []
 
     def shape(item: tuple[Entry, int]) -> tuple[Any, ...]:

@@ -49,8 +49,8 @@ def unet_family(unet: UNetHandle, positive: Conditioning | RegionalConditioning,
     for name, value in (("positive", positive), ("negative", negative)):
         for entry in () if value is None else region_entries(value):
             if entry.cond.family != family.name:
-                raise InputError(f"{name} conditioning comes from a '{entry.cond.family}' text encoder, but the "
-                                 f"UNet is {family.label} ('{family.name}'): encode the prompt with this "
+                raise InputError(f"{name} conditioning comes from a '{entry.cond.family}' text encoder, but "
+                                 f"the UNet is {family.label} ('{family.name}'): encode the prompt with this "
                                  "model's text_encoder", field=name)
     return family
 
@@ -61,7 +61,8 @@ def plain_conditioning(value: Conditioning | RegionalConditioning, name: str) ->
     if len(entries) == 1 and entries[0].area is None and entries[0].strength == 1.0:
         return entries[0].cond
     raise InputError(f"{name} is a regional conditioning ({len(entries)} entries, areas or strengths): it "
-                     "needs a sigma-space sampler, connect a diffusion.k_sampler as the scheduler", field=name)
+                     "needs a sigma-space sampler, connect a diffusion.k_sampler as the scheduler",
+                     field=name)
 
 
 @node("diffusion.sample", version="1.0.0", facts=family_facts.sample_facts)

@@ -44,7 +44,9 @@ def test_import_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 
 def test_validate_reads_comfyui_files() -> None:
     result = CliRunner().invoke(
-        app, ["validate", str(FIXTURES / "lora_single.json"), str(FIXTURES / "controlnet_advanced_sd35_canny.json")]
+        app,
+        ["validate", str(FIXTURES / "lora_single.json"),
+         str(FIXTURES / "controlnet_advanced_sd35_canny.json")],
     )
     assert result.exit_code == 2
     assert f"OK {FIXTURES / 'lora_single.json'}" in result.output

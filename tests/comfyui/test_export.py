@@ -29,6 +29,7 @@ SD15 = [
     "edge_subgraph_node_ids_dangling_node",
     "ui_img2img",
     "ui_controlnet_multi_pose_scribble",
+    "area_composition",
 ]
 
 

@@ -119,8 +119,8 @@ def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Pa
     assert (a - diffusers_euler.outputs["image"]["out"].pixels).abs().max().item() > 1e-3  # not diffusers'
 
 
-AREA = {"width": 128, "height": 128, "area_width": 64, "area_height": 64, "area_x": 0, "area_y": 32, "steps": 2,
-        "upscale_width": 160, "upscale_height": 160, "steps_2": 2}
+AREA = {"width": 128, "height": 128, "area_width": 64, "area_height": 64, "area_x": 0, "area_y": 32,
+        "steps": 2, "upscale_width": 160, "upscale_height": 160, "steps_2": 2}
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+from nodegraph_control.controlnet import prepare_image
+from nodegraph_control.units import ControlNetUnit
 from nodegraph_core.types import Image
 from nodegraph_diffusion.k_diffusion_import import k_sampling
 from nodegraph_diffusion.k_sampler_nodes import k_sampler
@@ -18,17 +20,20 @@ from nodegraph_diffusion.sampler_nodes import sample
 from nodegraph_diffusion.sigmas import model_sigmas
 from nodegraph_diffusion.types import Conditioning
 
-from nodegraph_control.controlnet import prepare_image
-from nodegraph_control.units import ControlNetUnit
-
 CFG, SEED, STEPS = 5.0, 21, 3
 MODEL = model_sigmas()
 
 
 @pytest.mark.parametrize("strength, end", [(0.8, 1.0), (1.2, 0.7)])
 def test_controlnet_in_the_k_sampler_equals_direct_calls(
-    strength: float, end: float, make_ctx: Any, tiny: dict[str, Any], embeds: Any, handle: Any,
-    load_control: Any, control_image: Any,
+    strength: float,
+    end: float,
+    make_ctx: Any,
+    tiny: dict[str, Any],
+    embeds: Any,
+    handle: Any,
+    load_control: Any,
+    control_image: Any,
 ) -> None:
     ctx = make_ctx()
     model = load_model(ctx, path="builtin:tinyworld")
@@ -36,8 +41,16 @@ def test_controlnet_in_the_k_sampler_equals_direct_calls(
     pixels = control_image(4)
     unit = ControlNetUnit(handle("tinyworld-pose"), Image(pixels), strength, 0.0, end)
     spec = k_sampler(model_scheduler=model.scheduler, sampler="euler", scheduler="karras")
-    common = {"unet": model.unet, "scheduler": spec, "positive": Conditioning(pos), "negative": Conditioning(neg),
-              "steps": STEPS, "cfg": CFG, "seed": SEED, "latents": empty_latents(width=64, height=64)}
+    common = {
+        "unet": model.unet,
+        "scheduler": spec,
+        "positive": Conditioning(pos),
+        "negative": Conditioning(neg),
+        "steps": STEPS,
+        "cfg": CFG,
+        "seed": SEED,
+        "latents": empty_latents(width=64, height=64),
+    }
     got = sample(ctx, conditions=[unit], **common).samples
 
     kd, unet, net = k_sampling(), tiny["unet"], load_control("tinyworld-pose")
@@ -51,8 +64,15 @@ def test_controlnet_in_the_k_sampler_equals_direct_calls(
         xc, t, emb = xx / (s**2 + 1.0) ** 0.5, MODEL.timestep(ss).float(), torch.cat([neg, pos])
         extra: dict[str, Any] = {}
         if (step + 1) / STEPS <= end:
-            down, mid = net(xc, t, encoder_hidden_states=emb, controlnet_cond=image, conditioning_scale=strength,
-                            guess_mode=False, return_dict=False)
+            down, mid = net(
+                xc,
+                t,
+                encoder_hidden_states=emb,
+                controlnet_cond=image,
+                conditioning_scale=strength,
+                guess_mode=False,
+                return_dict=False,
+            )
             extra = {"down_block_additional_residuals": list(down), "mid_block_additional_residual": mid}
         eps = unet(xc, t, encoder_hidden_states=emb, return_dict=False, **extra)[0]
         uncond, cond = (xx - eps.float() * s).chunk(2)
