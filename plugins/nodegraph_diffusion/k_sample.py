@@ -160,9 +160,14 @@ def sample_k(
         run = len(sigmas) - 1
         try:
             with ctx.progress(run, f"sampling {run} steps ({spec.sampler}, {spec.scheduler})") as advance:
-                out, extras = run_k_loop(
-                    request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled
-                )
+                done = [0]
+
+                def step(_i: int) -> None:  # dpm_adaptive reports its own, unforeseeable step count
+                    if done[0] < run:
+                        done[0] += 1
+                        advance(1)
+
+                out, extras = run_k_loop(request, ctx, on_step=step, check_cancelled=ctx.check_cancelled)
         except KDiffusionMissing as exc:
             raise InputError(str(exc), field="scheduler") from exc
         except SamplingError as exc:

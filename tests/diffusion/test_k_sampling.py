@@ -224,3 +224,28 @@ def test_unknown_names_are_input_errors(parts) -> None:
     with pytest.raises(InputError) as err:
         k_sampler(model_scheduler=parts[0].scheduler, scheduler="linear_quadratic")
     assert err.value.field == "scheduler"
+
+
+def test_progress_counts_steps_and_cancel_stops(ctx, parts) -> None:
+    """heun evaluates twice a step: progress still counts the run's steps; a cancel stops the run."""
+    from nodegraph.runtime.context import Cancelled
+
+    calls: list[tuple[str, Any]] = []
+
+    class Sink:
+        def start_task(self, node_id: str, description: str, total: int) -> str:
+            calls.append(("start", total))
+            return "task"
+
+        def advance(self, task: str, amount: int = 1) -> None:
+            calls.append(("advance", amount))
+
+        def finish_task(self, task: str) -> None:
+            calls.append(("finish", None))
+
+    ctx.run.progress_sink = Sink()
+    ours(ctx, parts, "heun", "karras", 3, seed=1)
+    assert calls == [("start", 3), ("advance", 1), ("advance", 1), ("advance", 1), ("finish", None)]
+    ctx.run.cancel_event.set()
+    with pytest.raises(Cancelled):
+        ours(ctx, parts, "euler", "karras", 3, seed=1)
