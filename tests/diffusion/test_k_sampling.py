@@ -249,3 +249,20 @@ def test_progress_counts_steps_and_cancel_stops(ctx, parts) -> None:
     ctx.run.cancel_event.set()
     with pytest.raises(Cancelled):
         ours(ctx, parts, "euler", "karras", 3, seed=1)
+
+
+def test_missing_k_diffusion_is_an_input_error_with_the_install_hint(ctx, parts, monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    from nodegraph.api import InputError
+    from nodegraph_diffusion.k_diffusion_import import PRIVATE
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, f"{PRIVATE}.sampling")
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "k_diffusion" else find_spec(name, *a)
+    )
+    with pytest.raises(InputError) as err:
+        ours(ctx, parts, "euler", "normal", 2, seed=1)
+    assert err.value.field == "scheduler" and "pip install --no-deps k-diffusion" in str(err.value)
