@@ -255,8 +255,9 @@ def test_missing_k_diffusion_is_an_input_error_with_the_install_hint(ctx, parts,
     import importlib.util
     import sys
 
-    from nodegraph.api import InputError
     from nodegraph_diffusion.k_diffusion_import import PRIVATE
+
+    from nodegraph.api import InputError
 
     find_spec = importlib.util.find_spec
     monkeypatch.delitem(sys.modules, f"{PRIVATE}.sampling")
