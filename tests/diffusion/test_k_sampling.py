@@ -267,3 +267,28 @@ def test_missing_k_diffusion_is_an_input_error_with_the_install_hint(ctx, parts,
     with pytest.raises(InputError) as err:
         ours(ctx, parts, "euler", "normal", 2, seed=1)
     assert err.value.field == "scheduler" and "pip install --no-deps k-diffusion" in str(err.value)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_noise_mask_blends_the_source_back_at_every_evaluation(ctx, parts, kd, external, unet, sampler) -> None:
+    """SetLatentNoiseMask in ComfyUI's KSamplerX0Inpaint: x = x·m + (source + noise·sigma)·(1 - m) going
+    in, out·m + source·(1 - m) coming out; its "ddim" (euler) uses fresh noise from seed + 1 there."""
+    source = torch.randn(SHAPE, generator=torch.Generator().manual_seed(6))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 1:5] = 1.0
+    got = ours(ctx, parts, sampler, "normal", 3, seed=4, latents=Latents(source, noise_mask=mask))
+    sigmas = ref_sigmas(kd, external, "normal", 3, "euler")
+    noise = comfy_noise(4)
+    kept_noise = comfy_noise(5) if sampler == "ddim" else noise
+    inner = comfy_denoiser(unet, parts[1].embeds, parts[2].embeds, CFG)
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        s = sigma.reshape(-1, 1, 1, 1)
+        x = x * mask + (kept_noise * s + source) * (1.0 - mask)
+        return inner(x, sigma) * mask + source * (1.0 - mask)
+
+    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) + source
+    with torch.no_grad():
+        want = kd.sample_euler(model, x, sigmas, disable=True)
+    assert float((got - want).abs().max()) == 0.0
+    assert torch.equal(got[..., :2, :], source[..., :2, :])  # outside the mask: the source, exactly
