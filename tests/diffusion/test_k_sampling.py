@@ -270,7 +270,7 @@ def test_missing_k_diffusion_is_an_input_error_with_the_install_hint(ctx, parts,
 
 
 @pytest.mark.parametrize("sampler", ["euler", "ddim"])
-def test_noise_mask_blends_the_source_back_at_every_evaluation(ctx, parts, kd, external, unet, sampler) -> None:
+def test_noise_mask_blends_the_source_back_each_call(ctx, parts, kd, external, unet, sampler) -> None:
     """SetLatentNoiseMask in ComfyUI's KSamplerX0Inpaint: x = x·m + (source + noise·sigma)·(1 - m) going
     in, out·m + source·(1 - m) coming out; its "ddim" (euler) uses fresh noise from seed + 1 there."""
     source = torch.randn(SHAPE, generator=torch.Generator().manual_seed(6))
