@@ -188,7 +188,8 @@ def run(
                         ram_budget=ram, cache_disk_mb=cache_disk_mb)
         if cache_note is not None:
             engine.cache.note(cache_note)
-        source = imported_source(graph, err)
+        dirs = model_dirs(models or [])
+        source = imported_source(graph, err, dirs)
         if source is not None and sweep_args.sweeps:
             raise NodegraphError(f"to sweep a workflow of another tool, import it first "
                                  f"(`nodegraph import comfyui {graph} -o graph.yaml`), then sweep graph.yaml")
@@ -196,9 +197,11 @@ def run(
         from_cwd = paths_from_cwd(plan, overrides)
         if from_cwd != overrides:
             plan = engine.load(source or graph, from_cwd, file=graph if source else None)
+        if source is not None:
+            importers.check(graph, plan.resolved, dirs)  # e.g. every model file it names exists
         show = not quiet and err.is_terminal
         options = RunOptions(out_dir=out, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                             model_dirs=model_dirs(models or []), show_progress=show, optimize=optimize)
+                             model_dirs=dirs, show_progress=show, optimize=optimize)
         advice = run_compile_advice(plan, options)
         if advice is not None:  # now, not after minutes of compiling
             err.print(f"[yellow]warning: {advice}[/yellow]", highlight=False, soft_wrap=True)
@@ -236,7 +239,7 @@ def run(
         stdout.print(f"wrote {out / 'report.json'}", highlight=False, soft_wrap=True)
 
 
-def imported_source(graph: Path, err: Any) -> dict[str, Any] | None:
+def imported_source(graph: Path, err: Any, dirs: tuple[Path, ...] = ()) -> dict[str, Any] | None:
     """The converted graph when `graph` is another tool's workflow (an importer recognises it), saying so."""
     found = importers.detect(graph)
     if found is None:
@@ -244,22 +247,28 @@ def imported_source(graph: Path, err: Any) -> dict[str, Any] | None:
     name, importer = found
     err.print(f"note: {graph} is a {importer.label}: running it through `nodegraph import {name}`",
               highlight=False, soft_wrap=True)
-    return importer.convert(graph)
+    return importers.convert(importer, graph, dirs)
 
 
 @app.command()
 def validate(
     ctx: typer.Context,
     graphs: Annotated[list[Path], typer.Argument(help="Graph files to check")],
+    models: Annotated[list[Path] | None, typer.Option(
+        "--models", help="Model folder (repeatable; also $NODEGRAPH_MODELS): with one, the model files "
+                         "an imported workflow names must be found there")] = None,
 ) -> None:
     """Check graphs without running them; prints OK per file or every problem (exit 2 if any)."""
     stdout, err = consoles()
     engine = Engine(registry_from(ctx))
     failed = False
+    dirs = model_dirs(models or [])
     for graph in graphs:
         try:
-            source = imported_source(graph, err)
-            engine.load(source or graph, file=graph if source else None)
+            source = imported_source(graph, err, dirs)
+            plan = engine.load(source or graph, file=graph if source else None)
+            if source is not None and dirs:  # where the models are is known: they must be there
+                importers.check(graph, plan.resolved, dirs)
         except NodegraphError as exc:
             from nodegraph.cli.output import problems_of
 

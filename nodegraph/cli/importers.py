@@ -2,8 +2,11 @@
 
 An importer is found through the entry-point group `nodegraph.importers` (name = the format, e.g.
 `comfyui`) and is any object with `detect(path) -> bool` (is this file mine?), `convert(path) ->
-dict` (a graph document; raises `NodegraphError` listing every problem) and `label` (what to call
-the format in messages); optionally `export(resolved_graph) -> dict` (the tool's own format).
+dict` (a graph document; raises `NodegraphError` listing every problem; it may also accept
+`model_dirs`, the run's model folders) and `label` (what to call the format in messages); optionally
+`export(resolved_graph) -> dict` (the tool's own format) and `check(resolved_graph, file, model_dirs)`
+(raises `NodegraphError` for what only the tool's conventions can check before a run, e.g. that every
+model file a workflow names exists).
 The engine never sees them: `run`, `validate`, `import` and `export` ask them.
 """
 
@@ -51,3 +54,20 @@ def detect(path: Path) -> tuple[str, Importer] | None:
         if importer.detect(path):
             return name, importer
     return None
+
+
+def convert(importer: Importer, path: Path, model_dirs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """`importer.convert(path)`, handing it the model folders when it takes them."""
+    import inspect
+
+    if "model_dirs" in inspect.signature(importer.convert).parameters:
+        return importer.convert(path, model_dirs=model_dirs)  # type: ignore[call-arg]
+    return importer.convert(path)
+
+
+def check(path: Path, resolved: dict[str, Any], model_dirs: tuple[Path, ...]) -> None:
+    """The importer's own pre-run check of a converted, resolved graph, when it has one."""
+    found = detect(path)
+    checker = getattr(found[1], "check", None) if found is not None else None
+    if checker is not None:
+        checker(resolved, path, model_dirs)

@@ -31,6 +31,9 @@ from typing import Any, Protocol
 
 import torch
 
+# where an installed IP-Adapter keeps its image projection (an IP-Adapter Plus Resampler has attention layers)
+IMAGE_PROJECTION = "encoder_hid_proj."
+
 
 @dataclass(frozen=True)
 class AttnCall:
@@ -155,7 +158,8 @@ class Installation:
             return
         current = dict(self.unet.attn_processors)
         for name, mine in self.wrappers.items():
-            current[name] = _unwrap(current.get(name), mine)
+            if name in current:  # a layer that left meanwhile (an IP-Adapter's projection) took `mine` along
+                current[name] = _unwrap(current[name], mine)
         self.unet.set_attn_processor(current)
         self.wrappers = {}
 
@@ -186,6 +190,8 @@ def install_hooks(
     current = dict(unet.attn_processors)
     wrappers: dict[str, HookedAttnProcessor] = {}
     for name, proc in current.items():
+        if name.startswith(IMAGE_PROJECTION):
+            continue  # an IP-Adapter Plus projection's own attention: not over the image's positions
         is_cross = name.endswith("attn2.processor")
         if layers == "all" or (layers == "cross") == is_cross:
             wrappers[name] = HookedAttnProcessor(proc, hook, name, latent_hw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodegraph_comfyui.classes_images import image_mappings
 from nodegraph_comfyui.conditioning_classes import conditioning_mappings
 from nodegraph_comfyui.convert import ClassMapping, Clip, Cond, Converter, Model
 from nodegraph_comfyui.samplers import k_sampler_settings, scheduler_settings
@@ -194,9 +195,16 @@ def _save(cv: Converter, n: WfNode, preview: bool = False) -> list[Any]:
     return []
 
 
+def _image_name(cv: Converter, value: Any) -> Any:
+    return cv.input_file(value) if isinstance(value, str) else value
+
+
 def _load_image(cv: Converter, n: WfNode) -> list[Any]:
     path = cv.param(
-        "image", cv.literal(n, "image"), "Input image (relative to the workflow file)", type="path"
+        "image",
+        _image_name(cv, cv.literal(n, "image")),
+        "Input image (beside the workflow file, else in ComfyUI's input/ folder)",
+        type="path",
     )
     name = cv.add("load_image", "core.load_image", path=path)
 
@@ -280,34 +288,6 @@ def _latent_upscale(cv: Converter, n: WfNode, by: bool = False) -> list[Any]:
     ]
 
 
-def _image_scale(cv: Converter, n: WfNode) -> list[Any]:
-    image = cv.input(n, "image")
-    method = {
-        "nearest-exact": "nearest",
-        "bilinear": "bilinear",
-        "bicubic": "bicubic",
-        "lanczos": "lanczos",
-    }.get(str(cv.literal(n, "upscale_method", "nearest-exact")))
-    if method is None or cv.literal(n, "crop", "disabled") != "disabled":
-        cv.problem(
-            n,
-            "only upscale_method nearest-exact/bilinear/bicubic/lanczos without crop is supported",
-            "upscale_method",
-        )
-        return [None]
-    return [
-        "@"
-        + cv.add(
-            "resized",
-            "core.resize",
-            image=image,
-            method=method,
-            width=cv.literal(n, "width", 512),
-            height=cv.literal(n, "height", 512),
-        )
-    ]
-
-
 def _set_noise_mask(cv: Converter, n: WfNode) -> list[Any]:
     latents, mask = cv.input(n, "samples"), cv.input(n, "mask")
     return ["@" + cv.add("masked", "diffusion.set_mask", latents=latents, mask=mask, binarize=False)]
@@ -320,13 +300,14 @@ def _mapping(
 
 
 def core_mappings() -> list[ClassMapping]:
-    """Every ComfyUI class the built-in packs serve."""
+    """Every ComfyUI class the built-in packs serve (the image, mask and upscale ones: classes_images)."""
     return [
+        *image_mappings(),
         _mapping(
             "CheckpointLoaderSimple",
             _checkpoint,
             "diffusion.load_model",
-            "SD1.x single files or diffusers folders",
+            "SD1.x and SDXL (base, refiner) single files or diffusers folders",
         ),
         _mapping("VAELoader", _vae_loader, "diffusion.load_vae"),
         _mapping("LoraLoader", _lora, "diffusion.load_lora"),
@@ -396,6 +377,5 @@ def core_mappings() -> list[ClassMapping]:
         _mapping(
             "LatentUpscaleBy", lambda cv, n: _latent_upscale(cv, n, by=True), "diffusion.latent_upscale"
         ),
-        _mapping("ImageScale", _image_scale, "core.resize", "nearest-exact read as nearest"),
         _mapping("SetLatentNoiseMask", _set_noise_mask, "diffusion.set_mask"),
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nodegraph.api import NodegraphError
@@ -84,8 +85,11 @@ class Converter:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # workflow id -> "positive" / "negative"
+    origins: dict[str, str] = field(default_factory=dict)  # emitted node -> the workflow node it serves
+    input_dirs: tuple[Path, ...] = ()  # ComfyUI input/ folders, searched for LoadImage's files
     _values: dict[str, list[Any]] = field(default_factory=dict)
     _active: set[str] = field(default_factory=set)
+    _stack: list[str] = field(default_factory=list)
 
     # -- used by the mappings -------------------------------------------------------------
     def add(self, hint: str, type_name: str, **inputs: Any) -> str:
@@ -97,7 +101,19 @@ class Converter:
         while name in self.nodes:
             name, n = f"{base}_{n}", n + 1
         self.nodes[name] = {"type": type_name, **{k: v for k, v in inputs.items() if v is not None}}
+        if self._stack:
+            self.origins[name] = self._stack[-1]
         return name
+
+    def input_file(self, name: str) -> str:
+        """An input image's path: as given when it is beside the workflow (or absolute), else the first
+        ComfyUI input/ folder holding it (absolute), else as given (the loader then reports it)."""
+        given = Path(name).expanduser()
+        base = Path(self.flow.file).parent if self.flow.file else Path.cwd()
+        if given.is_absolute() or (base / given).exists():
+            return name
+        found = next((d / given for d in self.input_dirs if (d / given).is_file()), None)
+        return str(found.resolve()) if found is not None else name
 
     def param(self, key: str, value: Any, description: str, **decl: Any) -> str:
         """Lift a literal into a param (`key`, else `key_2`, ...) and return its `$ref`."""
@@ -182,10 +198,12 @@ class Converter:
         if mapping is None:
             return None  # reported once for all unknown classes (run())
         self._active.add(node.id)
+        self._stack.append(node.id)
         try:
             outputs = mapping.convert(self, node)
         finally:
             self._active.discard(node.id)
+            self._stack.pop()
         self._values[node.id] = outputs
         return outputs
 

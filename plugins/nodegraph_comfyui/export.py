@@ -13,11 +13,15 @@ import re
 from typing import Any
 
 from nodegraph_comfyui.convert import ConversionError
+from nodegraph_comfyui.export_images import HANDLERS as IMAGE_HANDLERS
+from nodegraph_comfyui.export_images import OUTPUT_SLOTS as IMAGE_SLOTS
+from nodegraph_comfyui.export_images import sdxl_encode
 from nodegraph_comfyui.samplers import SAMPLERS
 
 OUTPUT_SLOTS: dict[str, dict[str, int]] = {
     "diffusion.load_model": {"unet": 0, "text_encoder": 1, "vae": 2},
     "diffusion.load_lora": {"unet": 0, "text_encoder": 1},
+    **IMAGE_SLOTS,
 }
 _SAMPLER_NAMES = {ours: theirs for theirs, ours in reversed(list(SAMPLERS.items()))}
 
@@ -29,6 +33,7 @@ class _Exporter:
         self.ids: dict[str, str] = {}
         self.shared: dict[tuple[Any, ...], str] = {}
         self.problems: list[str] = []
+        self.slot_of: dict[str, int] = {}  # node name -> the output slot its links take (set by handlers)
 
     def new(self, class_type: str, **inputs: Any) -> str:
         node_id = str(len(self.prompt) + 1)
@@ -45,7 +50,7 @@ class _Exporter:
         if node_id is None:
             return None
         slots = OUTPUT_SLOTS.get(self.nodes[name]["type"], {})
-        return [node_id, slots.get(output, 0)]
+        return [node_id, self.slot_of.get(name, slots.get(output, 0))]
 
     def emit(self, name: str) -> str | None:
         if name in self.ids:
@@ -68,7 +73,7 @@ def _encode(ex: _Exporter, name: str, node: dict[str, Any]) -> str:
         if key not in ex.shared:
             ex.shared[key] = ex.new("CLIPSetLastLayer", clip=clip, stop_at_clip_layer=-1 - skip)
         clip = [ex.shared[key], 0]
-    return ex.new("CLIPTextEncode", text=node.get("text", ""), clip=clip)
+    return sdxl_encode(ex, node, clip) or ex.new("CLIPTextEncode", text=node.get("text", ""), clip=clip)
 
 
 def _schedule(ex: _Exporter, name: str, ref: Any) -> tuple[str, str]:
@@ -231,6 +236,7 @@ _HANDLERS: dict[str, Any] = {
     "diffusion.zero_out": lambda ex, name, n: ex.new(
         "ConditioningZeroOut", conditioning=ex.link(n["conditioning"], name)
     ),
+    **IMAGE_HANDLERS,
 }
 _SKIPPED = {"diffusion.scheduler", "diffusion.k_sampler", "control.controlnet"}  # folded into the sampler
 

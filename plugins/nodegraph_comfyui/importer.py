@@ -16,6 +16,7 @@ from typing import Any
 
 from nodegraph_comfyui.classes import core_mappings
 from nodegraph_comfyui.convert import ClassMapping, ConversionError, Converter
+from nodegraph_comfyui.model_check import check_models, input_dirs
 from nodegraph_comfyui.unsupported import KNOWN_ELSEWHERE
 from nodegraph_comfyui.workflow import Workflow, detect, load_data, read_workflow
 
@@ -74,18 +75,21 @@ def read(path: Path, mappings: Mappings | None = None) -> Workflow:
     return read_workflow(load_data(Path(path)), widgets, str(path))
 
 
-def import_workflow(path: Path, mappings: Mappings | None = None) -> dict[str, Any]:
-    """A nodegraph graph document for a ComfyUI workflow file.
+def import_workflow(
+    path: Path, mappings: Mappings | None = None, model_dirs: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """A nodegraph graph document for a ComfyUI workflow file; input images not beside it are looked
+    up in the `input/` folder of a ComfyUI root among `model_dirs` (as ComfyUI's LoadImage reads them).
 
     Raises `ConversionError` listing every problem, `NodegraphError` for an unreadable file."""
     mappings = mappings or collect()
     flow = read(path, mappings)
-    return convert_workflow(flow, mappings)
+    return convert_workflow(flow, mappings, input_dirs(tuple(model_dirs)))
 
 
-def convert_workflow(flow: Workflow, mappings: Mappings) -> dict[str, Any]:
+def convert_workflow(flow: Workflow, mappings: Mappings, inputs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A nodegraph graph document for a workflow in API form."""
-    converter = Converter(flow, mappings.classes, KNOWN_ELSEWHERE)
+    converter = Converter(flow, mappings.classes, KNOWN_ELSEWHERE, input_dirs=inputs)
     converter.run()
     if converter.problems:
         raise ConversionError(converter.problems)
@@ -99,7 +103,14 @@ def convert_workflow(flow: Workflow, mappings: Mappings) -> dict[str, Any]:
         "params": converter.params,
         "nodes": converter.nodes,
         "metadata": {
-            "comfyui": {"file": name, "format": flow.format, "classes": used, "notes": list(mappings.notes)}
+            "comfyui": {
+                "file": name,
+                "format": flow.format,
+                "classes": used,
+                "notes": list(mappings.notes),
+                # which workflow node each nodegraph node serves (for messages naming both)
+                "nodes": {k: [v, flow.nodes[v].class_type] for k, v in converter.origins.items()},
+            }
         },
     }
     return graph
@@ -114,8 +125,12 @@ class _CliImporter:
     def detect(self, path: Path) -> bool:
         return is_comfyui(path)
 
-    def convert(self, path: Path) -> dict[str, Any]:
-        return import_workflow(path)
+    def convert(self, path: Path, model_dirs: tuple[Path, ...] = ()) -> dict[str, Any]:
+        return import_workflow(path, model_dirs=model_dirs)
+
+    def check(self, resolved: dict[str, Any], file: Path | None, model_dirs: tuple[Path, ...]) -> None:
+        """Every model file the resolved graph names must be found (before anything runs)."""
+        check_models(resolved, file, model_dirs)
 
     def export(self, resolved: dict[str, Any]) -> dict[str, Any]:
         from nodegraph_comfyui.export import export_graph

@@ -22,7 +22,7 @@ import torch
 from nodegraph_diffusion.conditions import SamplingSetup, StepInput
 
 from nodegraph.api import InputError, NodeContext
-from nodegraph_control.models import use_control_model
+from nodegraph_control.models import check_family, use_control_model
 from nodegraph_control.units import ControlNetUnit  # the port type; kept importable from here
 
 VAE_SCALE_FACTOR = 8
@@ -71,6 +71,7 @@ class ActiveControlNet:
             self.model = self._stack.enter_context(
                 use_control_model(ctx, unit.model, "controlnet", setup.device, setup.dtype)
             )
+            check_family(setup.unet, self.model, unit.model, "controlnet")
             self.guess_mode = bool(unit.guess_mode or self.model.config.global_pool_conditions)
             self.image = prepare_image(
                 unit.image.pixels,

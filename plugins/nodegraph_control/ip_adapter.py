@@ -196,11 +196,14 @@ def install_ip_adapter(
                 f"the ip_adapter unit's block_scales {scale!r} do not fit this UNet: {exc}",
                 field="conditions",
             ) from exc
-        # wrappers that were there (attention hooks) go back on top, the IP processors beneath them
+        # wrappers that were there (attention hooks) go back on top, the IP processors beneath them;
+        # a Plus projection (a Resampler) brings attention layers of its own: they stay as loaded
         unet.set_attn_processor(
             {
-                name: _put_under(top, installation.installed.get(name, installation.bases[name]))
-                for name, top in before.items()
+                name: _put_under(before[name], installation.installed.get(name, installation.bases[name]))
+                if name in before
+                else processor
+                for name, processor in unet.attn_processors.items()
             }
         )
     except BaseException:

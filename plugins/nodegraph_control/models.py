@@ -210,6 +210,21 @@ def _state(path: Path, ctx: NodeContext | None, allow_pickle: bool) -> dict[str,
     return load_file(str(path))
 
 
+def check_family(unet: Any, model: Any, handle: ControlModelHandle, kind: str) -> None:
+    """Refuse a control model made for another model family than the sampler's UNet (both told by their
+    configs), before any step: it would fail mid-run with a shape error. `nodegraph validate` already
+    says so for graphs whose files it can read (family_facts); this covers library use and the rest."""
+    from nodegraph_diffusion.families import config_family
+
+    theirs, ours = config_family(dict(model.config)), config_family(dict(unet.config))
+    if theirs is not None and ours is not None and theirs.name != ours.name:
+        raise InputError(
+            f"{KINDS[kind]} '{handle.path}' is made for {theirs.label} models, but the sampler's UNet is "
+            f"{ours.label}: use a {KINDS[kind]} made for {ours.label}",
+            field="conditions",
+        )
+
+
 @contextmanager
 def use_control_model(
     ctx: NodeContext | None, handle: ControlModelHandle, kind: str, device: Any, dtype: Any

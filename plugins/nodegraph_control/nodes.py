@@ -122,7 +122,7 @@ def load_controlnet(
     return ControlNetHandle(**describe(where, ctx, "controlnet", _config(ctx, config)))
 
 
-@node("control.load_t2i_adapter", version="1.0.0")
+@node("control.load_t2i_adapter", version="1.0.0", facts=family_facts.adapter_facts)
 def load_t2i_adapter(
     ctx: NodeContext,
     path: Annotated[
@@ -175,7 +175,7 @@ def controlnet(
     return ControlNetUnit(model, image, float(strength), float(start), float(end), bool(guess_mode))
 
 
-@node("control.t2i_adapter", version="1.0.0")
+@node("control.t2i_adapter", version="1.0.0", facts=family_facts.unit_facts)
 def t2i_adapter(
     model: Annotated[AdapterHandle, Field(description="The T2I-Adapter (control.load_t2i_adapter)")],
     image: Annotated[Image, Field(description="Control image for the adapter")],
@@ -193,7 +193,7 @@ def t2i_adapter(
     return AdapterUnit(model, image, float(weight), float(end))
 
 
-@node("control.load_ip_adapter", version="1.0.0")
+@node("control.load_ip_adapter", version="1.0.0", facts=family_facts.ip_adapter_facts)
 def load_ip_adapter(
     ctx: NodeContext,
     path: Annotated[
@@ -231,7 +231,7 @@ def encode_ip_image(
     return encode_reference(model, image, ctx, ctx.device, ctx.dtype)
 
 
-@node("control.ip_adapter", version="1.0.0")
+@node("control.ip_adapter", version="1.0.0", facts=family_facts.unit_facts)
 def ip_adapter(
     model: Annotated[IPAdapterHandle, Field(description="The IP-Adapter (control.load_ip_adapter)")],
     embeds: Annotated[IPImageEmbeds, Field(description="Encoded reference image (control.encode_ip_image)")],

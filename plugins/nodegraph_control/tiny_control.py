@@ -6,9 +6,14 @@
 - `build_tiny_adapter(unet, seed)`: a full T2I-Adapter whose feature maps match the UNet's down
   blocks (channels = the UNet's `block_out_channels`, pixel-unshuffle by 8 = the VAE's downscale, so
   the first map has the latent size and each next one is halved like the UNet's).
+- `build_tiny_adapter_xl(unet, seed)`: a T2I-Adapter-XL (`full_adapter_xl`) for an SDXL UNet. SDXL's
+  UNet takes the adapter's maps after its first down block (already downsampled: pixel-unshuffle by
+  16, one latent cell per 2x2) and at the end of each later down block; the XL adapter halves its maps
+  once only, at its third block. For the tiny SDXL UNet (two down blocks, 32 and 64 channels) that
+  is two maps of the same size, channels (32, 64).
 Weights depend only on the seed. Regenerate the committed folders with
 `python -m nodegraph_control.tiny_control build` (builtin/tinyworld-pose, -edge, -adapter, and
-builtin/tinyxl-edge for the tiny SDXL).
+builtin/tinyxl-edge, tinyxl-adapter for the tiny SDXL).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ BUILTIN_DIR = Path(__file__).resolve().parents[1] / "nodegraph_diffusion" / "bui
 COND_CHANNELS = (8, 16, 16, 32)  # 3 stride-2 convs: pixels / 8 = latent size, like the VAE
 SEEDS = {"tinyworld-pose": 101, "tinyworld-edge": 202, "tinyworld-adapter": 303}
 XL_SEEDS = {"tinyxl-edge": 404}  # ControlNets of the tiny random SDXL (builtin:tinyxl)
+XL_ADAPTER_SEEDS = {"tinyxl-adapter": 505}  # its T2I-Adapter-XL
+XL_ADAPTER_DOWNSCALE = 16  # T2I-Adapter-XL's pixel-unshuffle: maps at half the latent size, like SDXL's
 
 
 def _fill(
@@ -73,6 +80,27 @@ def build_tiny_adapter(unet: Any, seed: int) -> Any:
     return adapter.eval()
 
 
+def build_tiny_adapter_xl(unet: Any, seed: int, in_channels: int = 3) -> Any:
+    """A T2I-Adapter-XL (`full_adapter_xl`) whose maps fit an SDXL `unet`'s down blocks, from `seed`.
+
+    The real adapter has 4 maps (320, 640, 1280, 1280) for SDXL's three down blocks and its mid block;
+    a UNet whose last down block is as wide as its mid block gets one map per down block here (the
+    UNet adds a map to the mid block only if one is left and its shape fits). `in_channels=1` makes
+    it like the canny/sketch adapters, which read a greyscale image."""
+    from diffusers import T2IAdapter
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    adapter = T2IAdapter(
+        in_channels=in_channels,
+        channels=list(unet.config.block_out_channels),
+        num_res_blocks=1,
+        downscale_factor=XL_ADAPTER_DOWNSCALE,
+        adapter_type="full_adapter_xl",
+    )
+    _fill(list(adapter.named_parameters()), generator, 1.0)
+    return adapter.eval()
+
+
 def tiny_unet() -> Any:
     """The built-in tiny UNet, loaded from its committed folder."""
     from diffusers import UNet2DConditionModel
@@ -100,7 +128,8 @@ def save_builtin(root: Path = BUILTIN_DIR) -> list[Path]:
 
 
 def save_builtin_xl(root: Path = BUILTIN_DIR) -> list[Path]:
-    """Write tinyxl-edge: an SDXL ControlNet (`text_time` added embedding) of the tiny SDXL's UNet."""
+    """Write tinyxl-edge (an SDXL ControlNet: `text_time` added embedding) and tinyxl-adapter (a
+    T2I-Adapter-XL) of the tiny SDXL's UNet."""
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(BUILTIN_DIR / "tinyxl", subfolder="unet",
@@ -110,6 +139,11 @@ def save_builtin_xl(root: Path = BUILTIN_DIR) -> list[Path]:
         if (root / name).exists():
             shutil.rmtree(root / name)
         build_tiny_controlnet(unet, seed).save_pretrained(root / name, safe_serialization=True)
+        written.append(root / name)
+    for name, seed in XL_ADAPTER_SEEDS.items():
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+        build_tiny_adapter_xl(unet, seed).save_pretrained(root / name, safe_serialization=True)
         written.append(root / name)
     return written
 

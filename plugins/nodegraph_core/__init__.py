@@ -7,7 +7,9 @@ from nodegraph.api import hookimpl
 
 @hookimpl
 def nodegraph_register(registry: object) -> None:
-    from nodegraph_core import image_nodes, value_nodes
+    from nodegraph_core import image_nodes, mask_nodes, scale_nodes, value_nodes
 
     registry.add_module(value_nodes)  # type: ignore[attr-defined]
     registry.add_module(image_nodes)  # type: ignore[attr-defined]
+    registry.add_module(mask_nodes)  # type: ignore[attr-defined]
+    registry.add_module(scale_nodes)  # type: ignore[attr-defined]

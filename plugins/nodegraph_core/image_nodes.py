@@ -52,18 +52,24 @@ def load_image(
     return Image(pixels)
 
 
-@node("core.load_mask", version="1.0.0")
+# 1.1: red/green/blue channels (ComfyUI's LoadImageMask)
+@node("core.load_mask", version="1.1.0")
 def load_mask(
     ctx: NodeContext,
     path: Annotated[InputFile, Field(description="Mask image, relative to the graph file; white = repaint")],
-    channel: Annotated[Literal["luminance", "alpha"],
-                       Field(description="Use the grey level or the alpha channel")] = "luminance",
+    channel: Annotated[Literal["luminance", "alpha", "red", "green", "blue"],
+                       Field(description="Use the grey level, the alpha channel or one colour channel")]
+    = "luminance",
 ) -> Mask:
-    """Load a mask (B=1, 1 channel) from an image's grey level or alpha channel."""
+    """Load a mask (B=1, 1 channel) from an image's grey level, alpha or one colour channel."""
     import torch
 
-    pixels = torch.from_numpy(_open(ctx, path, "L" if channel == "luminance" else "A"))
-    return Mask(pixels[None, None].contiguous())
+    if channel in ("red", "green", "blue"):
+        rgb = _open(ctx, path, "RGBA")  # ComfyUI's LoadImageMask reads the channel of the RGBA image
+        plane = rgb[..., ("red", "green", "blue").index(channel)]
+    else:
+        plane = _open(ctx, path, "L" if channel == "luminance" else "A")
+    return Mask(torch.from_numpy(plane.copy())[None, None].contiguous())
 
 
 def _png_paths(path: str, batch: int, labels: tuple[str, ...] = ()) -> list[str]:

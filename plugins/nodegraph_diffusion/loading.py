@@ -298,11 +298,13 @@ def component_key(source: ModelSource, component: str) -> str:
     return f"{source.fingerprint}:{component}{extra}"
 
 
-def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: NodeContext) -> None:
-    """Make exactly `loras` active on `model` at their weights for `part` ('unet'|'text_encoder')."""
+def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, source: ModelSource,
+                 ctx: NodeContext) -> None:
+    """Make exactly `loras` active on `model` at their weights for `part` (a component name), read
+    the way the source's family reads LoRA files."""
     from nodegraph_diffusion.lora import activate_loras
 
-    activate_loras(model, loras, part, ctx)
+    activate_loras(model, loras, part, family_named(source.family), ctx)
 
 
 @contextmanager
@@ -313,7 +315,7 @@ def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
     source = handle.source
     key = component_key(source, "unet")
     with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype) as unet:
-        _apply_loras(unet, handle.loras, "unet", ctx)
+        _apply_loras(unet, handle.loras, "unet", source, ctx)
         yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 
 
@@ -323,15 +325,16 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str
     """(tokenizer, text encoder) of the handle, LoRAs active, pinned for the block.
 
     `component`/`tokenizer_component` pick one encoder of a family with several (SDXL's
-    text_encoder_2 and tokenizer_2); LoRAs apply to the first encoder only."""
+    text_encoder_2 and tokenizer_2); LoRAs apply to each encoder the family lists in
+    `lora_components`."""
     source = handle.source
     with ctx.resources.use(component_key(source, tokenizer_component),
                            lambda: load_tokenizer(source, tokenizer_component)) as tokenizer, \
             ctx.resources.use(component_key(source, component),
                               lambda: load_text_encoder(source, ctx, component),
                               device=ctx.device, dtype=ctx.dtype) as encoder:
-        if component == "text_encoder":
-            _apply_loras(encoder, handle.loras, "text_encoder", ctx)
+        if component in family_named(source.family).lora_components:
+            _apply_loras(encoder, handle.loras, component, source, ctx)
         yield tokenizer, encoder
 
 

@@ -1,20 +1,25 @@
 """LoRA files -> peft adapters on resident models, activated per use with per-handle weights.
 
-Reading and injecting is diffusers' and peft's job: `StableDiffusionPipeline.lora_state_dict` reads
-diffusers/peft-format files and converts Kohya/A1111 ones (`lora_unet_...`, `lora_te_...`, `.alpha`),
-and `load_lora_into_unet`/`load_lora_into_text_encoder` inject peft layers — the very calls
-`load_lora_weights` makes, minus the pipeline object (whose `scale` state leaks between calls, see
-DESIGN). Each file becomes one named adapter per resident model, loaded once; changing a weight only
-calls `set_adapters`, so the base model is never reloaded. LyCORIS LoHa/LoKr files take the same
-route as peft LoHa/LoKr adapters (lycoris.py).
+Reading and injecting is diffusers' and peft's job: the family's LoRA pipeline class
+(`StableDiffusionPipeline` for SD1.x, `StableDiffusionXLPipeline` for SDXL: `ModelFamily.lora_pipeline`)
+reads diffusers/peft-format files and converts Kohya/A1111 ones (`lora_unet_...`, `lora_te_...`,
+`lora_te1_`/`lora_te2_`, `.alpha`; SDXL's original-layout block names with the UNet's config) in
+`lora_state_dict`, and its `load_lora_into_unet`/`load_lora_into_text_encoder` inject peft layers —
+the very calls `load_lora_weights` makes, minus the pipeline object (whose `scale` state leaks between
+calls, see DESIGN). Each file becomes one named adapter per resident model (UNet and each of the
+family's `lora_components` text encoders), loaded once; changing a weight only calls `set_adapters`, so
+the base model is never reloaded. LyCORIS LoHa/LoKr files take the same route as peft LoHa/LoKr
+adapters (lycoris.py).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.families.base import ModelFamily
 from nodegraph_diffusion.types import LoraPatch
 
 _ABSENT_ATTR = "_nodegraph_lora_absent"  # adapters whose file has no weights for this model
@@ -31,9 +36,13 @@ def lora_file(path: Path) -> Path:
     return files[0]
 
 
-def read_lora(path: Path, ctx: NodeContext) -> tuple[dict[str, Any], Any, Any]:
-    """(state_dict, network_alphas, metadata) in diffusers naming, whatever the file's format."""
-    from diffusers import StableDiffusionPipeline
+def read_lora(path: Path, ctx: NodeContext, family: ModelFamily,
+              unet_config: Any = None) -> tuple[dict[str, Any], Any, Any]:
+    """(state_dict, network_alphas, metadata) in diffusers naming, whatever the file's format.
+
+    `unet_config` (the UNet's) lets a family whose Kohya files use original-layout block names
+    (`family.lora_sgm_names`) have them mapped, as its pipeline's `load_lora_weights` does."""
+    import diffusers
 
     from nodegraph_diffusion.loading import read_shapes, read_state_dict
 
@@ -42,8 +51,10 @@ def read_lora(path: Path, ctx: NodeContext) -> tuple[dict[str, Any], Any, Any]:
         source: Any = str(path)
     else:
         source = read_state_dict(path, ctx)
+    extra = {"unet_config": unet_config} if family.lora_sgm_names and unet_config is not None else {}
+    reader = getattr(diffusers, family.lora_pipeline)
     try:
-        state, alphas, metadata = StableDiffusionPipeline.lora_state_dict(source, return_lora_metadata=True)
+        state, alphas, metadata = reader.lora_state_dict(source, return_lora_metadata=True, **extra)
     except (ValueError, KeyError) as exc:
         raise InputError(f"'{path}' is not a LoRA file diffusers understands: {exc}", field="path") from exc
     if not state or not all("lora" in k for k in state):
@@ -56,7 +67,7 @@ def _loaded_adapters(model: Any) -> set[str]:
     return set(getattr(model, "peft_config", None) or {})
 
 
-def _load_lycoris(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> bool:
+def _load_lycoris(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> bool:
     """Load a LyCORIS LoHa/LoKr file as a peft adapter (lycoris.py); False if the file is no such file."""
     from nodegraph_diffusion.loading import read_shapes, read_state_dict
     from nodegraph_diffusion.lycoris import load_lycoris_adapter, lycoris_kind
@@ -64,36 +75,83 @@ def _load_lycoris(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> 
     path = Path(patch.path)
     if lycoris_kind(list(read_shapes(path, ctx))) is None:
         return False
-    load_lycoris_adapter(model, read_state_dict(path, ctx), part, patch.name, path)
+    state = read_state_dict(path, ctx)
+    if family.lora_sgm_names and part == "unet":
+        from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
+
+        state = _maybe_map_sgm_blocks_to_diffusers(dict(state), model.config)
+    load_lycoris_adapter(model, state, part, patch.name, path)
     return True
 
 
-def _load_lora(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> None:
-    from diffusers import StableDiffusionPipeline
+def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> tuple[list[str], int]:
+    """(the UNet layers a LoRA state dict (diffusers naming, `unet.` prefix) names that `unet` lacks,
+    how many UNet layers it names in all).
 
-    state, alphas, metadata = read_lora(Path(patch.path), ctx)
-    if part == "unet":
-        StableDiffusionPipeline.load_lora_into_unet(
-            state, network_alphas=alphas, unet=model, adapter_name=patch.name, metadata=metadata
-        )
-    else:
-        StableDiffusionPipeline.load_lora_into_text_encoder(
-            state, network_alphas=alphas, text_encoder=model, lora_scale=1.0, adapter_name=patch.name,
-            metadata=metadata,
-        )
+    diffusers only warns about such keys and loads the rest, so an SD1.x LoRA on an SDXL UNet would
+    quietly patch the few layers whose names happen to exist in both. The keys go through diffusers'
+    own conversion to peft names first, as `load_lora_adapter` does."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    own = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    if not own:
+        return [], 0
+    if "lora_A" not in next(iter(own)):
+        own = convert_unet_state_dict_to_peft(own)
+    named = {k.split(".lora_")[0] for k in own if ".lora_" in k}
+    layers = {re.sub(r"\.base_layer\b", "", name) for name, _ in unet.named_modules()}
+    return sorted(named - layers), len(named)
 
 
-def _load_adapter(model: Any, patch: LoraPatch, part: str, ctx: NodeContext) -> None:
-    if not _load_lycoris(model, patch, part, ctx):
-        _load_lora(model, patch, part, ctx)
+def _check_unet_layers(unet: Any, state: dict[str, Any], path: Path, family: ModelFamily) -> None:
+    """Refuse a LoRA naming UNet layers this UNet lacks: most likely another family's file, and a
+    LoRA half applied (what diffusers does, with a warning) is not the picture its author made."""
+    missing, named = unplaced_unet_layers(unet, state)
+    if missing:
+        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} UNet: "
+                         f"{len(missing)} of its {named} UNet layers are not in it (e.g. "
+                         f"{', '.join(missing[:2])}); a LoRA for another model family?")
+
+
+def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> None:
+    import diffusers
+
+    path = Path(patch.path)
+    loader = getattr(diffusers, family.lora_pipeline)
+    try:
+        if part == "unet":
+            state, alphas, metadata = read_lora(path, ctx, family, model.config)
+            _check_unet_layers(model, state, path, family)
+            loader.load_lora_into_unet(
+                state, network_alphas=alphas, unet=model, adapter_name=patch.name, metadata=metadata
+            )
+        else:  # text-encoder keys are not remapped: no UNet config needed
+            state, alphas, metadata = read_lora(path, ctx, family)
+            loader.load_lora_into_text_encoder(
+                state, network_alphas=alphas, text_encoder=model, prefix=part, lora_scale=1.0,
+                adapter_name=patch.name, metadata=metadata,
+            )
+    except RuntimeError as exc:  # load_state_dict: same layer names, other shapes (diffusers undoes the rest)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((line for line in lines if "size mismatch" in line), lines[0] if lines else "")
+        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} model's "
+                         f"{part} (a LoRA for another model family?): {why}") from exc
+
+
+def _load_adapter(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> None:
+    if not _load_lycoris(model, patch, part, family, ctx):
+        _load_lora(model, patch, part, family, ctx)
     if patch.name not in _loaded_adapters(model):
         absent = getattr(model, _ABSENT_ATTR, set())
         absent.add(patch.name)
         setattr(model, _ABSENT_ATTR, absent)
 
 
-def activate_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: NodeContext) -> None:
-    """Make exactly `loras` active on `model` ('unet' or 'text_encoder') at their weights for that part.
+def activate_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, family: ModelFamily,
+                   ctx: NodeContext) -> None:
+    """Make exactly `loras` active on `model` (the component `part`: 'unet' or one of the family's text
+    encoders) at their weights for that part: `unet_weight`, else `text_encoder_weight` (every text
+    encoder alike, as diffusers' `set_adapters` with one weight and ComfyUI's strength_clip do).
 
     Weight-0 patches are left out; with none left every adapter is disabled, which gives the base
     model's output exactly. The same file listed twice adds its weights.
@@ -105,7 +163,7 @@ def activate_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, ctx: Nod
             continue
         absent = getattr(model, _ABSENT_ATTR, set())
         if patch.name not in _loaded_adapters(model) and patch.name not in absent:
-            _load_adapter(model, patch, part, ctx)
+            _load_adapter(model, patch, part, family, ctx)
         if patch.name in _loaded_adapters(model):
             weights[patch.name] = weights.get(patch.name, 0.0) + float(weight)
     if not _loaded_adapters(model):

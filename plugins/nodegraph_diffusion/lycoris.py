@@ -28,7 +28,8 @@ from nodegraph.api import InputError
 LOHA_PARAMS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 LOKR_PARAMS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 UNSUPPORTED = ("hada_t1", "hada_t2", "lokr_t2", "dora_scale")
-PREFIXES = {"unet": ("lora_unet_",), "text_encoder": ("lora_te_", "lora_te1_")}
+PREFIXES = {"unet": ("lora_unet_",), "text_encoder": ("lora_te_", "lora_te1_"),
+            "text_encoder_2": ("lora_te2_",)}  # SDXL's second encoder
 
 
 def lycoris_kind(keys: set[str] | list[str]) -> str | None:
@@ -59,8 +60,21 @@ def _module_index(model: Any) -> dict[str, str]:
     return index
 
 
+def _diffusers_unet_module(kohya: str, index: dict[str, str]) -> str | None:
+    """The UNet module a Kohya name means by diffusers' own LoRA key converters, for names that are not
+    the module path with `_` for `.`: SDXL's original-layout resnet layers (`in_layers_2` = conv1,
+    `emb_layers_1` = time_emb_proj, `skip_connection` = conv_shortcut, ...)."""
+    from diffusers.loaders.lora_conversion_utils import _convert_unet_lora_key
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    key = _convert_unet_lora_key(f"lora_unet_{kohya}.lora_down.weight")
+    (peft_key,) = convert_unet_state_dict_to_peft({key: None})
+    module = peft_key.rsplit(".lora_A.", 1)[0]
+    return module if module in index.values() else None
+
+
 def _group(state: dict[str, Any], part: str, model: Any, path: Path) -> dict[str, dict[str, Any]]:
-    """module path -> {param: tensor} for the file's modules of `part` ('unet' | 'text_encoder')."""
+    """module path -> {param: tensor} for the file's modules of `part` (a key of PREFIXES)."""
     index = _module_index(model)
     groups: dict[str, dict[str, Any]] = {}
     for key, value in state.items():
@@ -71,7 +85,7 @@ def _group(state: dict[str, Any], part: str, model: Any, path: Path) -> dict[str
         if param in UNSUPPORTED:
             raise InputError(f"'{path}': '{key}' (Tucker-decomposed convolution or DoRA) is not supported; "
                              "re-export the LyCORIS file without use_tucker / dora", field="path")
-        module = index.get(kohya)
+        module = index.get(kohya) or (_diffusers_unet_module(kohya, index) if part == "unet" else None)
         if module is None:
             raise InputError(f"'{path}': '{key}' names no layer of this model's {part} (a file for another "
                              "model family?)", field="path")

@@ -14,9 +14,10 @@ from pydantic import Field
 
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_diffusion import family_facts
-from nodegraph_diffusion.families import family_named
+from nodegraph_diffusion.families import available_families, family_named
 from nodegraph_diffusion.loading import make_source, read_shapes, refuse_pickle, scheduler_config
 from nodegraph_diffusion.lora import lora_file
+from nodegraph_diffusion.lora_fit import lora_misfit, unet_width
 from nodegraph_diffusion.paths import (
     LoraRef,
     ModelRef,
@@ -82,11 +83,12 @@ def load_lora(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The UNet to patch")],
     text_encoder: Annotated[TextEncoderHandle, Field(description="The text encoder to patch")],
-    path: Annotated[LoraRef, Field(description="LoRA .safetensors (diffusers/peft or Kohya/A1111 format; "
-                                               "LyCORIS LoHa/LoKr too)")],
+    path: Annotated[LoraRef, Field(description="LoRA .safetensors for the UNet's family (SD1.x, SDXL; "
+                                               "diffusers/peft or Kohya/A1111 format; LyCORIS LoHa/LoKr "
+                                               "too)")],
     unet_weight: Annotated[float, Field(ge=-10, le=10, description="Strength on the UNet (0 = off)")] = 1.0,
-    text_encoder_weight: Annotated[float, Field(ge=-10, le=10,
-                                                description="Strength on the text encoder (0 = off)")] = 1.0,
+    text_encoder_weight: Annotated[float, Field(
+        ge=-10, le=10, description="Strength on the text encoder(s) (0 = off)")] = 1.0,
 ) -> LoraOutputs:
     """Attach a LoRA to a UNet and text encoder at given strengths; chain nodes to stack LoRAs."""
     family = family_named(unet.source.family)
@@ -95,7 +97,12 @@ def load_lora(
     file = lora_file(resolve_model_ref(path, ctx, "lora"))
     refuse_pickle(file, ctx)
     if file.suffix.lower() == ".safetensors":
-        read_shapes(file, ctx)  # fail here, at the node that names the file, if it is corrupt
+        # fail here, at the node that names the file, if it is corrupt or made for another family
+        source = unet.source
+        width = unet_width(Path(source.path if source.format == "diffusers" else source.config_dir or ""))
+        misfit = lora_misfit(family, read_shapes(file, ctx), width, available_families())
+        if misfit:
+            raise InputError(f"'{file}': {misfit}", field="path")
     fingerprint = fingerprint_path(Path(file))
     patch = LoraPatch(str(Path(file).resolve()), fingerprint, f"lora_{fingerprint[:16]}",
                       float(unet_weight), float(text_encoder_weight))

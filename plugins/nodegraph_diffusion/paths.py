@@ -36,6 +36,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "adapter": ("t2i_adapter", "adapters", "ipadapter"),
     "tokenizer": ("tokenizers", "clip"),
+    "upscale_model": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 
 
@@ -50,13 +51,18 @@ def fingerprint_path(path: Path) -> str:
     return digest.hexdigest()
 
 
-def search_dirs(model_dirs: Iterable[Path] = ()) -> list[Path]:
-    """The run's model dirs, then those in NODEGRAPH_MODELS, in order, without duplicates."""
+def search_dirs(model_dirs: Iterable[Path] = (), kind: str | None = None) -> list[Path]:
+    """The run's model dirs, then those in NODEGRAPH_MODELS, in order, without duplicates; with a
+    `kind`, then the folders of that kind an `extra_model_paths.yaml` (ComfyUI's) in them lists."""
+    from nodegraph_diffusion.extra_paths import extra_folders
+
     env = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
     seen: list[Path] = []
     for d in [*(Path(p).expanduser() for p in model_dirs), *env]:
         if d not in seen:
             seen.append(d)
+    if kind is not None:
+        seen += [f for f in extra_folders(list(seen), kind) if f not in seen]
     return seen
 
 
@@ -75,7 +81,7 @@ def candidates(ref: str, base_dir: Path, model_dirs: Iterable[Path], kind: str) 
     if path.is_absolute():
         return [path]
     found = [base_dir / ref]
-    for d in search_dirs(model_dirs):
+    for d in search_dirs(model_dirs, kind):
         for name in _names(ref):
             found.append(d / name)
             for sub in KIND_FOLDERS.get(kind, ()):
@@ -99,7 +105,7 @@ def resolve_in(ref: str, base_dir: Path, model_dirs: Iterable[Path] = (), kind: 
     for place in places:
         if place.exists():
             return place
-    raise InputError(_not_found(ref, base_dir, search_dirs(model_dirs), kind), field="path")
+    raise InputError(_not_found(ref, base_dir, search_dirs(model_dirs, kind), kind), field="path")
 
 
 def _not_found(ref: str, base_dir: Path, dirs: list[Path], kind: str) -> str:
@@ -112,7 +118,8 @@ def _not_found(ref: str, base_dir: Path, dirs: list[Path], kind: str) -> str:
         within = f" and its sub-folders {', '.join(f'models/{s}, {s}' for s in subs)}" if subs else ""
         lines.append(f"{', '.join(_names(ref))} in each model folder{within}:")
         lines += [f"  {os.path.abspath(d)}" + ("" if d.is_dir() else "  (does not exist)") for d in dirs]
-        how = f"model folders come from --models DIR (repeatable) and {ENV_VAR}"
+        how = (f"model folders come from --models DIR (repeatable), {ENV_VAR} and the "
+               "extra_model_paths.yaml in them")
     else:
         how = f"no model folders given: pass --models DIR (repeatable) or set {ENV_VAR}"
     shown = "\n  ".join(lines)

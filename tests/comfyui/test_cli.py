@@ -30,10 +30,10 @@ def test_import_writes_a_graph_that_loads(tmp_path: Path) -> None:
 
 
 def test_import_errors_exit_2_without_traceback(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["import", "comfyui", str(FIXTURES / "outpaint_pad_for_outpaint.json")])
+    sd3 = FIXTURES / "controlnet_advanced_sd35_canny.json"
+    result = CliRunner().invoke(app, ["import", "comfyui", str(sd3)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "'ImagePadForOutpaint'" in result.output and "'VAEEncodeForInpaint'" in result.output
-    assert "node '30'" in result.output and "node '26'" in result.output
+    assert "'EmptySD3LatentImage'" in result.output and "node '33'" in result.output
     unknown = CliRunner().invoke(app, ["import", "krita", str(FIXTURES / "img2img.json")])
     assert unknown.exit_code == 2 and "comfyui" in unknown.output
     bad = tmp_path / "bad.json"

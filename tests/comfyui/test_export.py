@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nodegraph_comfyui import ConversionError, import_workflow
@@ -29,8 +30,11 @@ SD15 = [
     "edge_subgraph_node_ids_dangling_node",
     "ui_img2img",
     "ui_controlnet_multi_pose_scribble",
+    "edge_string_node_ids_inpaint",
     "area_composition",
 ]
+# these sample with uni_pc_bh2, which imports as diffusers' unipc and exports back as uni_pc (samplers.py)
+UNIPC_BH2 = ["inpaint_vae_encode_for_inpaint", "outpaint_pad_for_outpaint", "hiresfix_esrgan_pixel_upscale"]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +89,22 @@ def test_cli_export_of_a_nodegraph_graph_imports_back(tmp_path: Path) -> None:
     assert graph["params"]["seed"]["default"] == 3
     bad = CliRunner().invoke(app, ["export", "comfyui", str(ROOT / "graphs" / "multi_condition.yaml")])
     assert bad.exit_code == 2 and "node 'skeleton'" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("name", UNIPC_BH2)
+def test_inpaint_outpaint_and_upscale_round_trip(name: str, engine: Engine) -> None:
+    file = FIXTURES / f"{name}.json"
+    first = import_workflow(file)
+    prompt = json.loads(json.dumps(export_graph(engine.load(first, file=file).resolved)))
+    original = sorted(v["class_type"] for v in json.loads(file.read_text()).values())
+    assert sorted(n["class_type"] for n in prompt.values()) == original  # LoadImage's mask folds back
+    mappings = collect(providers=[])
+    again = convert_workflow(
+        read_workflow(prompt, {k: m.widgets for k, m in mappings.classes.items()}, "x"), mappings
+    )
+    assert again["nodes"] == first["nodes"]
+
+    def values(graph: dict[str, Any]) -> dict[str, Any]:
+        return {k: v["default"] for k, v in graph["params"].items()}
+
+    assert values(again) == values(first)

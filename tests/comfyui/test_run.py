@@ -22,7 +22,11 @@ CHECKPOINTS = [
     "AOM3A1.safetensors",
     "AOM3A3.safetensors",
     "v2-1_768-ema-pruned.ckpt",
+    "512-inpainting-ema.safetensors",  # a 9-channel model in reality; the 4-channel tiny one here
+    "Juggernaut_RunDiffusionPhoto2_Lightning_4Steps.safetensors",
 ]
+SDXL = {"sd_xl_base_1.0.safetensors": "tinyxl", "sd_xl_refiner_1.0.safetensors": "tinyxl-refiner"}
+UPSCALERS = ["RealESRGAN_x4plus.pth"]  # pickled, as published: the runs allow pickle
 VAES = ["kl-f8-anime2.ckpt", "vae-ft-mse-840000-ema-pruned.safetensors"]
 LORAS = ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]
 CONTROLNETS = {
@@ -58,6 +62,15 @@ def comfy_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, builtin in CONTROLNETS.items():
         shutil.copy(BUILTIN_DIR / builtin / "diffusion_pytorch_model.safetensors", root / "controlnet" / name)
         shutil.copy(BUILTIN_DIR / builtin / "config.json", root / "controlnet" / (Path(name).stem + ".json"))
+    from tests.diffusion.test_sdxl_single_file import write_single_file
+
+    for name, builtin in SDXL.items():
+        write_single_file(BUILTIN_DIR / builtin, root / "checkpoints" / name)
+    from tests.spandrel_helper import save_tiny_esrgan, spandrel
+
+    spandrel()  # importable for the upscale runs (a stand-in torchvision where none loads)
+    for name in UPSCALERS:
+        save_tiny_esrgan(root / "upscale_models" / name)
     return root
 
 
@@ -76,6 +89,14 @@ def _workdir(tmp_path: Path, name: str) -> Path:
     from PIL import Image as PILImage
 
     PILImage.new("RGB", (64, 64), (200, 40, 40)).save(work / "example.png")  # img2img's input
+    hole = PILImage.new("RGBA", (64, 64), (40, 120, 200, 255))
+    hole.paste((0, 0, 0, 0), (16, 16, 40, 48))  # transparent: LoadImage's mask repaints it
+    hole.save(work / "yosemite_inpaint_example.png")
+    PILImage.new("RGB", (48, 32), (90, 160, 60)).save(work / "yosemite_outpaint_example.png")
+    PILImage.new("RGB", (64, 64), (120, 90, 60)).save(work / "placeholder.png")
+    mask = PILImage.new("RGB", (64, 64), (0, 0, 0))
+    mask.paste((255, 0, 0), (20, 20, 44, 44))  # LoadImageMask reads its red channel
+    mask.save(work / "placeholder_mask.png")
     return work / f"{name}.json"
 
 
@@ -134,6 +155,11 @@ AREA = {"width": 128, "height": 128, "area_width": 64, "area_height": 64, "area_
         ("controlnet_pose_2pass_hires", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
         ("hiresfix_latent_upscale", {**SMALL, "upscale_width": 96, "upscale_height": 96, "steps_2": 2}),
         ("ui_img2img", {"steps": 2}),
+        ("inpaint_vae_encode_for_inpaint", {"steps": 2}),
+        ("outpaint_pad_for_outpaint", {"steps": 2, "pad_top": 16, "pad_bottom": 16}),
+        ("edge_string_node_ids_inpaint", {"steps": 2}),
+        ("hiresfix_esrgan_pixel_upscale", {**SMALL, "steps_2": 2, "image_width": 128, "image_height": 128}),
+        ("sdxl_base_refiner_ksampler_advanced", {"width": 64, "height": 64}),
         ("area_composition", AREA),
     ],
 )

@@ -6,6 +6,7 @@
 - `controlnet(name)` / `adapter()`: the built-in tiny control models, loaded for the pipelines.
 - `run_units(units, ...)`: our sampling loop (nodegraph_diffusion.sampling.run_loop) with conditions.
 - `control_image(seed)`: a random control image.
+- `xl_base`, `xl_nets`: the tiny SDXL pipeline; SDXL ControlNets and a T2I-Adapter-XL made of its UNet.
 """
 
 from __future__ import annotations
@@ -142,3 +143,27 @@ def control_image() -> Callable[..., torch.Tensor]:
         return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def xl_base() -> Any:
+    """The tiny SDXL (builtin:tinyxl) as a StableDiffusionXLPipeline; tests build other pipelines of its
+    components and must not change them (copy the UNet before load_ip_adapter)."""
+    from tests.diffusion.test_sdxl import xl_pipe
+
+    return xl_pipe()
+
+
+@pytest.fixture(scope="session")
+def xl_nets(xl_base: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two perturbed SDXL ControlNets (`cn-a`, `cn-b`) and a T2I-Adapter-XL (`adapter`) of the tiny SDXL
+    UNet, saved as diffusers folders."""
+    from nodegraph_control.tiny_control import build_tiny_adapter_xl, build_tiny_controlnet
+
+    root = tmp_path_factory.mktemp("xl-control")
+    models = {"cn-a": build_tiny_controlnet(xl_base.unet, seed=3),
+              "cn-b": build_tiny_controlnet(xl_base.unet, seed=5),
+              "adapter": build_tiny_adapter_xl(xl_base.unet, seed=7)}
+    for name, model in models.items():
+        model.save_pretrained(root / name, safe_serialization=True)
+    return {name: root / name for name in models}

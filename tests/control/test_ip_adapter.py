@@ -50,11 +50,13 @@ def pil(image: Image) -> Any:
     return _pil_images(image)[0]
 
 
-def with_ip_adapter(pipe: Any, builtin: Path, scale: Any) -> Any:
+def with_ip_adapter(pipe: Any, builtin: Path, scale: Any, folder: Path | None = None,
+                    weight_name: str = WEIGHT_NAME) -> Any:
+    """`pipe` with the built-in tiny IP-Adapter loaded (or the one in `folder`) at `scale`."""
     pipe.load_ip_adapter(
-        str(builtin / NAME),
+        str(folder or builtin / NAME),
         subfolder="",
-        weight_name=WEIGHT_NAME,
+        weight_name=weight_name,
         image_encoder_folder="image_encoder",
         local_files_only=True,
     )
@@ -63,7 +65,8 @@ def with_ip_adapter(pipe: Any, builtin: Path, scale: Any) -> Any:
     return pipe
 
 
-def sd_pipeline(tiny: dict[str, Any], builtin: Path, scale: Any) -> Any:
+def sd_pipeline(tiny: dict[str, Any], builtin: Path, scale: Any, folder: Path | None = None,
+                weight_name: str = WEIGHT_NAME) -> Any:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     parts = {k: tiny[k] for k in ("vae", "text_encoder", "tokenizer")}
@@ -76,7 +79,7 @@ def sd_pipeline(tiny: dict[str, Any], builtin: Path, scale: Any) -> Any:
         image_encoder=None,
         requires_safety_checker=False,
     )
-    return with_ip_adapter(pipe, builtin, scale)
+    return with_ip_adapter(pipe, builtin, scale, folder, weight_name)
 
 
 def processors(unet: Any) -> dict[str, Any]:
@@ -149,6 +152,31 @@ def test_ip_adapter_composes_with_attention_hooks_in_any_order(tiny, ip, run_uni
         ctx = make_ctx()
         assert torch.equal(run_units(units, ctx=ctx), alone)  # capture only reads: same image
         assert_restored(tiny["unet"], before)
+
+
+def test_ip_adapter_plus_equals_pipeline_and_composes_with_attention_hooks(
+    tiny, builtin, embeds, run_units, reference, make_ctx, tmp_path
+):
+    """A Plus adapter (a Resampler projection, with attention layers of its own) on the SD1.x UNet:
+    equal to the pipeline, and attention hooks in either order neither touch nor lose its layers."""
+    from nodegraph_attention.capture import AttentionCapture
+    from nodegraph_control.tiny_ip_adapter import save_ip_adapter
+
+    folder = save_ip_adapter(tmp_path / "plus", tiny["unet"], "ip-adapter-plus_tiny.safetensors", plus=True)
+    ctx = make_ctx()
+    handle = describe_ip_adapter(folder, None, ctx)
+    assert handle.hidden_states
+    plus = IPAdapterUnit(handle, encode_reference(handle, reference, ctx), 0.8)
+    before, plain = processors(tiny["unet"]), run_units([])
+    alone = run_units([plus])
+    theirs = call(sd_pipeline(tiny, builtin, 0.8, folder, "ip-adapter-plus_tiny.safetensors"), embeds,
+                  ip_adapter_image=pil(reference))
+    assert (alone - theirs).abs().max().item() == 0.0
+    assert (alone - plain).abs().max().item() > 1e-3
+    for units in ([AttentionCapture(key="maps"), plus], [plus, AttentionCapture(key="maps")]):
+        assert torch.equal(run_units(units, ctx=make_ctx()), alone)
+        assert_restored(tiny["unet"], before)
+    assert torch.equal(run_units([]), plain)
 
 
 class _Boom(Condition):

@@ -7,6 +7,7 @@ when both factors are full.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,25 @@ def _weights(model: Any, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
     return {name: modules[name].weight.detach() for name in layers}
 
 
-def write_loha(path: Path, parts: dict[str, Any], seed: int, rank: int = 2,
-               alpha: float = 1.5) -> dict[tuple[str, str], torch.Tensor]:
-    """A LoHa file for `parts` ({'unet': model, 'text_encoder': model}); returns ΔW per (part, module)."""
+Layers = Mapping[str, tuple[str, ...]]  # part -> module paths
+Namer = Callable[[str, str], str]  # (part, module path) -> Kohya name
+SD1_LAYERS: Layers = {"unet": UNET_LAYERS, "text_encoder": TE_LAYERS}
+
+
+def write_loha(path: Path, parts: dict[str, Any], seed: int, rank: int = 2, alpha: float = 1.5,
+               layers: Layers = SD1_LAYERS, name: Namer = _kohya) -> dict[tuple[str, str], torch.Tensor]:
+    """A LoHa file for `parts` ({'unet': model, 'text_encoder': model}); returns ΔW per (part, module).
+    `layers` and `name` pick the modules and their Kohya names (SD1's by default)."""
     g = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     deltas: dict[tuple[str, str], torch.Tensor] = {}
     for part, model in parts.items():
-        for module, w in _weights(model, UNET_LAYERS if part == "unet" else TE_LAYERS).items():
+        for module, w in _weights(model, layers[part]).items():
             out_dim, in_flat = w.shape[0], w[0].numel()
             t = {k: torch.randn(s, generator=g) * 0.4 for k, s in (
                 ("hada_w1_a", (out_dim, rank)), ("hada_w1_b", (rank, in_flat)),
                 ("hada_w2_a", (out_dim, rank)), ("hada_w2_b", (rank, in_flat)))}
-            key = _kohya(part, module)
+            key = name(part, module)
             state.update({f"{key}.{k}": v for k, v in t.items()})
             state[f"{key}.alpha"] = torch.tensor(alpha)
             delta = (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) * (alpha / rank)
@@ -60,19 +67,20 @@ def _factorization(dimension: int) -> tuple[int, int]:
     return m, dimension // m
 
 
-def write_lokr(path: Path, parts: dict[str, Any], seed: int, rank: int = 2,
-               alpha: float = 3.0, full: tuple[str, ...] = ()) -> dict[tuple[str, str], torch.Tensor]:
+def write_lokr(path: Path, parts: dict[str, Any], seed: int, rank: int = 2, alpha: float = 3.0,
+               full: tuple[str, ...] = (), layers: Layers = SD1_LAYERS,
+               name: Namer = _kohya) -> dict[tuple[str, str], torch.Tensor]:
     """A LoKr file: full w1, low-rank w2 (w2_a @ w2_b) except for `full` modules (both factors full,
     where LyCORIS's scale is 1 whatever alpha says); returns ΔW per (part, module)."""
     g = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     deltas: dict[tuple[str, str], torch.Tensor] = {}
     for part, model in parts.items():
-        for module, w in _weights(model, UNET_LAYERS if part == "unet" else TE_LAYERS).items():
+        for module, w in _weights(model, layers[part]).items():
             out_l, out_k = _factorization(w.shape[0])
             in_m, in_n = _factorization(w.shape[1])
             kernel = tuple(w.shape[2:])
-            key = _kohya(part, module)
+            key = name(part, module)
             w1 = torch.randn((out_l, in_m), generator=g) * 0.4
             state[f"{key}.lokr_w1"] = w1
             state[f"{key}.alpha"] = torch.tensor(alpha)

@@ -57,7 +57,7 @@ SHOWN: dict[str, list[tuple[str, str]]] = {
 PROMPT_PARAMS = ("prompt", "source", "edited")
 # graphs whose default model has random weights (builtin:tinyxl): their pictures are noise, so they are
 # not scored here; tests/diffusion/test_sdxl.py compares them with diffusers' pipelines instead
-RANDOM_MODELS = {"sdxl", "sdxl_controlnet", "sdxl_refiner"}
+RANDOM_MODELS = {"sdxl", "sdxl_controlnet", "sdxl_multi_condition", "sdxl_refiner"}
 
 
 def parse(caption: str) -> dict[str, str]:

@@ -292,10 +292,13 @@ def test_sdxl_controlnet_graph_equals_pipeline(tmp_path: Path) -> None:
     assert np.array_equal(png(tmp_path / "sdxl_controlnet.png"), np.asarray(image))
 
 
-def test_lora_on_sdxl_is_refused_until_supported(ctx: Any) -> None:
+def test_lora_is_refused_for_a_family_without_lora_support(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDXL reads LoRA files (test_lora_sdxl.py); a family with `supports_lora = False` is refused."""
+    from nodegraph_diffusion.families.sdxl import SDXLFamily
     from nodegraph_diffusion.model_nodes import load_lora
     from nodegraph_diffusion.paths import LoraRef
 
+    monkeypatch.setattr(SDXLFamily, "supports_lora", False)
     model = load_model(ctx, ModelRef("builtin:tinyxl"))
     with pytest.raises(InputError, match="not supported yet for SDXL") as err:
         load_lora(ctx, model.unet, model.text_encoder, LoraRef("builtin:tinyworld-style"))

@@ -26,7 +26,7 @@ ENTRY_POINT_GROUP = "nodegraph_diffusion.families"
 BUILTIN = ("nodegraph_diffusion.families.sd1:SD1Family", "nodegraph_diffusion.families.sdxl:SDXLFamily")
 
 __all__ = ["DenoiseRequest", "ModelFamily", "PromptRequest", "available_families", "config_family",
-           "family_named", "file_family", "folder_family"]
+           "family_named", "file_family", "folder_family", "width_family"]
 
 
 def _instance(obj: Any) -> ModelFamily:
@@ -77,6 +77,11 @@ def folder_family(index: Mapping[str, Any]) -> ModelFamily | None:
 def config_family(config: Mapping[str, Any]) -> ModelFamily | None:
     """The family a UNet-like component's config.json (e.g. a ControlNet's) belongs to, if any claims it."""
     return next((f for f in available_families() if f.recognise_config(config)), None)
+
+
+def width_family(width: int) -> ModelFamily | None:
+    """The family whose UNets attend to context `width` wide (an IP-Adapter's), if any claims it."""
+    return next((f for f in available_families() if f.recognise_cross_attention(width)), None)
 
 
 def file_family(shapes: Mapping[str, tuple[int, ...]]) -> tuple[ModelFamily, str] | None:

@@ -57,6 +57,14 @@ class ModelFamily:
     tokenizers: tuple[str, ...] = ("tokenizer",)
     config_names: tuple[str, ...] = ()  # shipped configs/NAME folders for this family's single files
     supports_lora: bool = True  # diffusion.load_lora reads LoRA files for this family's models
+    # LoRA files: the diffusers pipeline whose `lora_state_dict` / `load_lora_into_*` read them, the
+    # components they patch (a diffusers/peft file's key prefixes are these names), whether Kohya files
+    # name UNet blocks the original (SGM) way (`input_blocks_4_1_...`, remapped with the UNet's config)
+    # and the UNets' cross-attention widths (a LoRA's attn2 `to_k` input width must be one of them)
+    lora_pipeline: str = "StableDiffusionPipeline"
+    lora_components: tuple[str, ...] = ("unet", "text_encoder")
+    lora_sgm_names: bool = False
+    cross_attention_widths: tuple[int, ...] = ()
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""
@@ -72,7 +80,12 @@ class ModelFamily:
         return None
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
-        """Whether a UNet-like component's config.json (a ControlNet's, say) is made for this family."""
+        """Whether a control model's config.json (a ControlNet's, a T2I-Adapter's) is made for this family."""
+        return False
+
+    def recognise_cross_attention(self, width: int) -> bool:
+        """Whether this family's UNets attend to context of `width` features: an IP-Adapter's key/value
+        projections (`ip_adapter.*.to_k_ip.weight`) read that width, which tells the UNets it fits."""
         return False
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:

@@ -10,6 +10,7 @@ from nodegraph_diffusion.families.base import ModelFamily, PromptRequest
 UNET_PREFIX = "model.diffusion_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 WIDTHS = {768: "sd15", 32: "tinyworld"}  # cross-attention width -> shipped config
+ADAPTER_TYPES = ("full_adapter", "light_adapter")  # T2I-Adapters for SD1.x-shaped UNets
 
 
 class SD1Family(ModelFamily):
@@ -18,6 +19,7 @@ class SD1Family(ModelFamily):
     name = "sd1"
     label = "SD1.x"
     config_names = ("sd15", "tinyworld")
+    cross_attention_widths = tuple(WIDTHS)
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         cls = str(index.get("_class_name", ""))
@@ -33,8 +35,14 @@ class SD1Family(ModelFamily):
         return WIDTHS.get(shapes[probe][-1])
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
-        """No added embedding and SD1.x's (or the tiny model's) cross-attention width."""
+        """A ControlNet with no added embedding and SD1.x's (or the tiny model's) cross-attention width;
+        a T2I-Adapter of the SD1.x types (full, light)."""
+        if config.get("_class_name") == "T2IAdapter":
+            return config.get("adapter_type") in ADAPTER_TYPES
         return config.get("addition_embed_type") is None and config.get("cross_attention_dim") in WIDTHS
+
+    def recognise_cross_attention(self, width: int) -> bool:
+        return width in WIDTHS
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from nodegraph.api import InputError

@@ -36,6 +36,9 @@ CONFIGS = {(False, 2048): "sdxl", (True, 1280): "sdxl_refiner",
 PART_PREFIXES = {"unet": (UNET_PREFIX,), "vae": ("first_stage_model.",),
                  "text_encoder": (FIRST_ENCODER_PREFIX,),
                  "text_encoder_2": (SECOND_ENCODER_PREFIX, REFINER_ENCODER_PREFIX)}
+# cross-attention widths of SDXL UNets: base, refiner, the tiny base (the tiny refiner's 32 is the tiny
+# SD1.x model's too: an IP-Adapter that wide is taken for SD1.x)
+CROSS_ATTENTION_WIDTHS = (2048, 1280, 64)
 SIZES = ("original_size", "crop", "target_size")  # each (height, width) / (top, left); 0 = image size
 DEFAULT_SCORES = (6.0, 2.5)  # refiner aesthetic score of the positive / negative side (diffusers' defaults)
 
@@ -63,7 +66,12 @@ class SDXLFamily(ModelFamily):
     name = "sdxl"
     label = "SDXL"
     text_encoders = ("text_encoder_2",)  # the refiner has only this one; the base has both
-    supports_lora = False  # not yet: SDXL's key layouts and its second text encoder (issue notes)
+    # LoRA files as StableDiffusionXLPipeline.load_lora_weights reads them: both text encoders, Kohya
+    # UNet names in the original layout (lora_unet_input_blocks_4_1_...)
+    lora_pipeline = "StableDiffusionXLPipeline"
+    lora_components = ("unet", "text_encoder", "text_encoder_2")
+    lora_sgm_names = True
+    cross_attention_widths = tuple(sorted({width for _, width in CONFIGS}))
     tokenizers = ("tokenizer_2",)
     config_names = tuple(CONFIGS.values())
 
@@ -83,23 +91,25 @@ class SDXLFamily(ModelFamily):
         return PART_PREFIXES.get(component)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
-        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`."""
+        """SDXL's denoisers (and ControlNets) take the pooled embeds and size ids: `text_time`;
+        T2I-Adapter-XL is `full_adapter_xl`."""
+        if config.get("_class_name") == "T2IAdapter":
+            return config.get("adapter_type") == "full_adapter_xl"
         return config.get("addition_embed_type") == "text_time"
+
+    def recognise_cross_attention(self, width: int) -> bool:
+        return width in CROSS_ATTENTION_WIDTHS
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from pathlib import Path
 
         import torch
 
-        from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import encode_plain, encode_prompt
         from nodegraph_diffusion.cond_padding import match_lengths
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
 
-        if any(p.text_encoder_weight for p in handle.loras):
-            raise InputError("LoRA on SDXL text encoders is not supported yet; set text_encoder_weight: 0",
-                             field="encoder")
         source = handle.source  # a single file's components are those of its shipped config folder
         root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
