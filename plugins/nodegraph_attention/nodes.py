@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, NamedTuple
 
 from nodegraph_core.types import Image
-from nodegraph_diffusion.loading import use_text_encoder
+from nodegraph_diffusion.loading import use_tokenizer
 from nodegraph_diffusion.types import Conditioning, Latents, TextEncoderHandle
 from pydantic import Field
 
@@ -70,7 +70,7 @@ def maps_to_images(
     missing = [w for w in chosen if w not in text_words]
     if missing:
         raise InputError(f"{missing} not in the prompt {prompt.prompt!r}", field="words")
-    with use_text_encoder(ctx, encoder) as (tokenizer, _):
+    with use_tokenizer(ctx, encoder) as tokenizer:
         groups = [word_token_indices(tokenizer, prompt.prompt, w, found.maps.shape[1]) for w in chosen]
     maps = heatmaps.normalise(heatmaps.word_maps(found.maps[index], groups))
     if image is not None:
@@ -117,7 +117,7 @@ def prompt_to_prompt(
     for field, cond in (("source", source), ("edited", edited)):
         if not cond.prompt:
             raise InputError("needs the prompt text (use diffusion.encode_text)", field=field)
-    with use_text_encoder(ctx, encoder) as (tokenizer, _):
+    with use_tokenizer(ctx, encoder) as tokenizer:
         try:
             edit = make_edit(tokenizer, source, edited, mode, cross_replace, dict(cross_replace_words),
                              self_replace, dict(reweight), list(local_blend), blend_threshold, blend_start)

@@ -15,6 +15,7 @@ from typing import Any
 
 from nodegraph.api import Fact, FactError, FactsRequest, InputError
 from nodegraph_diffusion.families import (
+    ModelFamily,
     available_families,
     config_family,
     family_named,
@@ -22,7 +23,7 @@ from nodegraph_diffusion.families import (
     folder_family,
     width_family,
 )
-from nodegraph_diffusion.lora_fit import lora_misfit, unet_width
+from nodegraph_diffusion.lora_fit import lora_misfit
 from nodegraph_diffusion.paths import resolve_in
 
 Facts = dict[str, dict[str, Any]]
@@ -37,28 +38,41 @@ def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
 
 
-def path_family(ref: Any, base_dir: Path) -> str | None:
-    """The family of the model a `path` literal names, or None when the cheap look cannot tell."""
-    return path_model(ref, base_dir)[0]
-
-
-def path_model(ref: Any, base_dir: Path) -> tuple[str | None, int | None]:
-    """(family, UNet cross-attention width) of the model a `path` literal names; None where the cheap
-    look cannot tell (the width is in the folder's, or the single file's shipped, unet/config.json)."""
+def _model_at(ref: Any, base_dir: Path) -> tuple[ModelFamily, Path] | None:
+    """(family, folder of its configs) of the model a `path` literal names: a diffusers folder itself,
+    or the shipped config folder of a single file; None when the cheap look cannot tell."""
     if not isinstance(ref, str):
-        return None, None
+        return None
     try:
         path = resolve_in(ref, base_dir)
     except InputError:
-        return None, None  # the loader says where it looked, when it runs
+        return None  # the loader says where it looked, when it runs
     if path.is_dir():
         index = path / "model_index.json"
         found = folder_family(json.loads(index.read_text())) if index.is_file() else None
-        return (found.name, unet_width(path)) if found else (None, None)
+        return (found, path) if found else None
     if path.suffix.lower() == ".safetensors":
         single = file_family(header_shapes(path))
-        return (single[0].name, unet_width(CONFIGS_DIR / single[1])) if single else (None, None)
-    return None, None
+        return (single[0], CONFIGS_DIR / single[1]) if single else None
+    return None
+
+
+def path_family(ref: Any, base_dir: Path) -> str | None:
+    """The family of the model a `path` literal names, or None when the cheap look cannot tell."""
+    found = _model_at(ref, base_dir)
+    return found[0].name if found else None
+
+
+def _details(family: ModelFamily, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Facts of a model's UNet (conditioning width it takes, refiner or not) and of its text encoders
+    (the width they give), read from the config files at `root`."""
+    index_file, unet_file = root / "model_index.json", root / "unet" / "config.json"
+    index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    unet: dict[str, Any] = {"refiner": family.refines_only(index)}
+    if unet_file.is_file():
+        unet["context"] = json.loads(unet_file.read_text()).get("cross_attention_dim")
+    width = family.conditioning_width(root, index)
+    return unet, {} if width is None else {"width": width}
 
 
 def control_facts(req: FactsRequest) -> Facts:
@@ -83,8 +97,10 @@ def _config_facts(req: FactsRequest, kind: str) -> Facts:
     except InputError:
         return {"out": {}}
     config = _control_config(path, req.literals.get("config"), req.base_dir)
-    found = config_family(json.loads(config.read_text())) if config is not None else None
-    return {"out": _of(found.name if found else None, req.node)}
+    data = json.loads(config.read_text()) if config is not None else {}
+    found = config_family(data) if data else None
+    context = {"context": data["cross_attention_dim"]} if data.get("cross_attention_dim") else {}
+    return {"out": _of(found.name if found else None, req.node, **context)}
 
 
 def _control_config(path: Path, given: Any, base_dir: Path) -> Path | None:
@@ -142,16 +158,22 @@ def _of(family: str | None, made_by: str, **more: Any) -> dict[str, Any]:
 
 
 def model_facts(req: FactsRequest) -> Facts:
-    """diffusion.load_model: every component is of the checkpoint's family (the UNet's width too, so a
-    LoRA made for another width is refused at its node)."""
-    family, width = path_model(req.literals.get("path"), req.base_dir)
-    part = _of(family, req.node)
-    unet = {**part, "width": width} if part and width else part
-    return {"unet": unet, "text_encoder": part, "vae": part}
+    """diffusion.load_model: every component is of the checkpoint's family; the UNet also tells the
+    conditioning width it takes and whether it only refines, the text encoder the width it gives."""
+    found = _model_at(req.literals.get("path"), req.base_dir)
+    if found is None:
+        return {"unet": {}, "text_encoder": {}, "vae": {}}
+    part = _of(found[0].name, req.node)
+    unet, encoder = _details(*found)
+    return {"unet": {**part, **unet}, "text_encoder": {**part, **encoder}, "vae": part}
 
 
 def vae_facts(req: FactsRequest) -> Facts:
-    """diffusion.load_vae: a full model's VAE has its family; a standalone VAE file is not told."""
+    """diffusion.load_vae: the family it is told, else a full model's; a standalone VAE file is not
+    told by its weights (SD1.x's and SDXL's VAEs are alike; the decoder takes its latents' family)."""
+    told = req.literals.get("family")
+    if isinstance(told, str) and told != "auto":
+        return {"out": _of(told, req.node)}
     return {"out": _of(path_family(req.literals.get("path"), req.base_dir), req.node)}
 
 
@@ -172,7 +194,7 @@ def lora_facts(req: FactsRequest) -> Facts:
     file = _lora_file(req.literals.get("path"), req.base_dir)
     if family is not None and file is not None and isinstance(unet_fact, Fact):
         try:
-            misfit = lora_misfit(family_named(family), header_shapes(file), unet_fact.facts.get("width"),
+            misfit = lora_misfit(family_named(family), header_shapes(file), unet_fact.facts.get("context"),
                                  available_families())
         except (KeyError, OSError, ValueError):  # unknown family, unreadable header: the loader tells
             misfit = None
@@ -200,7 +222,8 @@ def encode_facts(req: FactsRequest) -> Facts:
     """diffusion.encode_text: conditioning of the encoder's family, remembering the model node."""
     fact = req.upstream.get("encoder")
     made = fact.facts.get("made_by", fact.node) if isinstance(fact, Fact) else req.node
-    return {"out": _of(_family(fact), req.node, model=made)}
+    width = {"width": fact.facts["width"]} if isinstance(fact, Fact) and "width" in fact.facts else {}
+    return {"out": _of(_family(fact), req.node, model=made, **width)}
 
 
 def _refuse(req: FactsRequest, name: str, what: str, family: str, anchor: str, anchor_what: str) -> None:
@@ -208,8 +231,7 @@ def _refuse(req: FactsRequest, name: str, what: str, family: str, anchor: str, a
     theirs = _family(fact)
     if theirs is None or theirs == family or not isinstance(fact, Fact):
         return
-    model = fact.facts.get("model") or fact.facts.get("made_by")
-    via = f" (model node '{model}')" if model and model != fact.node else ""
+    via = _via(fact)
     anchor_fact = req.upstream.get(anchor)
     anchor_node = anchor_fact.node if isinstance(anchor_fact, Fact) else "?"
     raise FactError(f"'{name}' gets {label(theirs)} {what} from node '{fact.node}'{via}, but '{anchor}' is "
@@ -233,6 +255,8 @@ def sample_facts(req: FactsRequest) -> Facts:
                             f"(model node '{made}'), but 'unet' is an {label(family)} UNet from node "
                             f"'{_node(req.upstream.get('unet'))}': use a control model made for "
                             f"{label(family)}", field="conditions")
+    _check_widths(req, family)
+    _check_refiner(req, family)
     return {"out": _of(family, req.node)}
 
 
@@ -253,3 +277,49 @@ def vae_encode_facts(req: FactsRequest) -> Facts:
     fact = req.upstream.get("vae")
     part = _of(_family(fact), req.node)
     return {"out": part, "latents": part, "masked": part}
+
+
+def _check_widths(req: FactsRequest, family: str) -> None:
+    """Same family, other model: SDXL base prompts (2048 wide) into a refiner UNet (1280), a base
+    ControlNet on a refiner: refused here, not as a shape error in the middle of the run."""
+    unet = req.upstream.get("unet")
+    context = unet.facts.get("context") if isinstance(unet, Fact) else None
+    if not isinstance(unet, Fact) or context is None:
+        return
+    units = req.upstream.get("conditions")
+    for name, fact, key in [*((n, req.upstream.get(n), "width") for n in ("positive", "negative")),
+                            *(("conditions", u, "context") for u in (units if isinstance(units, list) else []))]:
+        theirs = fact.facts.get(key) if isinstance(fact, Fact) else None
+        if theirs is None or theirs == context or not isinstance(fact, Fact):
+            continue
+        what = "conditioning" if key == "width" else "a control unit for conditioning"
+        raise FactError(f"'{name}' gets {what} {theirs} wide from node '{fact.node}'{_via(fact)}, but 'unet' "
+                        f"from node '{unet.node}'{_via(unet)} is an {label(family)} UNet taking "
+                        f"{context}-wide conditioning: a base's and a refiner's encoders and control "
+                        "models do not fit each other's UNet", field=name)
+
+
+def _check_refiner(req: FactsRequest, family: str) -> None:
+    """A refiner UNet (SDXL's) started from empty latents at full strength: it only refines."""
+    unet, latents = req.upstream.get("unet"), req.upstream.get("latents")
+    if not (isinstance(unet, Fact) and unet.facts.get("refiner") and isinstance(latents, Fact)
+            and latents.facts.get("empty")):
+        return
+    denoise, start = req.literals.get("denoise", 1.0), req.literals.get("start_step", 0)
+    if not (isinstance(denoise, int | float) and denoise >= 1.0 and start == 0):
+        return
+    raise FactError(f"'unet' from node '{unet.node}'{_via(unet)} is an {label(family)} refiner, "
+                    f"which only refines: it cannot draw an image from the empty latents of node "
+                    f"'{latents.node}' at full strength. Use a base model here, or give the refiner a "
+                    "base's latents (graphs/sdxl_refiner.yaml) or an image with denoise < 1", field="unet")
+
+
+def _via(fact: Fact) -> str:
+    """' (model node X)' when the value was made by another node than the model loader."""
+    made = fact.facts.get("model") or fact.facts.get("made_by")
+    return f" (model node '{made}')" if made and made != fact.node else ""
+
+
+def empty_facts(req: FactsRequest) -> Facts:
+    """diffusion.empty_latents: nothing drawn yet (a refiner may not start here)."""
+    return {"out": {"empty": True, "made_by": req.node}}

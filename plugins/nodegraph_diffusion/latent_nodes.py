@@ -8,6 +8,7 @@ from nodegraph_core.types import Mask
 from pydantic import Field
 
 from nodegraph.api import InputError, node
+from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.types import Latents, Noise
 
 # A catalogue module: only light imports at the top, so listing and validating never import torch;
@@ -16,7 +17,7 @@ LATENT_CHANNELS = 4  # SD1.x/2.x VAEs
 VAE_SCALE = 8  # pixels per latent cell (sampling.VAE_SCALE)
 
 
-@node("diffusion.empty_latents", version="1.0.0")
+@node("diffusion.empty_latents", version="1.0.0", facts=family_facts.empty_facts)
 def empty_latents(
     width: Annotated[int, Field(ge=8, le=8192, multiple_of=8, description="Image width in pixels (multiple of 8)")]
     = 512,
@@ -64,7 +65,7 @@ def set_mask(
         raise InputError(f"mask is {mw}x{mh} pixels but the latents are for {w * VAE_SCALE}x{h * VAE_SCALE}; "
                          "resize the mask first", field="mask")
     return Latents(latents.samples, latent_mask(mask.pixels, h, w, binarize), dict(latents.extras),
-                   latents.drawn)
+                   latents.drawn, latents.family)
 
 
 @node("diffusion.latent_upscale", version="1.0.0")
@@ -94,4 +95,4 @@ def latent_upscale(
     mask = latents.noise_mask
     if mask is not None:
         mask = torch.nn.functional.interpolate(mask, size=size, mode="nearest")
-    return Latents(samples, mask)
+    return Latents(samples, mask, family=latents.family)

@@ -26,6 +26,7 @@ from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_s
 from nodegraph_diffusion.paths import fingerprint_path
 from nodegraph_diffusion.single_file import detect_family
 from nodegraph_diffusion.types import LoraPatch, ModelSource, TextEncoderHandle, UNetHandle, VaeHandle
+from nodegraph_diffusion.vae_files import vae_file_source
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -94,9 +95,12 @@ def read_shapes(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, 
 
 
 def make_source(
-    path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path"
+    path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path",
+    vae_family: str = "auto",
 ) -> ModelSource:
-    """Describe the weights at `path`: format, family, fingerprint and the config folder to read them."""
+    """Describe the weights at `path`: format, family, fingerprint and the config folder to read them.
+
+    `vae_family`: the family a standalone VAE file is read as (`auto`: see vae_files.py)."""
     path = Path(path).resolve()
     tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
     if path.is_dir():
@@ -114,38 +118,30 @@ def make_source(
                     raise InputError(missing, field=field)
             return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok, family.name)
         if (path / "config.json").is_file():
-            return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok)
+            # its own config.json has its scaling factor: of no family (vae_files.py)
+            return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok,
+                               "")
         raise InputError(f"'{path}' is a folder but neither a diffusers model (model_index.json) nor a "
                          "model component (config.json)", field=field)
     shapes = read_shapes(path, ctx, field)
     found = file_family(shapes)
     if found is None:
-        config = _vae_family(shapes)
-        if config == "unknown":
-            kind = detect_family(set(shapes), shapes)
-            if kind == "sdxl":  # SDXL keys, but no UNet of base 1.0's or refiner 1.0's widths
-                raise InputError(f"'{path}' has SDXL's text-encoder keys but not the UNet of SDXL base "
-                                 "1.0 or refiner 1.0 (the shipped configs); use its diffusers folder",
-                                 field=field)
-            if kind != "unknown":
-                raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
-                                 "supported yet (use its diffusers folder)", field=field)
-            known = ", ".join(f.label for f in available_families())
-            raise InputError(f"'{path}' is not a checkpoint of a supported family ({known})", field=field)
-        return ModelSource(str(path), fingerprint_path(path), "single_file_vae", config,
-                           str(CONFIGS_DIR / config), tok)
+        vae = vae_file_source(path, fingerprint_path(path), shapes, CONFIGS_DIR, tok, vae_family, field)
+        if vae is not None:
+            return vae
+        kind = detect_family(set(shapes), shapes)
+        if kind == "sdxl":  # SDXL keys, but no UNet of base 1.0's or refiner 1.0's widths
+            raise InputError(f"'{path}' has SDXL's text-encoder keys but not the UNet of SDXL base "
+                             "1.0 or refiner 1.0 (the shipped configs); use its diffusers folder",
+                             field=field)
+        if kind != "unknown":
+            raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
+                             "supported yet (use its diffusers folder)", field=field)
+        known = ", ".join(f.label for f in available_families())
+        raise InputError(f"'{path}' is not a checkpoint of a supported family ({known})", field=field)
     family, config = found
     return ModelSource(str(path), fingerprint_path(path), "single_file", config, str(CONFIGS_DIR / config),
                        tok, family.name)
-
-
-def _vae_family(shapes: dict[str, tuple[int, ...]]) -> str:
-    """A standalone original-layout VAE file: tell SD1.x's VAE from the tiny one by its first width."""
-    for prefix in ("", "first_stage_model.", "vae."):
-        shape = shapes.get(prefix + "encoder.conv_in.weight")
-        if shape is not None:
-            return {128: "sd15", 16: "tinyworld"}.get(shape[0], "unknown")
-    return "unknown"
 
 
 def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
@@ -295,6 +291,8 @@ def component_key(source: ModelSource, component: str) -> str:
     extra = ""
     if component == "tokenizer" and source.tokenizer_dir:
         extra = f":{fingerprint_path(Path(source.tokenizer_dir))}"
+    if source.format == "single_file_vae":  # one VAE file read with SD1.x's or SDXL's config: two models
+        extra = f":{source.base}"
     return f"{source.fingerprint}:{component}{extra}"
 
 
@@ -336,6 +334,16 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str
         if component in family_named(source.family).lora_components:
             _apply_loras(encoder, handle.loras, component, source, ctx)
         yield tokenizer, encoder
+
+
+@contextmanager
+def use_tokenizer(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[Any]:
+    """The tokenizer of the handle's family's main encoder (SD1.x: `tokenizer`; SDXL, whose refiner has
+    only the second: `tokenizer_2`, the same CLIP BPE), without loading any text encoder."""
+    source = handle.source
+    component = family_named(source.family).tokenizers[0]
+    with ctx.resources.use(component_key(source, component), lambda: load_tokenizer(source, component)) as tok:
+        yield tok
 
 
 @contextmanager

@@ -68,14 +68,23 @@ def load_model(
     return LoadedModel(UNetHandle(source), TextEncoderHandle(source), VaeHandle(source), spec)
 
 
-@node("diffusion.load_vae", version="1.0.0", facts=family_facts.vae_facts)
+# 1.1: `family` for standalone VAE files (SD1.x's and SDXL's share their architecture)
+@node("diffusion.load_vae", version="1.1.0", facts=family_facts.vae_facts)
 def load_vae(
     ctx: NodeContext,
     path: Annotated[VaeRef, Field(description="A VAE folder, a standalone VAE file, or a full model "
                                               "whose VAE is taken")],
+    family: Annotated[str, Field(min_length=1, description="Model family a standalone VAE file is for "
+                                 "(sd1, sdxl, ...): its scaling factor; auto = the family of the latents "
+                                 "it decodes (set it for encoding)")] = "auto",
 ) -> VaeHandle:
-    """Load a VAE (to replace a model's own, e.g. a better decoder)."""
-    return VaeHandle(make_source(resolve_model_ref(path, ctx, "vae"), ctx))
+    """Load a VAE (to replace a model's own, e.g. a better decoder, or SDXL's fp16-fixed VAE)."""
+    if family != "auto":
+        try:
+            family_named(family)
+        except KeyError as exc:
+            raise InputError(str(exc.args[0]), field="family") from exc
+    return VaeHandle(make_source(resolve_model_ref(path, ctx, "vae"), ctx, vae_family=family))
 
 
 @node("diffusion.load_lora", version="1.0.0", facts=family_facts.lora_facts)

@@ -12,16 +12,16 @@ from typing import Any
 import torch
 
 from nodegraph.api import NodeContext
-from nodegraph_diffusion.sampling import decode
+from nodegraph_diffusion.vae_upcast import decode_finite
 
 FALLBACK_TILE = 512  # pixels; diffusers' default tile for SD-family VAEs
 
 
 def decode_with_fallback(ctx: NodeContext, vae: Any, latents: torch.Tensor, tiled: bool,
                          tile_size: int | None) -> torch.Tensor:
-    """`sampling.decode`, retried tiled (after offloading idle models) when it runs out of memory."""
+    """`vae_upcast.decode_finite`, retried tiled (after offloading idle models) when it runs out of memory."""
     try:
-        return decode(vae, latents, tiled=tiled, tile_size=tile_size)
+        return decode_finite(ctx, vae, latents, tiled=tiled, tile_size=tile_size)
     except torch.OutOfMemoryError:
         if tiled and (tile_size or FALLBACK_TILE) <= 64:
             raise
@@ -30,4 +30,4 @@ def decode_with_fallback(ctx: NodeContext, vae: Any, latents: torch.Tensor, tile
         torch.cuda.empty_cache()
     tile = min(tile_size or FALLBACK_TILE, FALLBACK_TILE) if not tiled else max(64, (tile_size or 128) // 2)
     ctx.note(f"out of memory while decoding; offloaded {moved} idle model(s) and decoded in {tile}px tiles")
-    return decode(vae, latents, tiled=True, tile_size=tile)
+    return decode_finite(ctx, vae, latents, tiled=True, tile_size=tile)

@@ -65,7 +65,19 @@ def plain_conditioning(value: Conditioning | RegionalConditioning, name: str) ->
                      field=name)
 
 
-@node("diffusion.sample", version="1.0.0", facts=family_facts.sample_facts)
+def check_latents(latents: Latents, family: ModelFamily) -> None:
+    """Refuse latents of another family's latent space (e.g. encoded by a standalone VAE file read
+    as SD1.x's for an SDXL UNet: its scaling factor differs)."""
+    if latents.family and latents.family != family.name:
+        raise InputError(f"the latents are in the '{latents.family}' latent space (encoded with a VAE read "
+                         f"as {latents.family}'s), but the UNet is {family.label} ('{family.name}'): for a "
+                         f"standalone VAE file set `family: {family.name}` on its diffusion.load_vae",
+                         field="latents")
+
+
+# 1.1: no negative + cfg on an SDXL base = zeros (its pipeline's force_zeros_for_empty_prompt);
+# latents of another family's latent space are refused
+@node("diffusion.sample", version="1.1.0", facts=family_facts.sample_facts)
 def sample(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The denoising UNet (with its LoRAs)")],
@@ -77,7 +89,8 @@ def sample(
     latents: Annotated[Latents, Field(description="Starting latents: empty (txt2img), encoded image "
                                                   "(img2img; a noise_mask makes it inpainting) or leftover")],
     negative: Annotated[Conditioning | RegionalConditioning | None, Field(
-        description="What to steer away from; needed when cfg > 1 (encode an empty prompt for the usual)")]
+        description="What to steer away from; needed when cfg > 1 (encode an empty prompt for the usual), "
+                    "except for SDXL base models, which then guide with zeros as their pipeline does")]
     = None,
     seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="Seed of the noise and the scheduler's draws")]
     = 0,
@@ -113,6 +126,10 @@ def sample(
         run_loop,
     )
 
+    family = unet_family(unet, positive, negative)
+    if negative is None and cfg > 1.0:
+        # SDXL base: zeros, as its pipeline (sized like the first positive entry)
+        negative = family.absent_negative(unet.source, region_entries(positive)[0].cond)
     if negative is None and cfg > 1.0:
         raise InputError(f"cfg {cfg} needs a negative conditioning: connect diffusion.encode_text with "
                          "text '' (or set cfg to 1 to sample without guidance)", field="negative")
@@ -126,7 +143,8 @@ def sample(
         if masked_image is not None:
             raise InputError("masked_image (9-channel inpainting UNets) needs a diffusers scheduler",
                              field="masked_image")
-        return sample_k(ctx, scheduler, unet, unet_family(unet, positive, negative), region_entries(positive),
+        check_latents(latents, family)
+        return sample_k(ctx, scheduler, unet, family, region_entries(positive),
                         None if negative is None else region_entries(negative), latents,
                         None if noise is None else noise.samples, seed, steps, cfg, denoise, start_step,
                         end_step, add_noise, return_with_leftover_noise, list(conditions or ()))
@@ -144,7 +162,7 @@ def sample(
     for skipped in prior.after_noise if prior else ():
         draw_noise(skipped, generator)
     initial = drawn if noise is None else noise.samples
-    family = unet_family(unet, positive, negative)
+    check_latents(latents, family)
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
@@ -189,4 +207,5 @@ def sample(
                 result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
-    return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras)
+    return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras,
+                   family=family.name)

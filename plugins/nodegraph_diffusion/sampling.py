@@ -28,6 +28,7 @@ from nodegraph_diffusion.conditions import (
     collect_results,
     initial_latents,
 )
+from nodegraph_diffusion.vae_math import decode, decode_raw, encode, postprocess  # noqa: F401 - re-exported
 
 LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals")
 TENSOR_SUMMED = ("mid_block_additional_residual",)
@@ -369,43 +370,3 @@ def run_loop(
         for unit in units:
             unit.close()
     return LoopResult(latents, extras)
-
-
-def decode(vae: Any, latents: torch.Tensor, tiled: bool = False, tile_size: int | None = None) -> torch.Tensor:
-    """Latents -> pixels (B, 3, H, W) in [0, 1], float32 on CPU, with the pipeline's arithmetic.
-
-    `vae.decode(latents / scaling_factor)` then `(x * 0.5 + 0.5).clamp(0, 1)` (VaeImageProcessor's
-    denormalize). Tiled decoding uses diffusers' own `tiled_decode` (tile size in pixels).
-    """
-    param = next(vae.parameters())
-    z = latents.to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor
-    with torch.no_grad():
-        if tiled:
-            from nodegraph_diffusion.vae_tiling import tiled_decode
-
-            image = tiled_decode(vae, z, tile_size)
-        else:
-            image = vae.decode(z, return_dict=False)[0]
-    return (image * 0.5 + 0.5).clamp(0, 1).to(device="cpu", dtype=torch.float32)
-
-
-def encode(
-    vae: Any,
-    pixels: torch.Tensor,
-    generator: torch.Generator | None = None,
-    mode: str = "sample",
-) -> torch.Tensor:
-    """Pixels (B, 3, H, W) in [0, 1] -> scaled latents, as the img2img pipelines do.
-
-    `VaeImageProcessor` normalises to [-1, 1] (`2x - 1`); the latent distribution is sampled with
-    `generator` (`mode="sample"`) or its mean is taken (`mode="mean"`); times `scaling_factor`.
-    The pixels go in channels-last, as the processor leaves a PIL/numpy image (an (H, W, C) array
-    permuted): CPU convolutions sum in another order on the other layout (1e-5 off, measured).
-    """
-    param = next(vae.parameters())
-    image = (2.0 * pixels - 1.0).contiguous(memory_format=torch.channels_last)
-    image = image.to(device=param.device, dtype=param.dtype)
-    with torch.no_grad():
-        dist = vae.encode(image).latent_dist
-    latents = dist.sample(generator) if mode == "sample" else dist.mode()
-    return (vae.config.scaling_factor * latents).to(device="cpu", dtype=torch.float32)

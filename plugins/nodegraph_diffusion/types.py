@@ -21,6 +21,9 @@ class ModelSource:
     config_dir: str | None = None  # local diffusers config folder used for single files
     tokenizer_dir: str | None = None  # tokenizer folder when the config folder has none (real SD1.5 files)
     family: str = "sd1"  # the ModelFamily (families/) that reads, encodes and denoises with these weights
+    # a standalone VAE file several families read alike (SD1.x's and SDXL's VAEs): family "" and the
+    # (family, config) choices, decided where it is used (vae_files.in_context)
+    vae_choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class Latents:
 
     `noise_mask` (B, 1, h, w), 1 = repaint, travels with latents for inpainting. `drawn`: the draws
     the encoder took from its seed (set by diffusion.vae_encode*, read by diffusion.sample; None else).
+    `family`: whose latent space (scaling factor) they are in.
     """
 
     samples: Any  # torch.Tensor
@@ -116,6 +120,9 @@ class Latents:
     # filled by the sampler from its conditions' optional `results()` (see conditions.py)
     extras: dict[str, Any] = field(default_factory=dict)
     drawn: SeedDraws | None = None
+    # the model family whose latent space these are (None: not known, e.g. empty latents): set by
+    # samplers and VAE encoders, so a VAE file of open family decodes them with the right config
+    family: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,6 +12,7 @@ from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.latent_nodes import VAE_SCALE
 from nodegraph_diffusion.loading import use_vae
 from nodegraph_diffusion.types import Latents, SeedDraws, VaeHandle
+from nodegraph_diffusion.vae_files import encoding_family, in_context
 
 # A catalogue module: torch and the sampling arithmetic are imported inside the node bodies.
 
@@ -29,7 +30,7 @@ def vae_decode(
     """Decode latents into RGB images (float32, [0, 1]), exactly as the diffusers pipelines do."""
     from nodegraph_diffusion.oom_fallback import decode_with_fallback
 
-    with use_vae(ctx, vae) as model:
+    with use_vae(ctx, in_context(vae, latents.family)) as model:  # a VAE file: the latents' family
         return Image(decode_with_fallback(ctx, model, latents.samples, tiled, tile_size))
 
 
@@ -56,13 +57,14 @@ def vae_encode(
     The latents record the draw taken from `seed`, so a sampler with the same seed draws its noise
     after it, as StableDiffusionImg2ImgPipeline does with its one generator: graph and pipeline then
     agree from the same input pixels, not only from the same latents."""
-    from nodegraph_diffusion.sampling import encode, make_generator
+    from nodegraph_diffusion.sampling import make_generator
+    from nodegraph_diffusion.vae_upcast import encode_finite
 
     _check_size(image)
     with use_vae(ctx, vae) as model:
-        samples = encode(model, image.pixels, make_generator(seed), mode)
+        samples = encode_finite(ctx, model, image.pixels, make_generator(seed), mode)
     drawn = SeedDraws(int(seed), (tuple(samples.shape),)) if mode == "sample" else None
-    return Latents(samples, drawn=drawn)
+    return Latents(samples, drawn=drawn, family=encoding_family(vae))
 
 
 class InpaintLatents(NamedTuple):
@@ -85,7 +87,8 @@ def vae_encode_inpaint(
     Draws as StableDiffusionInpaintPipeline does with a 4-channel UNet and one generator: the image's
     latent sample, then the noise (left for the sampler, which replays the recorded shapes around it
     when its seed is this one), then the masked image's sample."""
-    from nodegraph_diffusion.sampling import draw_noise, encode, latent_mask, make_generator
+    from nodegraph_diffusion.sampling import draw_noise, latent_mask, make_generator
+    from nodegraph_diffusion.vae_upcast import encode_finite
 
     _check_size(image)
     if tuple(mask.pixels.shape[-2:]) != tuple(image.pixels.shape[-2:]):
@@ -94,11 +97,13 @@ def vae_encode_inpaint(
     generator = make_generator(seed)
     binary = latent_mask(mask.pixels, *mask.pixels.shape[-2:])  # thresholded at pixel size
     with use_vae(ctx, vae) as model:
-        latents = encode(model, image.pixels, generator)
+        latents = encode_finite(ctx, model, image.pixels, generator)
         draw_noise(tuple(latents.shape), generator)  # the pipeline's noise: diffusion.sample draws it
         # the pipeline zeroes masked pixels in [-1, 1] space, i.e. mid-grey 0.5 in [0, 1]
         keep = (binary < 0.5).to(image.pixels.dtype)
-        masked = encode(model, image.pixels * keep + 0.5 * (1 - keep), generator)
+        masked = encode_finite(ctx, model, image.pixels * keep + 0.5 * (1 - keep), generator)
     h, w = latents.shape[-2:]
     drawn = SeedDraws(int(seed), (tuple(latents.shape),), (tuple(masked.shape),))
-    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w), drawn=drawn), Latents(masked))
+    family = encoding_family(vae)
+    return InpaintLatents(Latents(latents, latent_mask(mask.pixels, h, w), drawn=drawn, family=family),
+                          Latents(masked, family=family))

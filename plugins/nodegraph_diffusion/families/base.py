@@ -13,8 +13,10 @@ time too; torch and diffusers are imported inside the methods that run models.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +67,10 @@ class ModelFamily:
     lora_components: tuple[str, ...] = ("unet", "text_encoder")
     lora_sgm_names: bool = False
     cross_attention_widths: tuple[int, ...] = ()
+    # standalone VAE files: the encoder's first width -> the shipped config folder (configs/NAME) that
+    # reads them with this family's scaling factor. SD1.x's and SDXL's VAEs share their architecture
+    # (both 128), so a width claimed by two families is decided by the context (see vae_files.py)
+    vae_configs: tuple[tuple[int, str], ...] = ()
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""
@@ -73,6 +79,22 @@ class ModelFamily:
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
         return None
+
+    def refines_only(self, index: Mapping[str, Any]) -> bool:
+        """Whether a model with this model_index.json only refines an image (SDXL's refiner): a sampler
+        with its UNet must not start from empty latents at full strength (validation says so)."""
+        return False
+
+    def conditioning_width(self, root: Path, index: Mapping[str, Any]) -> int | None:
+        """Width of the conditioning the text encoders of the model at `root` give (validation compares
+        it with the UNet's `cross_attention_dim`); None: not told. The default: their hidden sizes side
+        by side (SD1.x: one; SDXL base: both encoders' penultimate states concatenated)."""
+        total = 0
+        for name, entry in index.items():
+            config = root / name / "config.json"
+            if name.startswith("text_encoder") and isinstance(entry, list) and entry[0] and config.is_file():
+                total += int(json.loads(config.read_text()).get("hidden_size", 0))
+        return total or None
 
     def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
         """Key prefixes of a single file that diffusers' converter needs for `component` (a folder
@@ -91,6 +113,11 @@ class ModelFamily:
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         """Encode a prompt with the handle's text encoder(s) into this family's `Conditioning`."""
         raise NotImplementedError(f"family {self.name!r} cannot encode prompts")
+
+    def absent_negative(self, source: Any, positive: Any) -> Any | None:
+        """The negative `Conditioning` to guide with when the sampler is given none (None: there is no
+        such default, and the sampler asks for a negative). `source` is the UNet's ModelSource."""
+        return None
 
     def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
                           request: DenoiseRequest) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ class SD1Family(ModelFamily):
     label = "SD1.x"
     config_names = ("sd15", "tinyworld")
     cross_attention_widths = tuple(WIDTHS)
+    vae_configs = ((128, "sd15"), (16, "tinyworld"))
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         cls = str(index.get("_class_name", ""))

@@ -74,6 +74,7 @@ class SDXLFamily(ModelFamily):
     cross_attention_widths = tuple(sorted({width for _, width in CONFIGS}))
     tokenizers = ("tokenizer_2",)
     config_names = tuple(CONFIGS.values())
+    vae_configs = ((128, "sdxl"), (8, "tinyxl"))  # SDXL's VAE: SD1.x's architecture, scaling 0.13025
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return "XL" in str(index.get("_class_name", "")) and "text_encoder_2" in index
@@ -86,6 +87,10 @@ class SDXLFamily(ModelFamily):
         if not (base or refiner) or probe is None:
             return None
         return CONFIGS.get((refiner, shapes[probe][-1]))
+
+    def refines_only(self, index: Mapping[str, Any]) -> bool:
+        """The refiner: its pipeline is img2img only and its UNet takes an aesthetic score."""
+        return bool(index.get("requires_aesthetics_score"))
 
     def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
         return PART_PREFIXES.get(component)
@@ -115,28 +120,54 @@ class SDXLFamily(ModelFamily):
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
         present = [(pair, text) for pair, text in zip(ENCODERS, texts, strict=True)
                    if (root / pair[1]).is_dir()]
-        pieces, empties, pooled, first_ids = [], [], [], None
+        pieces, pooled, first_ids, chunk = [], [], None, 77
         for (tok_name, enc_name), text in present:
             captured: list[Any] = []
-            call = _penultimate(captured)
             with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
-                embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis, call)
-                # always kept (one short call): the two encoders' chunk counts may differ, and the
-                # sampler pads a shorter side with it (cond_padding)
-                empty = embeds if text == "" else \
-                    encode_plain(tokenizer, model, "", request.clip_skip, _penultimate([]))[0]
+                embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis,
+                                            _penultimate(captured))
+                chunk = int(tokenizer.model_max_length)
             pieces.append(embeds)
-            empties.append(empty)
             pooled = captured
             first_ids = ids if first_ids is None else first_ids
+        # The empty prompt's encoding pads a shorter side (cond_padding): only a prompt longer than one
+        # chunk can need it (its encoders' pieces may differ in length, and a short prompt on the other
+        # side of CFG borrows it), so only then is it paid for (one more call per encoder, as SD1.x);
+        # an empty prompt is its own
+        empties = [embeds if text == "" else None for embeds, (_, text) in zip(pieces, present, strict=True)]
+        if any(int(p.shape[1]) > chunk for p in pieces):
+            for i, ((tok_name, enc_name), _) in enumerate(present):
+                if empties[i] is None:
+                    with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
+                        empties[i] = encode_plain(tokenizer, model, "", request.clip_skip, _penultimate([]))[0]
         if len(pieces) == 2 and pieces[0].shape[1] != pieces[1].shape[1]:  # long text vs short text_2
             pieces[0], pieces[1] = match_lengths(pieces[0], pieces[1], empties[0], empties[1])
         embeds = torch.cat(pieces, dim=-1)
-        empty = torch.cat(empties, dim=-1)
+        empty = torch.cat(empties, dim=-1).detach().cpu() if all(e is not None for e in empties) else None
         return Conditioning(embeds=embeds.detach().cpu(), prompt=request.text,
                             token_ids=tuple(int(i) for i in first_ids or ()),
                             pooled=pooled[0].detach().cpu() if pooled else None,
-                            empty=empty.detach().cpu(), family=self.name, micro=request.micro)
+                            empty=empty, family=self.name, micro=request.micro)
+
+    def absent_negative(self, source: Any, positive: Any) -> Any | None:
+        """Zeros, as StableDiffusionXLPipeline guides without a negative prompt when the model's
+        model_index.json says `force_zeros_for_empty_prompt` (SDXL base: true; the refiner: false);
+        the negative's size ids are the positive's (the pipeline's `negative_add_time_ids` default)."""
+        import json
+        from pathlib import Path
+
+        import torch
+
+        from nodegraph_diffusion.types import Conditioning
+
+        root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
+        index = root / "model_index.json"
+        config = json.loads(index.read_text()) if index.is_file() else {}
+        if not config.get("force_zeros_for_empty_prompt", True) or positive.pooled is None:
+            return None
+        micro = tuple((k, v) for k, v in positive.micro if k != "aesthetic_score")
+        return Conditioning(embeds=torch.zeros_like(positive.embeds), pooled=torch.zeros_like(positive.pooled),
+                            family=self.name, micro=micro)
 
     def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
                           request: DenoiseRequest) -> dict[str, Any] | None:
