@@ -9,6 +9,7 @@ from nodegraph.api import hookimpl
 def nodegraph_register(registry: object) -> None:
     from nodegraph_diffusion import (
         inpaint_nodes,
+        k_sampler_nodes,
         latent_nodes,
         model_nodes,
         sampler_nodes,
@@ -17,6 +18,6 @@ def nodegraph_register(registry: object) -> None:
         vae_nodes,
     )
 
-    for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, vae_nodes,
-                   inpaint_nodes):
+    for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
+                   vae_nodes, inpaint_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]
