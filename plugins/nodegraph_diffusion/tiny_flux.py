@@ -39,7 +39,8 @@ DEV_SCHEDULER_CONFIG: dict[str, Any] = {
     "shift": 3.0,
     "use_dynamic_shifting": True,
 }
-SCHNELL_SCHEDULER_CONFIG: dict[str, Any] = {**DEV_SCHEDULER_CONFIG, "shift": 1.0, "use_dynamic_shifting": False}
+SCHNELL_SCHEDULER_CONFIG: dict[str, Any] = {**DEV_SCHEDULER_CONFIG, "shift": 1.0,
+                                            "use_dynamic_shifting": False}
 
 TRANSFORMER_CONFIG: dict[str, Any] = {
     "patch_size": 1,
@@ -103,7 +104,8 @@ def build_tiny_flux_components(seed: int = 0, variant: str = "dev") -> dict[str,
     guidance, scheduler_config = VARIANTS[variant]
     generator = torch.Generator("cpu").manual_seed(seed)
     tokenizer = _clip_tokenizer()
-    clip_config = CLIPTextConfig(**CLIP_CONFIG, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+    clip_config = CLIPTextConfig(**CLIP_CONFIG, vocab_size=len(tokenizer),
+                                 bos_token_id=tokenizer.bos_token_id,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     transformer = FluxTransformer2DModel(**TRANSFORMER_CONFIG, guidance_embeds=guidance)
     vae = AutoencoderKL(**VAE_CONFIG)

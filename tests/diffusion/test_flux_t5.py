@@ -30,9 +30,8 @@ def test_words_are_one_id_each_and_other_text_splits_into_characters() -> None:
 
 def test_saved_folder_reloads_offline_to_the_same_encoder(tmp_path: Path) -> None:
     import torch
-    from transformers import T5EncoderModel, T5TokenizerFast
-
     from nodegraph_diffusion.tiny_t5 import build_t5_tokenizer, build_tiny_t5, save_t5
+    from transformers import T5EncoderModel, T5TokenizerFast
 
     encoder_dir, tokenizer_dir = save_t5(tmp_path, "flux", seed=3, d_model=48)
     assert (encoder_dir.name, tokenizer_dir.name) == ("text_encoder_2", "tokenizer_2")
