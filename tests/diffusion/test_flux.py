@@ -127,3 +127,23 @@ nodes:
   latents: {type: diffusion.sample, unet: "@xl.unet", scheduler: "@xl.scheduler", positive: "@text",
             latents: "@empty", cfg: 1.0}
 """
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0, 0.6])
+def test_flux_img2img_graph_equals_flux_img2img_pipeline(tmp_path: Path, strength: float) -> None:
+    from diffusers import FluxImg2ImgPipeline
+
+    prompt = "a big red square in the center, blue background"
+    result = Engine().run(GRAPHS / "flux_img2img.yaml", {"steps": 4, "seed": 5, "strength": strength},
+                          RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False))
+    pipe = FluxImg2ImgPipeline(**flux_pipe("tinyflux").components)
+    pipe.set_progress_bar_config(disable=True)
+    with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
+        picture = im.convert("RGB")
+    kwargs: dict[str, Any] = {"image": picture, "strength": strength, "height": 64, "width": 64,
+                              "num_inference_steps": 4, "guidance_scale": 3.5}
+    packed = pipe(prompt, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(5)).images
+    latents = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
+    assert (result.outputs["latents"]["out"].samples - latents).abs().max().item() == 0.0
+    image = pipe(prompt, **kwargs, generator=torch.Generator().manual_seed(5)).images[0]
+    assert np.array_equal(png(tmp_path / "flux_img2img.png"), np.asarray(image))

@@ -92,6 +92,10 @@ class FluxFamily(ModelFamily):
                             token_ids=tuple(int(i) for i in t5_ids[0]), pooled=pooled.detach().cpu(),
                             family=self.name)
 
+    def skipped_steps(self, steps: int, denoise: float) -> int:
+        """FluxImg2ImgPipeline.get_timesteps: `int(max(steps - min(steps * strength, steps), 0))`."""
+        return int(max(steps - min(steps * denoise, steps), 0))
+
     def set_timesteps(self, scheduler: Any, steps: int, device: Any, latent_shape: tuple[int, ...]) -> None:
         from nodegraph_diffusion.flux_sampling import set_flux_timesteps
 
