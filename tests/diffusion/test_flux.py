@@ -100,7 +100,12 @@ def test_a_non_flow_matching_scheduler_is_an_input_error(ctx: Any) -> None:
     assert "flow-matching" in str(info.value)
 
 
-def test_flux_conditioning_into_an_sdxl_unet_fails_validation(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("other", "label"), [("tinysd3", "SD3"), ("tinyxl", "SDXL")])
+def test_flux_conditioning_into_another_family_fails_validation(tmp_path: Path, other: str,
+                                                                label: str) -> None:
+    from typer.testing import CliRunner
+
+    from nodegraph.cli.app import app
     from nodegraph.document.load import load_plan
     from nodegraph.errors import GraphError
     from nodegraph.nodes.registry import build_registry
@@ -109,22 +114,28 @@ def test_flux_conditioning_into_an_sdxl_unet_fails_validation(tmp_path: Path) ->
     load_plan(GRAPHS / "flux.yaml", registry)  # one family throughout: fine
     load_plan(GRAPHS / "flux.yaml", registry, {"model": "builtin:tinyflux-schnell"})
     path = tmp_path / "mixed.yaml"
-    path.write_text(MIXED)
+    path.write_text(MIXED % other)
     with pytest.raises(GraphError) as info:
         load_plan(path, registry)
     (problem,) = info.value.problems
     assert (problem.node, problem.field, problem.line) == ("latents", "positive", 7)
     assert "'positive' gets Flux.1 conditioning from node 'text'" in str(problem)
+    assert f"'unet' is an {label}" in str(problem)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--no-cache", "-q"],
+                                obj={"registry": registry})
+    assert result.exit_code == 2, result.output
+    assert "mixed.yaml" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
 
 
 MIXED = """\
 version: 1
 nodes:
   flux:    {type: diffusion.load_model, path: "builtin:tinyflux"}
-  xl:      {type: diffusion.load_model, path: "builtin:tinyxl"}
+  other:   {type: diffusion.load_model, path: "builtin:%s"}
   text:    {type: diffusion.encode_text, encoder: "@flux.text_encoder", text: "a red circle"}
-  empty:   {type: diffusion.empty_latents, width: 64, height: 64}
-  latents: {type: diffusion.sample, unet: "@xl.unet", scheduler: "@xl.scheduler", positive: "@text",
+  empty:   {type: diffusion.empty_latents, width: 64, height: 64, unet: "@other.unet"}
+  latents: {type: diffusion.sample, unet: "@other.unet", scheduler: "@other.scheduler", positive: "@text",
             latents: "@empty", cfg: 1.0}
 """
 
