@@ -115,6 +115,11 @@ class SDXLFamily(ModelFamily):
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
 
+        from nodegraph.api import InputError
+
+        if request.text_3 is not None:
+            raise InputError("text_3 is for SD3's T5 encoder; SDXL models have no third text encoder: leave "
+                             "text_3 unset", field="text_3")
         source = handle.source  # a single file's components are those of its shipped config folder
         root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
         texts = (request.text, request.text if request.text_2 is None else request.text_2)
