@@ -112,3 +112,23 @@ def test_without_t5_equals_pipeline(tmp_path: Path, no_t5_dir: Path) -> None:
     assert (ours - latents).abs().max().item() == 0.0
     cond = result.outputs["positive"]["out"]
     assert cond.embeds.shape == (1, 77 + 256, 64) and not cond.embeds[:, 77:].any()  # T5's part: zeros
+
+
+@pytest.mark.parametrize("strength", [0.6, 1.0])
+def test_sd35_img2img_graph_equals_img2img_pipeline(tmp_path: Path, strength: float) -> None:
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    prompt = "a big red square in the center, blue background"
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    params = {"steps": 3, "seed": 5, "strength": strength, "negative": "blurry"}
+    result = Engine().run(GRAPHS / "sd35_img2img.yaml", params, options)
+    pipe = StableDiffusion3Img2ImgPipeline(**sd3_pipe().components)
+    pipe.set_progress_bar_config(disable=True)
+    with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
+        picture = im.convert("RGB")
+    kwargs: dict[str, Any] = {"image": picture, "strength": strength, "negative_prompt": "blurry",
+                              "num_inference_steps": 3, "guidance_scale": 4.5, "height": 64, "width": 64}
+    latents = pipe(prompt, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(5)).images
+    assert (result.outputs["latents"]["out"].samples - latents).abs().max().item() == 0.0
+    image = pipe(prompt, **kwargs, generator=torch.Generator().manual_seed(5)).images[0]
+    assert np.array_equal(png(tmp_path / "sd35_img2img.png"), np.asarray(image))

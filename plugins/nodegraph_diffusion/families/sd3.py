@@ -127,6 +127,10 @@ class SD3Family(ModelFamily):
                              config.get("base_shift", 0.5), config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device=device, mu=mu)
 
+    def skipped_steps(self, steps: int, denoise: float) -> int:
+        """StableDiffusion3Img2ImgPipeline.get_timesteps: `int(max(steps - min(steps * strength, steps), 0))`."""
+        return int(max(steps - min(steps * denoise, steps), 0))
+
     def denoise(self, model: Any, latent_in: Any, t: Any, embeds: Any, extra: dict[str, Any]) -> Any:
         from nodegraph_diffusion.sampling import SamplingError
 
