@@ -158,3 +158,24 @@ def test_flux_img2img_graph_equals_flux_img2img_pipeline(tmp_path: Path, strengt
     assert (result.outputs["latents"]["out"].samples - latents).abs().max().item() == 0.0
     image = pipe(prompt, **kwargs, generator=torch.Generator().manual_seed(5)).images[0]
     assert np.array_equal(png(tmp_path / "flux_img2img.png"), np.asarray(image))
+
+
+def test_an_sd1_lora_on_flux_fails_validation(tmp_path: Path) -> None:
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    lora = BUILTIN_DIR / "tinyworld-style" / "tinyworld-style.safetensors"
+    path = tmp_path / "lora.yaml"
+    path.write_text(f"""\
+version: 1
+nodes:
+  model: {{type: diffusion.load_model, path: "builtin:tinyflux"}}
+  lora:  {{type: diffusion.load_lora, unet: "@model.unet", text_encoder: "@model.text_encoder",
+          path: "{lora}"}}
+""")
+    with pytest.raises(GraphError) as info:
+        load_plan(path, build_registry())
+    (problem,) = info.value.problems
+    assert (problem.node, problem.field, problem.line) == ("lora", "unet", 4)
+    assert "not supported yet for Flux.1 models" in str(problem)
