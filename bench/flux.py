@@ -130,7 +130,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     options = RunOptions(out_dir=tmp / "out", device=device, dtype=str(dtype).replace("torch.", ""),
                          show_progress=False)
     overrides = {"model": str(folder), "steps": steps, "width": size, "height": size, "guidance": 3.5}
-    pipe = FluxPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype).to(device)
+    pipe = FluxPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
 
     def run_engine(seed: int) -> float:
