@@ -41,26 +41,31 @@ def png(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-@pytest.mark.parametrize(("model", "guidance", "cfg"), [
-    ("tinyflux", 4.0, 1.0),  # dev: embedded guidance, one call per step
-    ("tinyflux", 2.0, 2.5),  # dev with true CFG: a negative, two unbatched calls per step
-    ("tinyflux-schnell", 3.5, 1.0),  # schnell: no guidance input, fixed shift
+@pytest.mark.parametrize(("model", "guidance", "cfg", "batch"), [
+    ("tinyflux", 4.0, 1.0, 1),  # dev: embedded guidance, one call per step
+    ("tinyflux", 2.0, 2.5, 1),  # dev with true CFG: a negative, two unbatched calls per step
+    ("tinyflux", 3.0, 2.0, 2),  # two images per prompt, true CFG
+    ("tinyflux-schnell", 3.5, 1.0, 1),  # schnell: no guidance input, fixed shift
 ])
-def test_flux_graph_equals_flux_pipeline(tmp_path: Path, model: str, guidance: float, cfg: float) -> None:
+def test_flux_graph_equals_flux_pipeline(tmp_path: Path, model: str, guidance: float, cfg: float,
+                                         batch: int) -> None:
     params = {"model": f"builtin:{model}", "steps": 3, "seed": 3, "guidance": guidance, "cfg": cfg,
-              "negative": "blurry"}
+              "negative": "blurry", "batch": batch}
     result = run_graph(tmp_path, **params)
     pipe = flux_pipe(model)
-    kwargs: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 3, "guidance_scale": guidance}
+    kwargs: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 3, "guidance_scale": guidance,
+                              "num_images_per_prompt": batch}
     if cfg > 1:
         kwargs.update(negative_prompt="blurry", true_cfg_scale=cfg)
     packed = pipe(PROMPT, **kwargs, output_type="latent", generator=torch.Generator().manual_seed(3)).images
     latents = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
     ours = result.outputs["latents"]["out"].samples
-    assert ours.shape == (1, 16, 8, 8)
+    assert ours.shape == (batch, 16, 8, 8)
     assert (ours - latents).abs().max().item() == 0.0
-    image = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(3)).images[0]
-    assert np.array_equal(png(tmp_path / "flux.png"), np.asarray(image))
+    images = pipe(PROMPT, **kwargs, generator=torch.Generator().manual_seed(3)).images
+    names = ["flux.png"] if batch == 1 else [f"flux_{i}.png" for i in range(batch)]
+    for name, image in zip(names, images, strict=True):
+        assert np.array_equal(png(tmp_path / name), np.asarray(image))
 
 
 def test_guidance_acts_on_dev_and_not_on_schnell(tmp_path: Path) -> None:
