@@ -75,6 +75,7 @@ def test_guidance_acts_on_dev_and_not_on_schnell(tmp_path: Path) -> None:
         return result.outputs["latents"]["out"].samples
 
     assert (latents("tinyflux", 1.0) - latents("tinyflux", 6.0)).abs().max().item() > 1e-3
+    assert (latents("tinyflux", 0.0) - latents("tinyflux", 3.5)).abs().max().item() > 1e-3  # 0 is not unset
     assert torch.equal(latents("tinyflux-schnell", 1.0), latents("tinyflux-schnell", 6.0))
 
 

@@ -125,7 +125,8 @@ class FluxFamily(ModelFamily):
         pooled = torch.cat([batch_pooled(side.pooled, request.batch) for side in sides])
         guidance = None
         if unet.config.guidance_embeds:
-            value = float(dict(positive.micro).get("guidance") or DEFAULT_GUIDANCE)
+            given = dict(positive.micro).get("guidance")  # 0 is a value: only unset means the default
+            value = DEFAULT_GUIDANCE if given is None else float(given)
             guidance = torch.full([1], value, device=request.device, dtype=torch.float32)
             guidance = guidance.expand(request.batch)
         scale = self.vae_scale
@@ -137,14 +138,15 @@ class FluxFamily(ModelFamily):
         """Pack, call the transformer as FluxPipeline does (positive, then negative, unbatched), unpack."""
         import torch
 
+        from nodegraph.api import InputError
         from nodegraph_diffusion.flux_sampling import pack, unpack
 
         cond = extra.pop("added_cond_kwargs")
         joint = extra.pop("joint_attention_kwargs", None) or {}
         extra.pop("cross_attention_kwargs", None)
-        if extra:
-            raise ValueError(f"{self.label} transformers take no {', '.join(sorted(extra))} (a UNet "
-                             "ControlNet or adapter?)")
+        if extra:  # UNet residuals from a condition of no family (another family's is refused earlier)
+            raise InputError(f"{self.label} transformers take no {', '.join(sorted(extra))}: Flux "
+                             "ControlNets and adapters are not supported yet", field="conditions")
         _, _, height, width = latent_in.shape
         halves = bool(cond["halves"])
         n = latent_in.shape[0] // 2 if halves else latent_in.shape[0]
