@@ -89,10 +89,11 @@ def build_tiny_sd3_components(seed: int = 0, without_t5: bool = False) -> dict[s
     tokenizer = _clip_tokenizer()
     encoders = []
     for width, act in CLIP_ENCODERS:
-        config = CLIPTextConfig(hidden_size=width, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                                max_position_embeddings=MAX_LENGTH, projection_dim=width, hidden_act=act,
-                                layer_norm_eps=1e-5, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        config = CLIPTextConfig(hidden_size=width, intermediate_size=37, num_attention_heads=4,
+                                num_hidden_layers=2, max_position_embeddings=MAX_LENGTH, projection_dim=width,
+                                hidden_act=act, layer_norm_eps=1e-5, vocab_size=len(tokenizer),
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id)
         encoders.append(CLIPTextModelWithProjection(config))
     transformer = SD3Transformer2DModel(**TRANSFORMER_CONFIG)
     vae = AutoencoderKL(**VAE_CONFIG)

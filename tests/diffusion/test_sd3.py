@@ -92,7 +92,8 @@ def test_prompts_per_encoder_equal_encode_prompt(ctx: Any) -> None:
         cond = encode_text(ctx, model.text_encoder, text, clip_skip=skip, text_2=text_2, text_3=text_3)
         with torch.no_grad():  # as the pipeline's __call__ runs it (T5 sums in another order with grad on)
             embeds, _, pooled, _ = pipe.encode_prompt(text, prompt_2=text_2, prompt_3=text_3, device="cpu",
-                                                      do_classifier_free_guidance=False, clip_skip=skip or None)
+                                                      do_classifier_free_guidance=False,
+                                                      clip_skip=skip or None)
         assert torch.equal(cond.embeds, embeds), (text, text_2, text_3, skip)
         assert torch.equal(cond.pooled, pooled), (text, text_2, text_3, skip)
     base = encode_text(ctx, model.text_encoder, PROMPT)

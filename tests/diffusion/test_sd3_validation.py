@@ -101,7 +101,8 @@ def test_ddim_and_4_channel_latents_are_input_errors_on_sd3(ctx: Any) -> None:
     assert tuple(empty.samples.shape) == (1, 16, 8, 8)
     with pytest.raises(InputError) as info:
         sample(ctx, model.unet, scheduler_node(model.scheduler, "ddim"), positive, empty, steps=2, cfg=1.0)
-    assert info.value.field == "scheduler" and "DDIMScheduler is not a flow-matching scheduler" in str(info.value)
+    assert info.value.field == "scheduler"
+    assert "DDIMScheduler is not a flow-matching scheduler" in str(info.value)
     with pytest.raises(InputError) as info:
         sample(ctx, model.unet, model.scheduler, positive, empty_latents(64, 64, 1), steps=2, cfg=1.0)
     assert info.value.field == "latents" and "4 channels" in str(info.value)

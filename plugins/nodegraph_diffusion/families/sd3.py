@@ -123,12 +123,14 @@ class SD3Family(ModelFamily):
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
         seq_len = (int(latent_shape[-2]) // PATCH_SIZE) * (int(latent_shape[-1]) // PATCH_SIZE)
-        mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                             config.get("base_shift", 0.5), config.get("max_shift", 1.16))
+        mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256),
+                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                             config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device=device, mu=mu)
 
     def skipped_steps(self, steps: int, denoise: float) -> int:
-        """StableDiffusion3Img2ImgPipeline.get_timesteps: `int(max(steps - min(steps * strength, steps), 0))`."""
+        """As StableDiffusion3Img2ImgPipeline.get_timesteps:
+        `int(max(steps - min(steps * strength, steps), 0))`."""
         return int(max(steps - min(steps * denoise, steps), 0))
 
     def denoise(self, model: Any, latent_in: Any, t: Any, embeds: Any, extra: dict[str, Any]) -> Any:

@@ -110,12 +110,11 @@ class SDXLFamily(ModelFamily):
 
         import torch
 
+        from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import encode_plain, encode_prompt
         from nodegraph_diffusion.cond_padding import match_lengths
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
-
-        from nodegraph.api import InputError
 
         if request.text_3 is not None:
             raise InputError("text_3 is for SD3's T5 encoder; SDXL models have no third text encoder: leave "
