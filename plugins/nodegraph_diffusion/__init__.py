@@ -8,6 +8,7 @@ from nodegraph.api import hookimpl
 @hookimpl
 def nodegraph_register(registry: object) -> None:
     from nodegraph_diffusion import (
+        flux_nodes,
         inpaint_nodes,
         k_sampler_nodes,
         latent_nodes,
@@ -19,5 +20,5 @@ def nodegraph_register(registry: object) -> None:
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
-                   vae_nodes, inpaint_nodes):
+                   vae_nodes, inpaint_nodes, flux_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]

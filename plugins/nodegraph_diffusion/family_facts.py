@@ -191,6 +191,13 @@ def lora_facts(req: FactsRequest) -> Facts:
     family (lora_fit) is refused here, before any weights load."""
     unet_fact = req.upstream.get("unet")
     family = _family(unet_fact)
+    try:
+        supported = family is None or family_named(family).supports_lora
+    except KeyError:  # unknown family: the loader tells
+        supported = True
+    if not supported:  # e.g. an SD1.5 LoRA on an SD3 transformer: no LoRA reader for the family yet
+        raise FactError(f"'unet' is an {label(family)} model from node '{_node(unet_fact)}': LoRA files are "
+                        f"not supported yet for {label(family)} models", field="unet")
     file = _lora_file(req.literals.get("path"), req.base_dir)
     if family is not None and file is not None and isinstance(unet_fact, Fact):
         try:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from nodegraph.api import InputError, node
 from nodegraph_diffusion import family_facts
-from nodegraph_diffusion.types import Latents, Noise
+from nodegraph_diffusion.types import Latents, Noise, UNetHandle
 
 # A catalogue module: only light imports at the top, so listing and validating never import torch;
 # torch and sampling are imported inside the node bodies, on first call (docs/plugins.md).
@@ -17,18 +17,30 @@ LATENT_CHANNELS = 4  # SD1.x/2.x VAEs
 VAE_SCALE = 8  # pixels per latent cell (sampling.VAE_SCALE)
 
 
-@node("diffusion.empty_latents", version="1.0.0", facts=family_facts.empty_facts)
+# 1.1: `unet` gives the model family's latent channels (SD3/Flux: 16)
+@node("diffusion.empty_latents", version="1.1.0", facts=family_facts.empty_facts)
 def empty_latents(
     width: Annotated[int, Field(ge=8, le=8192, multiple_of=8, description="Image width in pixels (multiple of 8)")]
     = 512,
     height: Annotated[int, Field(ge=8, le=8192, multiple_of=8,
                                  description="Image height in pixels (multiple of 8)")] = 512,
     batch: Annotated[int, Field(ge=1, le=64, description="Images per batch")] = 1,
+    unet: Annotated[UNetHandle | None, Field(description="The model they are for: its family's latent "
+                                                         "channels (unset: 4, the SD1.x/SDXL VAEs')")] = None,
 ) -> Latents:
     """Zero latents of a given image size: the starting point of text-to-image."""
     import torch
 
-    return Latents(torch.zeros(batch, LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE))
+    channels, scale = LATENT_CHANNELS, VAE_SCALE
+    if unet is not None:
+        from nodegraph_diffusion.families import family_named
+
+        try:
+            family = family_named(unet.source.family)
+        except KeyError as exc:
+            raise InputError(str(exc.args[0]), field="unet") from exc
+        channels, scale = family.latent_channels, family.vae_scale
+    return Latents(torch.zeros(batch, channels, height // scale, width // scale))
 
 
 @node("diffusion.noise", version="1.0.0")

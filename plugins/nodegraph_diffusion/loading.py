@@ -33,6 +33,8 @@ PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 # shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
 # tokenizer component -> pad token (SDXL's tokenizer_2 pads with "!", id 0; the others with EOS)
 _EOS = "<|endoftext|>"
+# the text encoder classes a diffusers folder may name (CLIP's; T5's encoder for SD3 and Flux)
+TEXT_ENCODER_CLASSES = ("CLIPText", "T5EncoderModel")
 CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS},
                        "sdxl": {"tokenizer": _EOS, "tokenizer_2": "!"},
                        "sdxl_refiner": {"tokenizer": _EOS, "tokenizer_2": "!"}}
@@ -111,7 +113,7 @@ def make_source(
                 known = ", ".join(f.label for f in available_families())
                 raise InputError(f"'{path}' is a {index.get('_class_name', 'diffusers')} model, of no model "
                                  f"family this installation knows ({known})", field=field)
-            wanted = ("unet", "vae", *family.text_encoders)
+            wanted = (family.denoiser_component, "vae", *family.text_encoders)
             for component in wanted:  # say now, not when a sampler needs it
                 missing = missing_component(path, component) if index.get(component, [None])[0] else None
                 if missing:
@@ -156,12 +158,16 @@ def _single_file_state(source: ModelSource, component: str, ctx: NodeContext) ->
 
 
 def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
-    """Load the UNet of a model source on CPU (the residency manager places it)."""
+    """Load the denoiser of a model source on CPU (the residency manager places it): the UNet, or the
+    transformer of a flow-matching family (its `denoiser_class` from its `denoiser_component` folder)."""
+    import diffusers
     from diffusers import UNet2DConditionModel
 
     path = Path(source.path)
     if source.format == "diffusers":
-        return _from_pretrained(UNet2DConditionModel, path, "unet", ctx)
+        family = family_named(source.family)
+        cls = getattr(diffusers, family.denoiser_class)
+        return _from_pretrained(cls, path, family.denoiser_component, ctx)
     if source.format == "single_file":
         state = _single_file_state(source, "unet", ctx)
         unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
@@ -203,8 +209,8 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "t
         index = json.loads((path / "model_index.json").read_text())
         named = (index.get(component) or [None, "CLIPTextModel"])[1]
         cls = getattr(transformers, str(named), None)
-        if not (isinstance(cls, type) and str(named).startswith("CLIPText")):
-            raise InputError(f"'{path}': {component} is a {named}, not a CLIP text encoder")
+        if not (isinstance(cls, type) and str(named).startswith(TEXT_ENCODER_CLASSES)):
+            raise InputError(f"'{path}': {component} is a {named}, not a CLIP or T5 text encoder")
         with _no_transformers_bar():
             model = cls.from_pretrained(path, subfolder=component, local_files_only=True)
         return own_storage(model.eval())
@@ -234,11 +240,19 @@ def _no_transformers_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _tokenizer_class(folder: Path) -> Any:
+    """CLIP's tokenizer, or T5's when the folder's tokenizer_config.json names a T5 tokenizer (SD3's
+    tokenizer_3, Flux's tokenizer_2)."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    config = folder / "tokenizer_config.json"
+    named = str(json.loads(config.read_text()).get("tokenizer_class", "")) if config.is_file() else ""
+    return T5TokenizerFast if named.startswith("T5") else CLIPTokenizer
+
+
 def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
     """Load the tokenizer: the handle's own folder, the model's, the shipped config's, or for SD1.x
     (A1111 single files carry none) CLIP's tokenizer built from the shipped merges (clip_tokenizer)."""
-    from transformers import CLIPTokenizer
-
     if source.tokenizer_dir:
         folder = Path(source.tokenizer_dir)
     elif source.format == "diffusers":
@@ -260,7 +274,7 @@ def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
             "(e.g. the tokenizer/ folder of a diffusers model of the same family)",
             field="tokenizer",
         )
-    return CLIPTokenizer.from_pretrained(folder)
+    return _tokenizer_class(folder).from_pretrained(folder)
 
 
 def _has_safetensors(folder: Path) -> bool:

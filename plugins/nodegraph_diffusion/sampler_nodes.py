@@ -67,12 +67,28 @@ def plain_conditioning(value: Conditioning | RegionalConditioning, name: str) ->
 
 def check_latents(latents: Latents, family: ModelFamily) -> None:
     """Refuse latents of another family's latent space (e.g. encoded by a standalone VAE file read
-    as SD1.x's for an SDXL UNet: its scaling factor differs)."""
+    as SD1.x's for an SDXL UNet: its scaling factor differs), or with another channel count (4-channel
+    empty latents for a 16-channel SD3 transformer)."""
     if latents.family and latents.family != family.name:
         raise InputError(f"the latents are in the '{latents.family}' latent space (encoded with a VAE read "
                          f"as {latents.family}'s), but the UNet is {family.label} ('{family.name}'): for a "
                          f"standalone VAE file set `family: {family.name}` on its diffusion.load_vae",
                          field="latents")
+    channels = int(latents.samples.shape[1])
+    if channels != family.latent_channels:
+        raise InputError(f"the latents have {channels} channels, but {family.label} models denoise "
+                         f"{family.latent_channels}: give diffusion.empty_latents `unet: @model.unet` (it "
+                         "then makes the model's latent channels)", field="latents")
+
+
+def check_scheduler(scheduler: SchedulerSpec, family: ModelFamily) -> None:
+    """Refuse a scheduler the family cannot sample with (DDIM & co. on a flow-matching model)."""
+    from nodegraph_diffusion.schedulers import resolve
+
+    cls, _ = resolve(scheduler)
+    problem = family.check_scheduler(cls.__name__)
+    if problem:
+        raise InputError(problem, field="scheduler")
 
 
 # 1.1: no negative + cfg on an SDXL base = zeros (its pipeline's force_zeros_for_empty_prompt);
@@ -164,6 +180,7 @@ def sample(
         draw_noise(skipped, generator)
     initial = drawn if noise is None else noise.samples
     check_latents(latents, family)
+    check_scheduler(scheduler, family)
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
@@ -197,10 +214,12 @@ def sample(
             eta=eta,
             extras=dict(latents.extras),
             added_cond=added,
+            family=family,
         )
         try:  # UNet calls of this run, from a throwaway scheduler (PNDM adds one, Heun doubles)
-            calls = len(plan_schedule(make_scheduler(scheduler), steps, device, denoise, start_step,
-                                      end_step).timesteps)
+            calls = len(plan_schedule(make_scheduler(scheduler), steps, device, denoise, start_step, end_step,
+                                      lambda s, n, d: family.set_timesteps(s, n, d, shape),
+                                      family.skipped_steps).timesteps)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
         try:

@@ -84,20 +84,32 @@ def plan_schedule(
     denoise: float = 1.0,
     start_step: int = 0,
     end_step: int | None = None,
+    set_timesteps: Callable[[Any, int, torch.device], None] | None = None,
+    skipped_steps: Callable[[int, float], int] | None = None,
 ) -> Schedule:
     """Set the scheduler's timesteps and pick the slice to run.
 
     `denoise` works like the img2img pipelines' `strength`: the first `steps - int(steps * denoise)`
     steps are skipped. `start_step`/`end_step` (KSamplerAdvanced style) cut further; the later start
     wins. Calls `set_begin_index` like the img2img pipeline, so index-keeping schedulers start right.
+    `set_timesteps(scheduler, steps, device)` replaces the plain `scheduler.set_timesteps(steps,
+    device=device)` (a model family's own way: flow-matching sigmas, `mu`; see families/base.py);
+    `skipped_steps(steps, denoise)` replaces the SD pipelines' count of skipped steps (the SD3/Flux
+    img2img pipelines round `steps * strength` later, see `ModelFamily.skipped_steps`).
     """
     if steps < 1:
         raise SamplingError(f"steps must be at least 1, got {steps}")
-    scheduler.set_timesteps(steps, device=device)
+    if set_timesteps is None:
+        scheduler.set_timesteps(steps, device=device)
+    else:
+        set_timesteps(scheduler, steps, device)
     full = scheduler.timesteps
     order = int(getattr(scheduler, "order", 1))
-    init_steps = min(int(steps * denoise), steps)
-    begin = max(steps - init_steps, int(start_step))
+    if skipped_steps is None:
+        skipped = steps - min(int(steps * denoise), steps)
+    else:
+        skipped = skipped_steps(steps, denoise)
+    begin = max(skipped, int(start_step))
     end = steps if end_step is None else min(int(end_step), steps)
     if begin >= end:
         raise SamplingError(
@@ -120,15 +132,20 @@ def noised_latents(
 ) -> torch.Tensor:
     """The loop's starting latents.
 
-    - full denoise (from step 0): pure `noise * init_noise_sigma` (txt2img and inpaint pipelines);
-    - later start: `scheduler.add_noise(latents, noise, t_first)` (img2img pipeline with strength < 1);
+    - full denoise (from step 0): pure `noise * init_noise_sigma` (txt2img and inpaint pipelines); a
+      flow-matching scheduler has no `init_noise_sigma`: the noise itself (SD3/Flux pipelines);
+    - later start: `scheduler.add_noise(latents, noise, t_first)` (img2img pipeline with strength < 1),
+      or a flow-matching scheduler's `scale_noise(latents, t_first, noise)` (SD3/Flux img2img);
     - `add_noise=False`: the latents as given (they carry leftover noise from an earlier sampler).
     """
     if not add_noise:
         return latents
     if schedule.full_denoise:
-        return noise * scheduler.init_noise_sigma
+        sigma = getattr(scheduler, "init_noise_sigma", None)
+        return noise if sigma is None else noise * sigma
     latent_timestep = schedule.timesteps[:1].repeat(latents.shape[0])
+    if not hasattr(scheduler, "add_noise") and hasattr(scheduler, "scale_noise"):
+        return scheduler.scale_noise(latents, latent_timestep, noise)
     return scheduler.add_noise(latents, noise, latent_timestep)
 
 
@@ -234,6 +251,9 @@ class LoopInput:
     extras: dict[str, Any] = field(default_factory=dict)
     # the model family's extra UNet inputs for every step (SDXL: text_embeds, time_ids), see families/
     added_cond: dict[str, Any] | None = None
+    # the model family (families/base.py ModelFamily): sets the timesteps and calls the denoiser;
+    # None = the SD families' way (a plain `set_timesteps`, the UNet call of diffusers' SD pipelines)
+    family: Any = None
 
 
 @dataclass(frozen=True)
@@ -266,11 +286,16 @@ def run_loop(
     `ctx` (a NodeContext, may be None in library use) is passed to `Condition.activate`.
     Conditions are activated before the loop and closed in `finally`, also on errors.
     """
+    from nodegraph_diffusion.families.base import ModelFamily
+
     unet, scheduler = req.unet, req.scheduler
+    family = req.family if req.family is not None else ModelFamily()
     device = req.latents.device
     dtype = req.latents.dtype
     batch = req.latents.shape[0]
-    schedule = plan_schedule(scheduler, req.steps, device, req.denoise, req.start_step, req.end_step)
+    shape = tuple(req.latents.shape)
+    schedule = plan_schedule(scheduler, req.steps, device, req.denoise, req.start_step, req.end_step,
+                             lambda s, n, d: family.set_timesteps(s, n, d, shape), family.skipped_steps)
     do_cfg = req.negative is not None and req.cfg > 1.0
     positive = batch_embeds(req.positive, batch)
     if do_cfg:
@@ -327,22 +352,14 @@ def run_loop(
             if check_cancelled is not None:
                 check_cancelled()
             latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
-            latent_model_input = scheduler.scale_model_input(latent_model_input, t)
+            if hasattr(scheduler, "scale_model_input"):  # flow-matching schedulers have none (no scaling)
+                latent_model_input = scheduler.scale_model_input(latent_model_input, t)
             if inpaint9:
                 latent_model_input = torch.cat([latent_model_input, mask_in, masked_in], dim=1)
             step = StepInput(schedule.first_index + i, t, latent_model_input, prompt_embeds)
             family_kwargs = {"added_cond_kwargs": req.added_cond} if req.added_cond else {}
             extra = merge_step_kwargs([family_kwargs, *(unit.step_kwargs(step) for unit in units)])
-            noise_pred = unet(
-                latent_model_input,
-                t,
-                encoder_hidden_states=prompt_embeds,
-                timestep_cond=None,
-                cross_attention_kwargs=extra.pop("cross_attention_kwargs", None),
-                added_cond_kwargs=extra.pop("added_cond_kwargs", None),
-                return_dict=False,
-                **extra,
-            )[0]
+            noise_pred = family.denoise(unet, latent_model_input, t, prompt_embeds, extra)
             noise_pred = guided(noise_pred, req.cfg, do_cfg)
             if want_x0 and i == last:
                 out = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)

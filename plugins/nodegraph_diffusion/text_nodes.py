@@ -19,8 +19,8 @@ from nodegraph_diffusion.types import Conditioning, TextEncoderHandle
 Size = Annotated[int, Field(ge=0, le=16384)]
 
 
-# 1.2: model families (SDXL: text_2, sizes)
-@node("diffusion.encode_text", version="1.2.0", facts=family_facts.encode_facts)
+# 1.2: model families (SDXL: text_2, sizes); 1.3: text_3 (SD3's T5)
+@node("diffusion.encode_text", version="1.3.0", facts=family_facts.encode_facts)
 def encode_text(
     ctx: NodeContext,
     encoder: Annotated[TextEncoderHandle, Field(description="Text encoder (with its tokenizer and LoRAs)")],
@@ -31,8 +31,10 @@ def encode_text(
                                                             "counts from its penultimate default)")] = 0,
     emphasis: Annotated[bool, Field(description="Read (word:1.3)/(word)/[word] as emphasis; off = brackets "
                                                 "are literal text")] = True,
-    text_2: Annotated[str | None, Field(description="SDXL: the prompt of the second text encoder "
-                                                    "(unset = the same text)")] = None,
+    text_2: Annotated[str | None, Field(description="SDXL, SD3: the prompt of the second text encoder "
+                                                    "(SD3: CLIP-G; unset = the same text)")] = None,
+    text_3: Annotated[str | None, Field(description="SD3: the prompt of the T5 encoder (unset = the same "
+                                                    "text)")] = None,
     original_width: Annotated[Size, Field(description="SDXL micro-conditioning original size (0 = the "
                                                       "image's)")] = 0,
     original_height: Annotated[Size, Field(description="SDXL original height (0 = the image's)")] = 0,
@@ -52,5 +54,5 @@ def encode_text(
     micro = (("aesthetic_score", aesthetic_score), ("crop", (crop_top, crop_left)),
              ("original_size", (original_height, original_width)),
              ("target_size", (target_height, target_width)))
-    request = PromptRequest(text, text_2, clip_skip, emphasis, micro)
+    request = PromptRequest(text, text_2, clip_skip, emphasis, micro, text_3)
     return family.encode(ctx, encoder, request)

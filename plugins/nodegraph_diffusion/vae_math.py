@@ -14,7 +14,8 @@ import torch
 def decode(vae: Any, latents: torch.Tensor, tiled: bool = False, tile_size: int | None = None) -> torch.Tensor:
     """Latents -> pixels (B, 3, H, W) in [0, 1], float32 on CPU, with the pipeline's arithmetic.
 
-    `vae.decode(latents / scaling_factor)` then `(x * 0.5 + 0.5).clamp(0, 1)` (VaeImageProcessor's
+    `vae.decode(latents / scaling_factor + shift_factor)` (the shift only for VAEs whose config has
+    one: SD3's, Flux's; the SD VAEs have none) then `(x * 0.5 + 0.5).clamp(0, 1)` (VaeImageProcessor's
     denormalize). Tiled decoding uses diffusers' own `tiled_decode` (tile size in pixels).
     """
     return postprocess(decode_raw(vae, latents, tiled, tile_size))
@@ -24,6 +25,9 @@ def decode_raw(vae: Any, latents: torch.Tensor, tiled: bool = False, tile_size: 
     """The VAE's own output for scaled latents, in [-1, 1] nominally, in its dtype and on its device."""
     param = next(vae.parameters())
     z = latents.to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:  # as the SD3/Flux pipelines: (latents / scaling_factor) + shift_factor
+        z = z + shift
     with torch.no_grad():
         if tiled:
             from nodegraph_diffusion.vae_tiling import tiled_decode
@@ -56,4 +60,7 @@ def encode(
     with torch.no_grad():
         dist = vae.encode(image).latent_dist
     latents = dist.sample(generator) if mode == "sample" else dist.mode()
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:  # the SD3/Flux img2img pipelines: (latents - shift_factor) * scaling_factor
+        return ((latents - shift) * vae.config.scaling_factor).to(device="cpu", dtype=torch.float32)
     return (vae.config.scaling_factor * latents).to(device="cpu", dtype=torch.float32)

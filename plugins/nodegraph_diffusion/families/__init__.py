@@ -1,7 +1,7 @@
 """Model families: found here, defined one per module (base.py says what a family is).
 
-The built-in families (SD1.x, SDXL) come first; a third-party package adds one with an entry point in
-the group `nodegraph_diffusion.families` naming a `ModelFamily` subclass or instance:
+The built-in families (SD1.x, SDXL, SD3, Flux.1) come first; a third-party package adds one with an entry
+point in the group `nodegraph_diffusion.families` naming a `ModelFamily` subclass or instance:
 
     [project.entry-points."nodegraph_diffusion.families"]
     myfamily = "my_pack.family:MyFamily"
@@ -23,7 +23,8 @@ from typing import Any
 from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, PromptRequest
 
 ENTRY_POINT_GROUP = "nodegraph_diffusion.families"
-BUILTIN = ("nodegraph_diffusion.families.sd1:SD1Family", "nodegraph_diffusion.families.sdxl:SDXLFamily")
+BUILTIN = ("nodegraph_diffusion.families.sd1:SD1Family", "nodegraph_diffusion.families.sdxl:SDXLFamily",
+           "nodegraph_diffusion.families.sd3:SD3Family", "nodegraph_diffusion.families.flux:FluxFamily")
 
 __all__ = ["DenoiseRequest", "ModelFamily", "PromptRequest", "available_families", "config_family",
            "family_named", "file_family", "folder_family", "width_family"]

@@ -25,11 +25,12 @@ class PromptRequest:
     """What `diffusion.encode_text` asks a family to encode (the node's inputs, family-neutral)."""
 
     text: str
-    text_2: str | None = None  # a second encoder's own prompt (SDXL); None = the same text
+    text_2: str | None = None  # a second encoder's own prompt (SDXL, SD3's CLIP-G); None = the same text
     clip_skip: int = 0  # final layers skipped beyond the family's default layer
     emphasis: bool = True
     # micro-conditioning sizes and scores, by name (SDXL: original/crop/target sizes; 0 = image size)
     micro: tuple[tuple[str, Any], ...] = ()
+    text_3: str | None = None  # a third encoder's own prompt (SD3's T5); None = the same text
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class ModelFamily:
     # reads them with this family's scaling factor. SD1.x's and SDXL's VAEs share their architecture
     # (both 128), so a width claimed by two families is decided by the context (see vae_files.py)
     vae_configs: tuple[tuple[int, str], ...] = ()
+    # the denoiser: its folder in a diffusers model and the diffusers class that reads it (UNets for the
+    # SD families; a transformer for the flow-matching ones: SD3Transformer2DModel, FluxTransformer2DModel)
+    denoiser_component: str = "unet"
+    denoiser_class: str = "UNet2DConditionModel"
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""
@@ -121,5 +126,53 @@ class ModelFamily:
 
     def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
                           request: DenoiseRequest) -> dict[str, Any] | None:
-        """The denoiser's `added_cond_kwargs` for the whole loop (None: it takes none)."""
+        """The denoiser's family inputs for the whole loop, besides the text states (None: none).
+
+        SD families: the UNet's `added_cond_kwargs` (SDXL: text_embeds, time_ids). A transformer family
+        returns what its `denoise` reads (SD3: `pooled_projections`, batched [negative, positive] like
+        the embeds); the loop hands the dict to `denoise` as `extra["added_cond_kwargs"]`."""
+        return None
+
+    # --- the denoising loop's hooks (sampling.run_loop calls these; it never asks which family) ---
+
+    def set_timesteps(self, scheduler: Any, steps: int, device: Any, latent_shape: tuple[int, ...]) -> None:
+        """Set the scheduler's timesteps for `steps` inference steps, as the family's pipeline does.
+
+        `latent_shape` is the latents' (B, C, h, w) as the graph holds them (unpacked). SD families:
+        `set_timesteps(steps, device=device)`. Flow-matching families pass what their pipeline passes to
+        `retrieve_timesteps` (Flux: `sigmas=linspace(1, 1/steps, steps)` and `mu` from the image's token
+        count when the scheduler config has `use_dynamic_shifting`)."""
+        scheduler.set_timesteps(steps, device=device)
+
+    def skipped_steps(self, steps: int, denoise: float) -> int:
+        """How many of `steps` an img2img run with strength `denoise` skips, as the family's img2img
+        pipeline counts them. SD families: `steps - int(steps * strength)`; the SD3/Flux img2img
+        pipelines round after subtracting: `int(steps - steps * strength)` (4 steps at 0.6: 1, not 2)."""
+        return steps - min(int(steps * denoise), steps)
+
+    def denoise(self, model: Any, latent_in: Any, t: Any, embeds: Any, extra: dict[str, Any]) -> Any:
+        """One denoiser call: the model's prediction for `latent_in` (already CFG-batched and scaled
+        by the scheduler) at timestep `t`, given the text states `embeds`.
+
+        `extra` holds the conditions' merged per-step kwargs (ControlNet residuals,
+        `cross_attention_kwargs`) and the family's own inputs under `added_cond_kwargs`; the method may
+        pop from it. The SD families call the UNet exactly as diffusers' pipelines do. A transformer
+        family calls its transformer the way its pipeline does (SD3: `hidden_states`, `timestep=
+        t.expand(batch)`, `encoder_hidden_states`, `pooled_projections`, `joint_attention_kwargs`);
+        latent packing (Flux's 2x2 patches) belongs here too: pack `latent_in`, unpack the prediction,
+        so the graph's `Latents`, the scheduler step and the VAE stay in the (B, C, h, w) layout."""
+        return model(
+            latent_in,
+            t,
+            encoder_hidden_states=embeds,
+            timestep_cond=None,
+            cross_attention_kwargs=extra.pop("cross_attention_kwargs", None),
+            added_cond_kwargs=extra.pop("added_cond_kwargs", None),
+            return_dict=False,
+            **extra,
+        )[0]
+
+    def check_scheduler(self, class_name: str) -> str | None:
+        """Why this family cannot sample with the diffusers scheduler class `class_name` (None: it can).
+        The SD families take every scheduler; flow-matching models only flow-matching schedulers."""
         return None

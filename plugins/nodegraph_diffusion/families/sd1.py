@@ -54,6 +54,9 @@ class SD1Family(ModelFamily):
         if request.text_2 is not None:
             raise InputError(f"text_2 is for models with two text encoders (SDXL); this {self.label} model "
                              "has one: leave text_2 unset", field="text_2")
+        if request.text_3 is not None:
+            raise InputError(f"text_3 is for SD3's T5 encoder; this {self.label} model has one text encoder: "
+                             "leave text_3 unset", field="text_3")
         text, clip_skip = request.text, request.clip_skip
         with use_text_encoder(ctx, handle) as (tokenizer, model):
             embeds, ids = encode_prompt(tokenizer, model, text, clip_skip, request.emphasis)

@@ -110,11 +110,15 @@ class SDXLFamily(ModelFamily):
 
         import torch
 
+        from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import encode_plain, encode_prompt
         from nodegraph_diffusion.cond_padding import match_lengths
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
 
+        if request.text_3 is not None:
+            raise InputError("text_3 is for SD3's T5 encoder; SDXL models have no third text encoder: leave "
+                             "text_3 unset", field="text_3")
         source = handle.source  # a single file's components are those of its shipped config folder
         root = Path(source.path if source.format == "diffusers" else source.config_dir or "")
         texts = (request.text, request.text if request.text_2 is None else request.text_2)

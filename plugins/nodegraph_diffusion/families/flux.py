@@ -1,0 +1,168 @@
+"""The Flux.1 family (dev, schnell): a flow-matching MMDiT transformer on CLIP-L's pooled output and T5.
+
+Mirrors `FluxPipeline` operation for operation, so the same seed gives the same pixels:
+- prompts: CLIP-L's *pooled* output only (`pooler_output`, 77 tokens) and T5's last hidden states,
+  padded to `max_sequence_length` (512, the pipeline's default); `text_2` is T5's own prompt (the
+  pipeline's `prompt_2`). Text is read literally: no emphasis syntax, no CLIP skip, as the pipeline;
+- the transformer (`FluxTransformer2DModel`, folder `transformer`) reads latents packed in 2x2 patches
+  with position ids, `timestep / 1000`, and, for guidance-distilled models (FLUX.1-dev: its config's
+  `guidance_embeds`), the guidance scale as an input. It comes from the conditioning (`micro`
+  "guidance", set by `diffusion.flux_guidance`), else the pipeline's default 3.5; FLUX.1-schnell has
+  no guidance input and ignores it;
+- true CFG (the pipeline's `true_cfg_scale`: the sampler's `cfg` > 1 with a negative) calls the
+  transformer twice per step, unbatched, positive first, as the pipeline does; the loop then combines
+  them with the pipeline's formula;
+- the schedule: flow-matching sigmas `linspace(1, 1/steps, steps)`, shifted by `mu` from the image's
+  token count where the scheduler config says `use_dynamic_shifting` (flux_sampling.py).
+Latents stay unpacked (B, 16, h, w) in the graph; packing happens inside each denoiser call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, PromptRequest
+
+T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length default (and its maximum)
+DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+
+
+class FluxFamily(ModelFamily):
+    """Flux.1 dev and schnell (diffusers folders: black-forest-labs/FLUX.1-dev, FLUX.1-schnell)."""
+
+    name = "flux"
+    label = "Flux.1"
+    latent_channels = 16
+    vae_scale = 8
+    text_encoders = ("text_encoder", "text_encoder_2")
+    tokenizers = ("tokenizer", "tokenizer_2")
+    supports_lora = False
+    lora_pipeline = "FluxPipeline"
+    lora_components = ()
+    denoiser_component = "transformer"
+    denoiser_class = "FluxTransformer2DModel"
+
+    def recognise_folder(self, index: Mapping[str, Any]) -> bool:
+        return str(index.get("_class_name", "")).startswith("Flux")
+
+    def conditioning_width(self, root: Path, index: Mapping[str, Any]) -> int | None:
+        """T5's width (its `d_model`): the states the transformer's `joint_attention_dim` reads."""
+        import json
+
+        config = root / "text_encoder_2" / "config.json"
+        if not config.is_file():
+            return None
+        return int(json.loads(config.read_text()).get("d_model", 0)) or None
+
+    def check_scheduler(self, class_name: str) -> str | None:
+        if class_name in FLOW_SCHEDULERS:
+            return None
+        return (f"{self.label} models are flow-matching models: sample them with the model's own scheduler "
+                f"(name: default) or another flow-matching one, not {class_name}")
+
+    def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
+        import torch
+
+        from nodegraph.api import InputError
+        from nodegraph_diffusion.loading import use_text_encoder
+        from nodegraph_diffusion.types import Conditioning
+
+        if request.clip_skip:
+            raise InputError(f"{self.label} uses CLIP's pooled output only: clip_skip does not apply; leave "
+                             "it at 0", field="clip_skip")
+        if getattr(request, "text_3", None) is not None:
+            raise InputError(f"{self.label} has two text encoders (CLIP-L, T5): give T5's own prompt as "
+                             "text_2; text_3 is SD3's", field="text_3")
+        text_2 = request.text if request.text_2 is None else request.text_2
+        with torch.no_grad():  # as the pipeline (autograd on picks other CPU kernels: 1 ulp off)
+            with use_text_encoder(ctx, handle, "text_encoder", "tokenizer") as (tokenizer, clip):
+                ids = tokenizer(request.text, padding="max_length", max_length=tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt").input_ids
+                device = next(clip.parameters()).device
+                pooled = clip(ids.to(device), output_hidden_states=False).pooler_output.to(dtype=clip.dtype)
+            with use_text_encoder(ctx, handle, "text_encoder_2", "tokenizer_2") as (tokenizer, t5):
+                t5_ids = tokenizer(text_2, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True,
+                                   return_tensors="pt").input_ids
+                device = next(t5.parameters()).device
+                embeds = t5(t5_ids.to(device), output_hidden_states=False)[0].to(dtype=t5.dtype)
+        return Conditioning(embeds=embeds.detach().cpu(), prompt=request.text,
+                            token_ids=tuple(int(i) for i in t5_ids[0]), pooled=pooled.detach().cpu(),
+                            family=self.name)
+
+    def skipped_steps(self, steps: int, denoise: float) -> int:
+        """FluxImg2ImgPipeline.get_timesteps: `int(max(steps - min(steps * strength, steps), 0))`."""
+        return int(max(steps - min(steps * denoise, steps), 0))
+
+    def set_timesteps(self, scheduler: Any, steps: int, device: Any, latent_shape: tuple[int, ...]) -> None:
+        from nodegraph_diffusion.flux_sampling import set_flux_timesteps
+
+        height, width = int(latent_shape[-2]), int(latent_shape[-1])
+        set_flux_timesteps(scheduler, steps, (height // 2) * (width // 2), device)
+
+    def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
+                          request: DenoiseRequest) -> dict[str, Any] | None:
+        """What each transformer call reads besides the T5 states: the pooled CLIP output of each side,
+        the guidance (dev) and the ids; `halves` when the batch is [negative, positive] (true CFG)."""
+        import torch
+
+        from nodegraph.api import InputError
+        from nodegraph_diffusion.flux_sampling import image_ids
+        from nodegraph_diffusion.sampling import batch_pooled
+
+        cells = (request.height // self.vae_scale, request.width // self.vae_scale)
+        if cells[0] % 2 or cells[1] % 2:  # 2x2 patches: the pipeline resizes such sizes; we say so
+            raise InputError(f"{self.label} packs latents in 2x2 patches: the image must be a multiple of "
+                             f"{2 * self.vae_scale} pixels on each side, not {request.width}x"
+                             f"{request.height} (set diffusion.empty_latents' width/height, or resize the "
+                             "image)", field="latents")
+        sides = [negative, positive] if request.do_cfg and negative is not None else [positive]
+        if any(side.pooled is None for side in sides):
+            raise ValueError(f"{self.label} conditioning lacks CLIP's pooled output (encoded by another "
+                             "family's encoder?)")
+        pooled = torch.cat([batch_pooled(side.pooled, request.batch) for side in sides])
+        guidance = None
+        if unet.config.guidance_embeds:
+            given = dict(positive.micro).get("guidance")  # 0 is a value: only unset means the default
+            value = DEFAULT_GUIDANCE if given is None else float(given)
+            guidance = torch.full([1], value, device=request.device, dtype=torch.float32)
+            guidance = guidance.expand(request.batch)
+        scale = self.vae_scale
+        ids = image_ids(request.height // scale, request.width // scale, request.device, request.dtype)
+        return {"pooled": pooled.to(device=request.device, dtype=request.dtype), "guidance": guidance,
+                "img_ids": ids, "halves": len(sides) == 2}
+
+    def denoise(self, model: Any, latent_in: Any, t: Any, embeds: Any, extra: dict[str, Any]) -> Any:
+        """Pack, call the transformer as FluxPipeline does (positive, then negative, unbatched), unpack."""
+        import torch
+
+        from nodegraph.api import InputError
+        from nodegraph_diffusion.flux_sampling import pack, unpack
+
+        cond = extra.pop("added_cond_kwargs")
+        joint = extra.pop("joint_attention_kwargs", None) or {}
+        extra.pop("cross_attention_kwargs", None)
+        if extra:  # UNet residuals from a condition of no family (another family's is refused earlier)
+            raise InputError(f"{self.label} transformers take no {', '.join(sorted(extra))}: Flux "
+                             "ControlNets and adapters are not supported yet", field="conditions")
+        _, _, height, width = latent_in.shape
+        halves = bool(cond["halves"])
+        n = latent_in.shape[0] // 2 if halves else latent_in.shape[0]
+        latents = pack(latent_in[:n])  # both halves are the same latents (the loop's cat)
+        text_ids = torch.zeros(embeds.shape[1], 3).to(device=latents.device, dtype=embeds.dtype)
+        timestep = t.expand(n).to(latents.dtype) / 1000
+
+        def call(part: slice, label: str) -> Any:
+            with model.cache_context(label):
+                return model(hidden_states=latents, timestep=timestep, guidance=cond["guidance"],
+                             pooled_projections=cond["pooled"][part].clone(),
+                             encoder_hidden_states=embeds[part].clone(), txt_ids=text_ids,
+                             img_ids=cond["img_ids"], joint_attention_kwargs=joint, return_dict=False)[0]
+
+        if not halves:
+            return unpack(call(slice(0, n), "cond"), height, width)
+        positive = call(slice(n, 2 * n), "cond")
+        negative = call(slice(0, n), "uncond")
+        return torch.cat([unpack(negative, height, width), unpack(positive, height, width)])

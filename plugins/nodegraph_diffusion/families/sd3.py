@@ -1,0 +1,151 @@
+"""The SD3 / SD3.5 family: an MMDiT transformer denoiser, three text encoders, flow matching.
+
+Mirrors `StableDiffusion3Pipeline` step for step so the same seed gives the same pixels:
+- prompts: CLIP-L (`text`), CLIP-G (`text_2`, default `text`) and T5 (`text_3`, default `text`), each
+  as the pipeline reads it: CLIP padded/truncated to 77 tokens, the penultimate hidden states
+  (`hidden_states[-2]`, clip skip counts further back) and the projected pooled output; T5 padded to
+  `max_sequence_length` (256) and its last hidden states. The two CLIP states side by side are
+  zero-padded to T5's width and put before the T5 tokens (77 + 256 tokens); the pooled outputs side by
+  side become `pooled_projections`. A model without T5 (`text_encoder_3: null`, as diffusers allows)
+  gets zeros in T5's place. No A1111 emphasis or 75-token chunking: the pipeline truncates.
+- the transformer call: `hidden_states`, `timestep=t.expand(batch)`, `encoder_hidden_states`,
+  `pooled_projections`, `joint_attention_kwargs` (see `denoise`), CFG batched `[negative, positive]`;
+- timesteps: `set_timesteps(steps)` of the model's `FlowMatchEulerDiscreteScheduler` (SD3.5's config:
+  shift 3), with `mu` from the latent token count only if the config asks for dynamic shifting;
+- latents: 16 channels; the VAE's `shift_factor` (vae_math.py applies it wherever a VAE has one).
+Only flow-matching schedulers fit these models (`check_scheduler`). LoRA, ControlNet and single files
+are not supported yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, PromptRequest
+
+CLIP_ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
+T5_ENCODER = ("tokenizer_3", "text_encoder_3")
+T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
+PATCH_SIZE = 2  # every SD3/SD3.5 transformer's (the dynamic-shift token count divides by it)
+
+
+def _root(source: Any) -> Any:
+    from pathlib import Path
+
+    return Path(source.path if source.format == "diffusers" else source.config_dir or "")
+
+
+class SD3Family(ModelFamily):
+    """Stable Diffusion 3 and 3.5 (medium, large, large-turbo) diffusers folders."""
+
+    name = "sd3"
+    label = "SD3"
+    latent_channels = 16
+    text_encoders = ("text_encoder", "text_encoder_2")  # T5 (text_encoder_3) may be left out
+    tokenizers = ("tokenizer",)
+    supports_lora = False
+    denoiser_component = "transformer"
+    denoiser_class = "SD3Transformer2DModel"
+
+    def recognise_folder(self, index: Mapping[str, Any]) -> bool:
+        return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+
+    def conditioning_width(self, root: Any, index: Mapping[str, Any]) -> int | None:
+        """Not compared with a UNet's cross-attention width: the transformer has none."""
+        return None
+
+    def check_scheduler(self, class_name: str) -> str | None:
+        if class_name.startswith("FlowMatch"):
+            return None
+        return (f"{class_name} is not a flow-matching scheduler: SD3 models predict a velocity and sample "
+                "only with flow-matching schedulers (the model's own: scheduler 'default')")
+
+    def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
+        import json
+
+        import torch
+
+        from nodegraph_diffusion.loading import use_text_encoder
+        from nodegraph_diffusion.types import Conditioning
+
+        root = _root(handle.source)
+        texts = (request.text, request.text if request.text_2 is None else request.text_2)
+        states, pooled, first_ids = [], [], ()
+        for (tok_name, enc_name), text in zip(CLIP_ENCODERS, texts, strict=True):
+            with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
+                device = next(model.parameters()).device
+                ids = tokenizer(text, padding="max_length", max_length=int(tokenizer.model_max_length),
+                                truncation=True, return_tensors="pt").input_ids
+                with torch.no_grad():
+                    out = model(ids.to(device), output_hidden_states=True)
+                pooled.append(out[0])
+                states.append(out.hidden_states[-(request.clip_skip + 2)].to(dtype=model.dtype))
+                first_ids = first_ids or tuple(int(i) for i in ids[0])
+        clip = torch.cat(states, dim=-1)
+        text_3 = request.text if request.text_3 is None else request.text_3
+        if (root / T5_ENCODER[1]).is_dir():
+            with use_text_encoder(ctx, handle, T5_ENCODER[1], T5_ENCODER[0]) as (tokenizer, model):
+                device = next(model.parameters()).device
+                ids = tokenizer(text_3, padding="max_length", max_length=T5_LENGTH, truncation=True,
+                                add_special_tokens=True, return_tensors="pt").input_ids
+                with torch.no_grad():
+                    t5 = model(ids.to(device))[0].to(dtype=model.dtype)
+        else:  # no T5: zeros of its shape, as the pipeline
+            config = json.loads((root / self.denoiser_component / "config.json").read_text())
+            t5 = torch.zeros((1, T5_LENGTH, int(config["joint_attention_dim"])), dtype=clip.dtype,
+                             device=clip.device)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        embeds = torch.cat([clip, t5.to(clip.device)], dim=-2)
+        return Conditioning(embeds=embeds.detach().cpu(), prompt=request.text, token_ids=first_ids,
+                            pooled=torch.cat(pooled, dim=-1).detach().cpu(), family=self.name)
+
+    def added_cond_kwargs(self, unet: Any, positive: Any, negative: Any | None,
+                          request: DenoiseRequest) -> dict[str, Any] | None:
+        """`pooled_projections`, batched like the embeds ([negative, positive] with CFG)."""
+        import torch
+
+        from nodegraph_diffusion.sampling import batch_pooled
+
+        if positive.pooled is None or (request.do_cfg and negative is not None and negative.pooled is None):
+            raise ValueError("SD3 conditioning lacks pooled embeds (encoded by another family's encoder?)")
+        pooled = batch_pooled(positive.pooled, request.batch)
+        if request.do_cfg and negative is not None:
+            pooled = torch.cat([batch_pooled(negative.pooled, request.batch), pooled], dim=0)
+        return {"pooled_projections": pooled.to(device=request.device, dtype=request.dtype)}
+
+    def set_timesteps(self, scheduler: Any, steps: int, device: Any, latent_shape: tuple[int, ...]) -> None:
+        """As the pipeline's `retrieve_timesteps`: plain, or with `mu` for dynamic shifting."""
+        config = scheduler.config
+        if not config.get("use_dynamic_shifting", None):
+            scheduler.set_timesteps(steps, device=device)
+            return
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+        seq_len = (int(latent_shape[-2]) // PATCH_SIZE) * (int(latent_shape[-1]) // PATCH_SIZE)
+        mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256),
+                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                             config.get("max_shift", 1.16))
+        scheduler.set_timesteps(steps, device=device, mu=mu)
+
+    def skipped_steps(self, steps: int, denoise: float) -> int:
+        """As StableDiffusion3Img2ImgPipeline.get_timesteps:
+        `int(max(steps - min(steps * strength, steps), 0))`."""
+        return int(max(steps - min(steps * denoise, steps), 0))
+
+    def denoise(self, model: Any, latent_in: Any, t: Any, embeds: Any, extra: dict[str, Any]) -> Any:
+        from nodegraph_diffusion.sampling import SamplingError
+
+        added = extra.pop("added_cond_kwargs", None) or {}
+        attention = extra.pop("cross_attention_kwargs", None)
+        if extra:
+            raise SamplingError(f"SD3 transformers take no {', '.join(sorted(extra))} (UNet control units "
+                                "such as ControlNet and T2I-Adapter do not fit them)")
+        return model(
+            hidden_states=latent_in,
+            timestep=t.expand(latent_in.shape[0]),
+            encoder_hidden_states=embeds,
+            pooled_projections=added["pooled_projections"],
+            joint_attention_kwargs=attention,
+            return_dict=False,
+        )[0]
