@@ -161,6 +161,9 @@ def sample(
             raise InputError("masked_image (9-channel inpainting UNets) needs a diffusers scheduler",
                              field="masked_image")
         check_latents(latents, family)
+        problem = family.check_scheduler("KSampler (k-diffusion)")  # an eps/v denoiser's sigma-space loop
+        if problem:
+            raise InputError(problem, field="scheduler")
         return sample_k(ctx, scheduler, unet, family, region_entries(positive),
                         None if negative is None else region_entries(negative), latents,
                         None if noise is None else noise.samples, seed, steps, cfg, denoise, start_step,

@@ -106,6 +106,28 @@ def test_a_non_flow_matching_scheduler_is_an_input_error(ctx: Any) -> None:
     assert "flow-matching" in str(info.value)
 
 
+@pytest.mark.parametrize("model_name", ["builtin:tinyflux", "builtin:tinysd3"])
+def test_a_k_sampler_on_a_flow_matching_model_is_an_input_error(ctx: Any, model_name: str) -> None:
+    """ComfyUI's KSampler semantics (diffusion.k_sampler) drive eps/v UNets; a flow-matching model is
+    refused at the scheduler, not failed inside the loop."""
+    from nodegraph_diffusion.k_sampler_nodes import k_sampler
+    from nodegraph_diffusion.latent_nodes import empty_latents
+    from nodegraph_diffusion.model_nodes import load_model
+    from nodegraph_diffusion.paths import ModelRef
+    from nodegraph_diffusion.sampler_nodes import sample
+    from nodegraph_diffusion.text_nodes import encode_text
+
+    from nodegraph.api import InputError
+
+    model = load_model(ctx, ModelRef(model_name))
+    positive = encode_text(ctx, model.text_encoder, PROMPT)
+    empty = empty_latents(64, 64, 1, model.unet)
+    with pytest.raises(InputError) as info:
+        sample(ctx, model.unet, k_sampler(model.scheduler, "euler", "normal"), positive, empty, steps=2, cfg=1.0)
+    assert info.value.field == "scheduler"
+    assert "flow-matching" in str(info.value)
+
+
 @pytest.mark.parametrize(("other", "label"), [("tinysd3", "SD3"), ("tinyxl", "SDXL")])
 def test_flux_conditioning_into_another_family_fails_validation(tmp_path: Path, other: str,
                                                                 label: str) -> None:
