@@ -91,7 +91,7 @@ def rank(
     order = sorted(range(len(column)), key=lambda i: (-float(column[i]), i))[:top_k]
     kept = [float(column[i]) for i in order]
     labels = tuple(f"rank{n + 1}-img{i}-{s:.2f}" for n, (i, s) in enumerate(zip(order, kept, strict=True)))
-    ctx.note("clip.rank: " + ", ".join(f"#{n + 1} image {i} score {s:.4f}"
+    ctx.note("kept " + ", ".join(f"#{n + 1} image {i} score {s:.4f}"
                                        for n, (i, s) in enumerate(zip(order, kept, strict=True))))
     pixels = image.pixels[torch.tensor(order, dtype=torch.long)].contiguous()
     return Ranked(Image(pixels=pixels, labels=labels), kept, order)

@@ -43,10 +43,18 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def _load(loader: Any, folder: str, what: str, field: str) -> Any:
+    """`loader.from_pretrained(folder)` offline, without transformers' own bar (the run shows progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return loader.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"cannot load the {what} in '{folder}': {exc}", field=field) from exc
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @contextmanager
