@@ -75,7 +75,7 @@ def rank(
 ) -> Ranked:
     """Keep the top-k images of a batch by CLIP score, best first, labelled with their scores.
 
-    The kept images carry labels `rank1-img3-24.81` (for `core.save_image`'s `{label}`, and the contact
+    The kept images carry labels `rank1_img3_24.81` (for `core.save_image`'s `{label}`, and the contact
     sheet); the scores and original batch indices are outputs, and the run report notes them."""
     import torch
 
@@ -90,7 +90,7 @@ def rank(
     # stable: equal scores keep batch order
     order = sorted(range(len(column)), key=lambda i: (-float(column[i]), i))[:top_k]
     kept = [float(column[i]) for i in order]
-    labels = tuple(f"rank{n + 1}-img{i}-{s:.2f}" for n, (i, s) in enumerate(zip(order, kept, strict=True)))
+    labels = tuple(f"rank{n + 1}_img{i}_{s:.2f}" for n, (i, s) in enumerate(zip(order, kept, strict=True)))
     ctx.note("kept " + ", ".join(f"#{n + 1} image {i} score {s:.4f}"
                                        for n, (i, s) in enumerate(zip(order, kept, strict=True))))
     pixels = image.pixels[torch.tensor(order, dtype=torch.long)].contiguous()
@@ -101,8 +101,8 @@ def rank(
 def contact_sheet(
     image: Annotated[Image, Field(description="Images to lay out (their labels are written under them)")],
     columns: Annotated[int, Field(ge=1, le=64, description="Images per row")] = 4,
-    label_height: Annotated[int, Field(ge=0, le=64, description="Pixels of text strip under each image "
-                                                                "(0: no labels)")] = 12,
+    label_height: Annotated[int, Field(ge=0, le=128, description="Pixels of text strip under each image, "
+                                                                 "wrapped (0: no labels)")] = 24,
 ) -> Image:
     """One image of a batch in a grid, each with its label (clip.rank's scores) under it."""
     from nodegraph_multimodal.contact import grid

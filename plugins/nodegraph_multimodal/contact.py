@@ -8,14 +8,20 @@ from nodegraph.api import Image
 
 
 def _label_strip(text: str, width: int, height: int) -> Any:
-    """A (3, height, width) float tensor: white text on black, PIL's default bitmap font."""
+    """A (3, height, width) float tensor: white text on black, PIL's default bitmap font, wrapped."""
     import numpy as np
     import torch
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
     strip = PILImage.new("RGB", (width, height), (0, 0, 0))
-    ImageDraw.Draw(strip).text((1, 0), text, fill=(255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    lines = [""]
+    for char in text:  # wrap at the cell's width: small cells (64 px) fit ~10 characters a line
+        if lines[-1] and draw.textlength(lines[-1] + char) > width - 2:
+            lines.append("")
+        lines[-1] += char
+    draw.multiline_text((1, 0), "\n".join(lines), fill=(255, 255, 255), spacing=1)
     return torch.from_numpy(np.asarray(strip, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 

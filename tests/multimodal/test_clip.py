@@ -57,8 +57,8 @@ def test_rank_keeps_the_reference_top_k(clip_dir: Path, pictures: list[Path], tm
     assert out["scores"] == pytest.approx(values.tolist(), abs=0)
     batch = result.outputs["batch"]["out"].pixels
     assert torch.equal(out["image"].pixels, batch[indices])
-    assert out["image"].labels[0] == f"rank1-img{indices[0]}-{values[0]:.2f}"
-    assert result.outputs["sheet"]["out"].pixels.shape == (1, 3, 48 + 12, 2 * 40)
+    assert out["image"].labels[0] == f"rank1_img{indices[0]}_{values[0]:.2f}"
+    assert result.outputs["sheet"]["out"].pixels.shape == (1, 3, 48 + 24, 2 * 40)
     notes = " ".join(result.notes)
     assert f"image {int(indices[0])} score {float(values[0]):.4f}" in notes
 
