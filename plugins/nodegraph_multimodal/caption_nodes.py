@@ -1,7 +1,7 @@
-"""Captioning and visual question answering: image -> `Text`, with transformers' own `generate()`.
+"""Captioning: image -> `Text`, with transformers' own `generate()` (vqa_nodes.py shares the call).
 
 `caption.load` reads a BLIP (`BlipForConditionalGeneration`, `BlipForQuestionAnswering`) or GIT
-(`GitForCausalLM`) folder with its processor; `caption.generate` and `vqa.answer` call the model's
+(`GitForCausalLM`) folder with its processor; `caption.generate` (and `vqa.answer`) call the model's
 `generate()` with the node's settings (greedy, or beam search with `num_beams`), so the text is the one
 transformers gives. The `Text` output is a `str`, so it links into `diffusion.encode_text`'s `text`.
 A catalogue module: torch and transformers are imported inside the bodies.
@@ -50,7 +50,7 @@ def load(
     return CaptionModelHandle(str(folder.resolve()), fingerprint_path(folder), task)
 
 
-def _generate(ctx: NodeContext, handle: CaptionModelHandle, image: Image, index: int, text: str | None,
+def generate_text(ctx: NodeContext, handle: CaptionModelHandle, image: Image, index: int, text: str | None,
               max_new_tokens: int, num_beams: int) -> Text:
     """One `generate()` call on image `index` (and the text prefix or question), decoded without specials."""
     import json
@@ -74,7 +74,7 @@ def _generate(ctx: NodeContext, handle: CaptionModelHandle, image: Image, index:
         return Text(processor.decode(out[0], skip_special_tokens=True).strip())
 
 
-def _require(handle: CaptionModelHandle, task: str, node_name: str) -> None:
+def require_task(handle: CaptionModelHandle, task: str, node_name: str) -> None:
     if handle.task != task:
         raise InputError(f"'{handle.path}' is a {handle.task} model; {node_name} needs one of "
                          f"{', '.join(MODEL_CLASS[task])}", field="model")
@@ -92,23 +92,5 @@ def generate(
     index: Index = 0,
 ) -> Text:
     """Describe an image in words (BLIP/GIT `generate()`, greedy or beam search) -> Text."""
-    _require(model, "caption", "caption.generate")
-    return _generate(ctx, model, image, index, prefix or None, max_new_tokens, num_beams)
-
-
-@node("vqa.answer", version="1.0.0")
-def answer(
-    ctx: NodeContext,
-    model: Annotated[CaptionModelHandle, Field(description="A question-answering model (caption.load of "
-                                                           "a BlipForQuestionAnswering folder)")],
-    image: Annotated[Image, Field(description="The image the question is about")],
-    question: Annotated[str, Field(description="The question, e.g. 'what colour is the circle?'")],
-    max_new_tokens: Tokens = 10,
-    num_beams: Beams = 1,
-    index: Index = 0,
-) -> Text:
-    """Answer a question about an image (BlipForQuestionAnswering `generate()`) -> Text."""
-    _require(model, "vqa", "vqa.answer")
-    if not question.strip():
-        raise InputError("the question is empty", field="question")
-    return _generate(ctx, model, image, index, question, max_new_tokens, num_beams)
+    require_task(model, "caption", "caption.generate")
+    return generate_text(ctx, model, image, index, prefix or None, max_new_tokens, num_beams)
