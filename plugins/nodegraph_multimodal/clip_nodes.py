@@ -11,7 +11,7 @@ from typing import Annotated, NamedTuple
 
 from pydantic import Field
 
-from nodegraph.api import Image, InputError, NodeContext, node
+from nodegraph.api import Image, InputError, NodeContext, OutputFile, node
 from nodegraph_multimodal.types import ClipModelHandle, ClipRef, Scores
 
 
@@ -65,7 +65,6 @@ class Ranked(NamedTuple):
 
 @node("clip.rank", version="1.0.0")
 def rank(
-    ctx: NodeContext,
     image: Annotated[Image, Field(description="The batch the scores were computed on")],
     scores: Annotated[Scores, Field(description="clip.score of these images")],
     top_k: Annotated[int, Field(ge=1, le=4096, description="How many images to keep (fewer if the batch "
@@ -76,7 +75,7 @@ def rank(
     """Keep the top-k images of a batch by CLIP score, best first, labelled with their scores.
 
     The kept images carry labels `rank1_img3_24.81` (for `core.save_image`'s `{label}`, and the contact
-    sheet); the scores and original batch indices are outputs, and the run report notes them."""
+    sheet); the scores and original batch indices are outputs (clip.save_scores writes and reports them)."""
     import torch
 
     values = scores.values
@@ -91,8 +90,6 @@ def rank(
     order = sorted(range(len(column)), key=lambda i: (-float(column[i]), i))[:top_k]
     kept = [float(column[i]) for i in order]
     labels = tuple(f"rank{n + 1}_img{i}_{s:.2f}" for n, (i, s) in enumerate(zip(order, kept, strict=True)))
-    ctx.note("kept " + ", ".join(f"#{n + 1} image {i} score {s:.4f}"
-                                       for n, (i, s) in enumerate(zip(order, kept, strict=True))))
     pixels = image.pixels[torch.tensor(order, dtype=torch.long)].contiguous()
     return Ranked(Image(pixels=pixels, labels=labels), kept, order)
 
@@ -108,3 +105,28 @@ def contact_sheet(
     from nodegraph_multimodal.contact import grid
 
     return grid(image, columns, label_height)
+
+
+@node("clip.save_scores", version="1.0.0", side_effects=True)
+def save_scores(
+    ctx: NodeContext,
+    scores: Annotated[list[float], Field(description="Scores of the kept images, best first (clip.rank)")],
+    indices: Annotated[list[int], Field(description="Their indices in the scored batch (clip.rank)")],
+    path: Annotated[OutputFile, Field(description="JSON file inside the output folder")] = "scores.json",
+) -> str:
+    """Write the ranking as JSON and say it in the run report (a sweep keeps both in its manifest).
+
+    A side-effect node, so it runs (and reports) on every run, also when the ranking came from the cache."""
+    import json
+
+    if len(scores) != len(indices):
+        raise InputError(f"{len(scores)} scores for {len(indices)} indices", field="indices")
+    rows = [{"rank": n + 1, "index": i, "score": s} for n, (i, s) in enumerate(zip(indices, scores, strict=True))]
+    ctx.note("kept " + ", ".join(f"#{r['rank']} image {r['index']} score {r['score']:.4f}" for r in rows))
+    target = ctx.output_path(str(path))
+    try:
+        with open(target, "x", encoding="utf-8") as file:  # a new file only (see core.save_image)
+            json.dump(rows, file, indent=1)
+    except OSError as exc:
+        raise InputError(f"cannot write '{path}': {exc.strerror or exc}", field="path") from exc
+    return str(path)

@@ -3,6 +3,7 @@ folder without its processor is an input error naming the field."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def test_rank_keeps_the_reference_top_k(clip_dir: Path, pictures: list[Path], tm
     nodes = _score_nodes(clip_dir, pictures)
     nodes["rank"] = {"type": "clip.rank", "image": "@batch", "scores": "@score", "top_k": 2, "text": text}
     nodes["sheet"] = {"type": "clip.contact_sheet", "image": "@rank.image", "columns": 2}
+    nodes["json"] = {"type": "clip.save_scores", "scores": "@rank.scores", "indices": "@rank.indices"}
     result = run_graph(nodes, tmp_path / "out")
     ref = _reference(clip_dir, pictures)
     column = ref.mean(dim=1) if text < 0 else ref[:, text]
@@ -61,6 +63,9 @@ def test_rank_keeps_the_reference_top_k(clip_dir: Path, pictures: list[Path], tm
     assert result.outputs["sheet"]["out"].pixels.shape == (1, 3, 48 + 24, 2 * 40)
     notes = " ".join(result.notes)
     assert f"image {int(indices[0])} score {float(values[0]):.4f}" in notes
+    written = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert written == [{"rank": n + 1, "index": int(i), "score": float(v)}
+                       for n, (i, v) in enumerate(zip(indices, values, strict=True))]
 
 
 def test_clip_folder_without_processor_is_an_input_error(clip_dir: Path, tmp_path: Path,
