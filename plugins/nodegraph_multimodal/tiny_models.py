@@ -76,3 +76,22 @@ def build_tiny_blip(folder: Path, task: str = "caption", seed: int = 0) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)  # type: ignore[attr-defined]
     return folder
+
+
+def build_tiny_git(folder: Path, seed: int = 0) -> Path:
+    """A random GIT captioner (`GitForCausalLM`, microsoft/git-base's architecture) with its GitProcessor."""
+    import torch
+    from transformers import CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
+
+    tok = _blip_processor(folder).tokenizer  # type: ignore[attr-defined]
+    config = GitConfig(vision_config=_tiny_vision(), vocab_size=len(tok), hidden_size=32, intermediate_size=37,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                       bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                       pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = GitForCausalLM(config).eval()
+    images = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    model.save_pretrained(folder)
+    GitProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
+    return folder

@@ -94,3 +94,16 @@ def test_a_vector_of_another_width_is_an_input_error(ctx: Any, model: Any, tmp_p
     encoder = load_embedding(ctx, model.text_encoder, EmbeddingRef(str(file)))
     with pytest.raises(InputError, match="width 768"):
         encode_text(ctx, encoder, "wide")
+
+
+def test_diffusers_bin_under_the_pickle_rule(make_ctx: Any, tmp_path: Path, tiny_pipe: Any) -> None:
+    file = tmp_path / "learned_embeds.bin"
+    torch.save({"<glow>": _vectors(2, 5)}, file)
+    ctx = make_ctx(allow_pickle=True)
+    encoder = load_embedding(ctx, load_model(ctx, ModelRef("builtin:tinyworld")).text_encoder,
+                             EmbeddingRef(str(file)))
+    assert encoder.embeddings[0].token == "<glow>"
+    ours = encode_text(ctx, encoder, "a <glow> square, red background")
+    tiny_pipe.load_textual_inversion(str(file))
+    theirs, _ = tiny_pipe.encode_prompt("a <glow> square, red background", "cpu", 1, False)
+    assert (ours.embeds - theirs).abs().max().item() == 0.0

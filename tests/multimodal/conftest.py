@@ -43,3 +43,11 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         PILImage.fromarray(pixels, "RGB").save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_models import build_tiny_git
+
+    # seed 3: greedy and 2-beam captions differ on the test pictures, so a lost `num_beams` would show
+    return build_tiny_git(tmp_path_factory.mktemp("git") / "tinygit", seed=3)

@@ -17,7 +17,7 @@ def _reference(folder: Path, cls: str, picture: Path, text: str | None, **settin
     import transformers
 
     model = getattr(transformers, cls).from_pretrained(folder, local_files_only=True).eval()
-    processor = transformers.BlipProcessor.from_pretrained(folder, local_files_only=True)
+    processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
     inputs = processor(images=pil_images([picture])[0], text=text, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=False, **settings)
@@ -35,6 +35,20 @@ def test_caption_equals_generate(blip_dir: Path, pictures: list[Path], tmp_path:
     theirs = _reference(blip_dir, "BlipForConditionalGeneration", pictures[0], prefix or None,
                         max_new_tokens=8, num_beams=beams)
     assert ours == theirs and theirs
+
+
+def test_git_caption_equals_generate(git_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    captions = []
+    for beams in (1, 2):
+        nodes = {"img": {"type": "core.load_image", "path": str(pictures[0])},
+                 "git": {"type": "caption.load", "path": str(git_dir)},
+                 "cap": {"type": "caption.generate", "model": "@git", "image": "@img", "max_new_tokens": 6,
+                         "num_beams": beams}}
+        ours = run_graph(nodes, tmp_path / f"out{beams}").outputs["cap"]["out"]
+        theirs = _reference(git_dir, "GitForCausalLM", pictures[0], None, max_new_tokens=6, num_beams=beams)
+        assert ours == theirs and theirs
+        captions.append(ours)
+    assert captions[0] != captions[1]
 
 
 def test_vqa_equals_generate(vqa_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
