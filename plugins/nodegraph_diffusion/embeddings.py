@@ -25,14 +25,15 @@ SDXL_KEYS = ("clip_l", "clip_g")
 
 def read_vectors(patch: EmbeddingPatch, ctx: NodeContext, tokenizer: Any, field: str = "encoder",
                  ) -> tuple[list[str], list[Any]]:
-    """The tokens (`tok`, `tok_1`, ...) and one vector per token that the file adds, as diffusers names them."""
+    """The tokens (`tok`, `tok_1`, ...) and one vector per token the file adds, as diffusers names them."""
     from diffusers.loaders.textual_inversion import TextualInversionLoaderMixin as TI
 
     from nodegraph_diffusion.loading import read_state_dict
 
     state = read_state_dict(Path(patch.path), ctx, field=field)
     if any(k in state for k in SDXL_KEYS):
-        raise InputError(f"'{patch.path}' is an SDXL embedding (clip_l/clip_g): not supported yet", field=field)
+        raise InputError(f"'{patch.path}' is an SDXL embedding (clip_l/clip_g): not supported yet",
+                         field=field)
     if "emb_params" in state:  # A1111 .safetensors: one tensor (vectors, dim); the token is the file's name
         state = {patch.token: state["emb_params"]}
     try:
@@ -63,9 +64,9 @@ def applied(ctx: NodeContext, tokenizer: Any, encoder: Any, patches: tuple[Embed
         tokens, vectors = read_vectors(patch, ctx, tok)
         for token, vector in zip(tokens, vectors, strict=True):
             if int(vector.shape[-1]) != int(weight.shape[-1]):
-                raise InputError(f"embedding '{patch.path}' has vectors of width {int(vector.shape[-1])}; this "
-                                 f"text encoder's are {int(weight.shape[-1])} (an embedding for another model)",
-                                 field="encoder")
+                raise InputError(f"embedding '{patch.path}' has vectors of width {int(vector.shape[-1])}; "
+                                 f"this text encoder's are {int(weight.shape[-1])} (an embedding for another "
+                                 "model)", field="encoder")
             tok.add_tokens(token)
             rows.append((int(tok.convert_tokens_to_ids(token)), vector))
     size = max([int(weight.shape[0]), *(i + 1 for i, _ in rows)])

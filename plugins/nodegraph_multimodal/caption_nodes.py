@@ -33,7 +33,8 @@ def load(
     path: Annotated[CaptionRef, Field(description="A transformers folder with its processor: BLIP "
                                                   "captioning (Salesforce/blip-image-captioning-base), BLIP "
                                                   "VQA (Salesforce/blip-vqa-base) or GIT (microsoft/git-base)"
-                                                  ", saved locally; builtin:tinyblip / tinyblip-vqa (random)")],
+                                                  ", saved locally; builtin:tinyblip / tinyblip-vqa "
+                                                  "(random)")],
 ) -> CaptionModelHandle:
     """Name a captioning or question-answering model for caption.generate / vqa.answer."""
     from nodegraph_diffusion.paths import fingerprint_path, resolve_model_ref
@@ -43,27 +44,23 @@ def load(
     folder = resolve_model_ref(str(path), ctx, kind="captioner")
     check_model_folder(folder, "captioning", "BlipForConditionalGeneration")
     architectures = read_config(folder).get("architectures") or []
-    task = next((ARCHITECTURES[a] for a in architectures if a in ARCHITECTURES), None)
-    if task is None:
+    arch = next((a for a in architectures if a in ARCHITECTURES), None)
+    if arch is None:
         raise InputError(f"'{folder}' is a {', '.join(architectures) or 'model of unknown architecture'}; "
                          f"caption.load reads {', '.join(ARCHITECTURES)}", field="path")
-    return CaptionModelHandle(str(folder.resolve()), fingerprint_path(folder), task)
+    return CaptionModelHandle(str(folder.resolve()), fingerprint_path(folder), ARCHITECTURES[arch], arch)
 
 
 def generate_text(ctx: NodeContext, handle: CaptionModelHandle, image: Image, index: int, text: str | None,
               max_new_tokens: int, num_beams: int) -> Text:
     """One `generate()` call on image `index` (and the text prefix or question), decoded without specials."""
-    import json
-    from pathlib import Path
-
     import torch
 
     from nodegraph_multimodal.models import to_pil, use_model
 
     if index >= image.batch:
         raise InputError(f"image {index} is out of range: the batch has {image.batch}", field="index")
-    arch = json.loads((Path(handle.path) / "config.json").read_text()).get("architectures", [""])[0]
-    with use_model(ctx, handle.path, handle.fingerprint, arch, field="model") as (processor, model):
+    with use_model(ctx, handle.path, handle.fingerprint, handle.architecture) as (processor, model):
         inputs = processor(images=to_pil(image)[index], text=text, return_tensors="pt")
         device = next(model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}

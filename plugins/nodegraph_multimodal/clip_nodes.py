@@ -29,9 +29,10 @@ def load(
 
     folder = resolve_model_ref(str(path), ctx, kind="clip")
     check_model_folder(folder, "CLIP", "CLIPModel")
-    if read_config(folder).get("model_type") != "clip":
-        raise InputError(f"'{folder}' is not a CLIP model (config.json model_type is "
-                         f"{read_config(folder).get('model_type')!r}, expected 'clip')", field="path")
+    model_type = read_config(folder).get("model_type")
+    if model_type != "clip":
+        raise InputError(f"'{folder}' is not a CLIP model (config.json model_type is {model_type!r}, "
+                         "expected 'clip')", field="path")
     return ClipModelHandle(str(folder.resolve()), fingerprint_path(folder))
 
 
@@ -121,7 +122,8 @@ def save_scores(
 
     if len(scores) != len(indices):
         raise InputError(f"{len(scores)} scores for {len(indices)} indices", field="indices")
-    rows = [{"rank": n + 1, "index": i, "score": s} for n, (i, s) in enumerate(zip(indices, scores, strict=True))]
+    pairs = zip(indices, scores, strict=True)
+    rows = [{"rank": n + 1, "index": i, "score": s} for n, (i, s) in enumerate(pairs)]
     ctx.note("kept " + ", ".join(f"#{r['rank']} image {r['index']} score {r['score']:.4f}" for r in rows))
     target = ctx.output_path(str(path))
     try:

@@ -23,9 +23,9 @@ def check_model_folder(folder: Path, what: str, example: str) -> None:
     if not folder.is_dir() or not (folder / "config.json").is_file():
         raise InputError(f"'{folder}' is not a transformers {what} folder (no config.json); give the folder "
                          f"`{example}.save_pretrained(folder)` wrote", field="path")
-    missing = [kind for kind, names in (("an image processor (preprocessor_config.json)", IMAGE_PROCESSOR_FILES),
-                                        ("a tokenizer (tokenizer.json / vocab files)", TOKENIZER_FILES))
-               if not any((folder / n).is_file() for n in names)]
+    needed = (("an image processor (preprocessor_config.json)", IMAGE_PROCESSOR_FILES),
+              ("a tokenizer (tokenizer.json / vocab files)", TOKENIZER_FILES))
+    missing = [kind for kind, names in needed if not any((folder / n).is_file() for n in names)]
     if missing:
         raise InputError(f"'{folder}' has no processor: it lacks {' and '.join(missing)}; save the model's "
                          f"processor into the same folder (processor.save_pretrained(folder))", field="path")
@@ -69,8 +69,10 @@ def use_model(ctx: NodeContext, path: str, fingerprint: str, model_cls: str, fie
     def load_model() -> Any:
         return _load(cls, path, model_cls, field).eval()
 
-    with ctx.resources.use(f"{fingerprint}:processor",
-                           lambda: _load(transformers.AutoProcessor, path, "processor", field)) as processor, \
+    def load_processor() -> Any:
+        return _load(transformers.AutoProcessor, path, "processor", field)
+
+    with ctx.resources.use(f"{fingerprint}:processor", load_processor) as processor, \
             ctx.resources.use(f"{fingerprint}:{model_cls}", load_model, device=ctx.device,
                               dtype=ctx.dtype) as model:
         yield processor, model

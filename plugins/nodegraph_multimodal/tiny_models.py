@@ -26,9 +26,8 @@ def _tiny_vision() -> dict[str, int]:
 def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
     """A random `CLIPModel` + `CLIPProcessor` (32 px images, tinyworld tokenizer) saved in `folder`."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
-
     from nodegraph_diffusion.paths import BUILTIN_DIR
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(BUILTIN_DIR / "tinyworld" / "tokenizer")
     text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
@@ -84,8 +83,9 @@ def build_tiny_git(folder: Path, seed: int = 0) -> Path:
     from transformers import CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
 
     tok = _blip_processor(folder).tokenizer  # type: ignore[attr-defined]
-    config = GitConfig(vision_config=_tiny_vision(), vocab_size=len(tok), hidden_size=32, intermediate_size=37,
-                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+    config = GitConfig(vision_config=_tiny_vision(), vocab_size=len(tok), hidden_size=32,
+                       intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=64,
                        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
                        pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)

@@ -49,6 +49,7 @@ class CaptionModelHandle:
     path: str
     fingerprint: str
     task: str  # "caption" | "vqa"
+    architecture: str  # the transformers class that reads it (config.json `architectures`)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from nodegraph.errors import InputError
 from nodegraph_diffusion.embedding_nodes import load_embedding
 from nodegraph_diffusion.model_nodes import load_model
 from nodegraph_diffusion.paths import EmbeddingRef, ModelRef
 from nodegraph_diffusion.text_nodes import encode_text
+from safetensors.torch import save_file
+
+from nodegraph.errors import InputError
 
 WIDTH = 32  # the tiny model's text width
 

@@ -4,7 +4,6 @@ in tmp dirs), a two-image batch file, and a helper to run graph dicts on the CPU
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest

@@ -17,7 +17,8 @@ def run_graph(nodes: dict[str, Any], out: Path, **options: Any) -> Any:
 
 def batch_nodes(pictures: list[Path]) -> dict[str, Any]:
     """Nodes loading the pictures and batching them as `@batch`."""
-    nodes: dict[str, Any] = {f"p{i}": {"type": "core.load_image", "path": str(p)} for i, p in enumerate(pictures)}
+    nodes: dict[str, Any] = {f"p{i}": {"type": "core.load_image", "path": str(p)}
+                             for i, p in enumerate(pictures)}
     nodes["batch"] = {"type": "core.image_batch", "images": [f"@p{i}" for i in range(len(pictures))]}
     return nodes
 

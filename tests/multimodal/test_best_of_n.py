@@ -18,10 +18,9 @@ FAST = {"steps": 2, "n": 3, "top_k": 2}
 
 
 def test_best_of_n_keeps_the_clipmodel_top_k(tmp_path: Path) -> None:
-    from transformers import CLIPModel, CLIPProcessor
-
     from nodegraph_diffusion.paths import BUILTIN_DIR
     from nodegraph_multimodal.models import to_pil
+    from transformers import CLIPModel, CLIPProcessor
 
     engine = Engine()
     result = engine.run(GRAPH, FAST, cpu_options(tmp_path / "out"))
