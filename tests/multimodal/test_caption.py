@@ -84,3 +84,17 @@ def test_a_captioner_cannot_answer_questions(blip_dir: Path, pictures: list[Path
     with pytest.raises(NodeFailed) as info:
         run_graph(nodes, tmp_path / "out")
     assert (info.value.problem.node, info.value.problem.field) == ("ans", "model")
+
+
+def test_the_vqa_graph_answers_as_generate_does(tmp_path: Path) -> None:
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+
+    from nodegraph import Engine
+    from tests.run_helpers import cpu_options
+
+    graphs = Path(__file__).resolve().parents[2] / "graphs"
+    result = Engine().run(graphs / "vqa.yaml", {"beams": 2}, cpu_options(tmp_path / "out"))
+    picture = graphs / "inputs" / "scene_64.png"
+    theirs = _reference(BUILTIN_DIR / "tinyblip-vqa", "BlipForQuestionAnswering", picture,
+                        "what colour is the circle?", max_new_tokens=10, num_beams=2)
+    assert result.outputs["answer"]["out"] == theirs and theirs
