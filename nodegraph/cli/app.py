@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nodegraph.cli import import_cmd, importers, info, watch_cmd
+from nodegraph.cli import import_cmd, importers, info, serve_cmd, watch_cmd
 from nodegraph.cli.output import consoles, print_problems, report_table, user_errors
 from nodegraph.document.plan import Plan
 from nodegraph.errors import NodegraphError, Problem
@@ -44,6 +44,7 @@ app.add_typer(info.graph_app, name="graph")
 app.command("watch")(watch_cmd.watch)
 app.command("import")(import_cmd.import_graph)
 app.command("export")(import_cmd.export_graph)
+app.command("serve")(serve_cmd.serve)
 
 
 def _print_version(value: bool) -> None:

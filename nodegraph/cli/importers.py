@@ -7,6 +7,9 @@ dict` (a graph document; raises `NodegraphError` listing every problem; it may a
 `export(resolved_graph) -> dict` (the tool's own format) and `check(resolved_graph, file, model_dirs)`
 (raises `NodegraphError` for what only the tool's conventions can check before a run, e.g. that every
 model file a workflow names exists).
+A converted graph may say which node of the source workflow each of its nodes stands for, as
+`metadata: {source_ids: {node id: source id}}`: `nodegraph serve` reports progress and outputs to
+clients of that tool (its ComfyUI API) under their own ids.
 The engine never sees them: `run`, `validate`, `import` and `export` ask them.
 """
 

@@ -34,7 +34,11 @@ class RunOptions:
 
 
 class ProgressSink(Protocol):
-    """Where progress goes (rich bars in the CLI, nothing in tests)."""
+    """Where progress goes (rich bars in the CLI, nothing in tests).
+
+    A sink may also have `preview(task, image)`: it then receives the small RGB previews (uint8 numpy
+    arrays, H x W x 3) that long nodes offer with their steps (the server sends them to its clients).
+    """
 
     def start_task(self, node_id: str, description: str, total: int) -> Any: ...
     def advance(self, task: Any, amount: int = 1) -> None: ...
@@ -185,14 +189,23 @@ class NodeContext:
         if self.run.cancel_event.is_set():
             raise Cancelled("run cancelled")
 
+    @property
+    def wants_preview(self) -> bool:
+        """Whether the run's progress sink shows previews: compute one per step only then."""
+        return callable(getattr(self.run.progress_sink, "preview", None))
+
     @contextmanager
-    def progress(self, total: int, description: str = "") -> Iterator[Callable[[int], None]]:
-        """A progress bar for a long node; yields `advance(n=1)`; checks cancellation on each advance."""
+    def progress(self, total: int, description: str = "") -> Iterator[Callable[..., None]]:
+        """A progress bar for a long node; yields `advance(n=1, preview=None)`; checks cancellation on
+        each advance. `preview`: a small RGB uint8 array of the work so far, for sinks that show one."""
         sink = self.run.progress_sink
         task = sink.start_task(self.node_id, description or self.type_name, total)
+        show = getattr(sink, "preview", None)
 
-        def advance(amount: int = 1) -> None:
+        def advance(amount: int = 1, preview: Any = None) -> None:
             self.check_cancelled()
+            if preview is not None and callable(show):
+                show(task, preview)
             sink.advance(task, amount)
 
         try:

@@ -10,6 +10,7 @@ are not recomputed and models are not reloaded.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,12 @@ class Engine:
         return _checked(load_plan(source, self.registry, overrides, file=file))
 
     def run(self, plan_or_path: Source, overrides: dict[str, Any] | None = None,
-            options: RunOptions | None = None, progress: ProgressSink | None = None) -> RunResult:
+            options: RunOptions | None = None, progress: ProgressSink | None = None,
+            cancel: threading.Event | None = None) -> RunResult:
         """Run a graph; unchanged nodes come from the cache. Writes all outputs or none.
+
+        `cancel`: set it from another thread (a server's cancel request) to stop the run before its
+        next node or sampler step; the run then raises `Cancelled` and writes nothing.
 
         Raises `GraphError` for an invalid graph, `NodeFailed` for a node's bad input, and lets
         `KeyboardInterrupt` through after removing staged files.
@@ -100,6 +105,7 @@ class Engine:
                 metadata=run_metadata(plan, self.registry),
                 progress_sink=sink,
                 placement=placement,
+                cancel_event=cancel or threading.Event(),
             )
             observer = sink if isinstance(sink, RunObserver) else None
             before = self.resources.begin_run()

@@ -272,4 +272,7 @@ def execute(
         events = _concurrent(order, lanes, runner, observer)
     written = staging.commit(run.output_nodes)
     outputs = {node_id: runner.results[node_id] for node_id in order}  # planned order, as events
-    return RunResult(outputs, events, written, (time.perf_counter() - t0) * 1000, run.metadata)
+    owners = {staging.out_dir / staged.relative_to(staging.dir): node_id
+              for staged, node_id in run.output_nodes.items()}
+    return RunResult(outputs, events, written, (time.perf_counter() - t0) * 1000, run.metadata,
+                     written_by={path: owners[path] for path in written if path in owners})

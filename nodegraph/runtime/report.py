@@ -38,6 +38,7 @@ class RunResult:
     # model residency during the run: loads, offloads, drops, peak bytes per device, budgets
     resources: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # fallbacks taken (tiled decode after OOM, ...)
+    written_by: dict[Path, str] = field(default_factory=dict)  # written file -> id of the node that wrote it
 
     @property
     def executed(self) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from nodegraph_comfyui.classes_images import image_mappings
+from nodegraph_comfyui.conditioning_classes import conditioning_mappings
 from nodegraph_comfyui.convert import ClassMapping, Clip, Cond, Converter, Model
-from nodegraph_comfyui.samplers import scheduler_settings
+from nodegraph_comfyui.samplers import k_sampler_settings, scheduler_settings
 from nodegraph_comfyui.widgets import WIDGETS
 from nodegraph_comfyui.workflow import WfNode
 
@@ -115,24 +116,35 @@ def _sampler(cv: Converter, n: WfNode, advanced: bool = False) -> list[Any]:
     negative = cv.input(n, "negative", kind=Cond)
     latents = cv.input(n, "latent_image")
     sampler_name, schedule = cv.literal(n, "sampler_name", "euler"), cv.literal(n, "scheduler", "normal")
-    settings = scheduler_settings(str(sampler_name), str(schedule))
-    if isinstance(settings, str):
-        cv.problem(n, settings, "sampler_name" if "sampler '" in settings else "scheduler")
-        return [None]
-    if None in (model, positive, negative, latents):
-        return [None]
-    sched_name, extra = settings
-    sched = cv.add(
-        "scheduler",
-        "diffusion.scheduler",
-        model_scheduler=f"@{model.loader}.scheduler",
-        name=cv.param(
-            "sampler",
-            sched_name,
-            f"Scheduler (nodegraph name; imported from ComfyUI's '{sampler_name}' / '{schedule}')",
-        ),
-        **extra,
-    )
+    if k_sampler_settings(str(sampler_name), str(schedule)):  # ComfyUI's own semantics
+        if None in (model, positive, negative, latents):
+            return [None]
+        sched = cv.add(
+            "scheduler",
+            "diffusion.k_sampler",
+            model_scheduler=f"@{model.loader}.scheduler",
+            sampler=cv.param("sampler", sampler_name, "Sampler (ComfyUI's sampler_name)"),
+            scheduler=cv.param("scheduler", schedule, "Sigma schedule (ComfyUI's scheduler)"),
+        )
+    else:  # a sampler k-diffusion lacks: the nearest diffusers scheduler
+        settings = scheduler_settings(str(sampler_name), str(schedule))
+        if isinstance(settings, str):
+            cv.problem(n, settings, "sampler_name" if "sampler '" in settings else "scheduler")
+            return [None]
+        if None in (model, positive, negative, latents):
+            return [None]
+        sched_name, extra = settings
+        sched = cv.add(
+            "scheduler",
+            "diffusion.scheduler",
+            model_scheduler=f"@{model.loader}.scheduler",
+            name=cv.param(
+                "sampler",
+                sched_name,
+                f"Scheduler (nodegraph name; imported from ComfyUI's '{sampler_name}' / '{schedule}')",
+            ),
+            **extra,
+        )
     controls = list(dict.fromkeys([*positive.controls, *negative.controls]))
     inputs: dict[str, Any] = {
         "unet": model.unet,
@@ -316,16 +328,17 @@ def core_mappings() -> list[ClassMapping]:
         _mapping(
             "KSampler",
             _sampler,
-            "diffusion.scheduler + diffusion.sample",
-            "diffusers' scheduler nearest to sampler_name × scheduler; denoise < 1 runs "
-            "int(steps × denoise) steps of a steps-long schedule (ComfyUI: steps steps)",
+            "diffusion.k_sampler + diffusion.sample",
+            "ComfyUI's semantics: k-diffusion's sampler on ComfyUI's sigma table, denoiser, CFG, CPU noise "
+            "and denoise rule; ddpm, uni_pc, deis, lcm fall back to the nearest diffusers scheduler",
         ),
         _mapping(
             "KSamplerAdvanced",
             lambda cv, n: _sampler(cv, n, advanced=True),
-            "diffusion.scheduler + diffusion.sample",
-            "start/end_at_step, add_noise, leftover noise",
+            "diffusion.k_sampler + diffusion.sample",
+            "start/end_at_step, add_noise, return_with_leftover_noise with ComfyUI's sigma cuts",
         ),
+        *conditioning_mappings(),
         _mapping("VAEDecode", _vae_decode, "diffusion.vae_decode"),
         _mapping(
             "VAEEncode",

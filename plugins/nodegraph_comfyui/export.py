@@ -78,8 +78,12 @@ def _encode(ex: _Exporter, name: str, node: dict[str, Any]) -> str:
 
 def _schedule(ex: _Exporter, name: str, ref: Any) -> tuple[str, str]:
     sched = ex.nodes.get(str(ref)[1:].partition(".")[0], {})
+    if sched.get("type") == "diffusion.k_sampler":  # ComfyUI's own names, nothing to translate
+        return str(sched.get("sampler", "euler")), str(sched.get("scheduler", "normal"))
     if sched.get("type") != "diffusion.scheduler":
-        ex.problems.append(f"node '{name}': its scheduler must be a diffusion.scheduler node")
+        ex.problems.append(
+            f"node '{name}': its scheduler must be a diffusion.scheduler or diffusion.k_sampler node"
+        )
         return "euler", "normal"
     spacing = sched.get("timestep_spacing")
     flags = [f for f in ("karras", "exponential", "beta") if sched.get(f)]
@@ -213,9 +217,28 @@ _HANDLERS: dict[str, Any] = {
         upscale_method={"nearest": "nearest-exact"}.get(n.get("method", "bilinear"), n.get("method")),
     ),
     "control.load_controlnet": lambda ex, name, n: ex.new("ControlNetLoader", control_net_name=n["path"]),
+    "diffusion.set_area": lambda ex, name, n: ex.new(
+        "ConditioningSetAreaPercentage" if n.get("percentage") else "ConditioningSetArea",
+        conditioning=ex.link(n["conditioning"], name),
+        **{k: n.get(k, 0) for k in ("width", "height", "x", "y")},
+        strength=n.get("strength", 1.0),
+    ),
+    "diffusion.set_area_strength": lambda ex, name, n: ex.new(
+        "ConditioningSetAreaStrength",
+        conditioning=ex.link(n["conditioning"], name),
+        strength=n.get("strength", 1.0),
+    ),
+    "diffusion.combine": lambda ex, name, n: ex.new(
+        "ConditioningCombine",
+        conditioning_1=ex.link(n["first"], name),
+        conditioning_2=ex.link(n["second"], name),
+    ),
+    "diffusion.zero_out": lambda ex, name, n: ex.new(
+        "ConditioningZeroOut", conditioning=ex.link(n["conditioning"], name)
+    ),
     **IMAGE_HANDLERS,
 }
-_SKIPPED = {"diffusion.scheduler", "control.controlnet"}  # folded into the sampler
+_SKIPPED = {"diffusion.scheduler", "diffusion.k_sampler", "control.controlnet"}  # folded into the sampler
 
 
 def _literal(value: Any, params: dict[str, Any]) -> Any:

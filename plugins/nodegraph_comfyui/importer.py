@@ -110,7 +110,10 @@ def convert_workflow(flow: Workflow, mappings: Mappings, inputs: tuple[Path, ...
                 "notes": list(mappings.notes),
                 # which workflow node each nodegraph node serves (for messages naming both)
                 "nodes": {k: [v, flow.nodes[v].class_type] for k, v in converter.origins.items()},
-            }
+            },
+            # which workflow node each node stands for: `nodegraph serve` reports ComfyUI clients'
+            # progress and outputs under the ids they sent (nodegraph/cli/importers.py)
+            "source_ids": converter.origins,
         },
     }
     return graph

@@ -1,13 +1,25 @@
-"""ComfyUI's sampler_name × scheduler pairs as nodegraph `diffusion.scheduler` settings.
+"""ComfyUI's sampler_name × scheduler pairs as nodegraph sampler settings.
 
-What the import uses today: diffusers' schedulers (through `diffusion.scheduler`), the nearest
-equivalent of each ComfyUI sampler, with karras/exponential/beta spacing mapped to diffusers' flags.
-These are *not* ComfyUI's k-diffusion sigma tables and step rules (see docs/comfyui.md); a pair
-with no close equivalent is refused rather than silently swapped.
+Every sampler k-diffusion has (k_sampler_nodes.K_SAMPLERS) imports as a `diffusion.k_sampler`: ComfyUI's
+own semantics (its sigma tables, denoiser, CFG, noise and step rules, k-diffusion's sampler functions).
+The few ComfyUI samplers k-diffusion lacks (ddpm, uni_pc, deis, lcm, ...) fall back to the nearest
+diffusers scheduler through `diffusion.scheduler` (NOT ComfyUI's semantics, said in docs/comfyui.md);
+a pair with no counterpart is refused rather than silently swapped.
 """
 
 from __future__ import annotations
 
+from nodegraph_diffusion.k_sampler_nodes import K_SAMPLERS, K_SCHEDULES
+
+# ComfyUI samplers k-diffusion lacks -> nearest diffusers scheduler name
+FALLBACKS: dict[str, str] = {
+    "ddpm": "ddpm",
+    "uni_pc": "unipc",
+    "uni_pc_bh2": "unipc",
+    "deis": "deis",
+    "lcm": "lcm",
+}
+# every sampler_name the import accepts -> the diffusers scheduler it exports back from (export.py)
 SAMPLERS: dict[str, str] = {
     "euler": "euler",
     "euler_ancestral": "euler_a",
@@ -19,14 +31,10 @@ SAMPLERS: dict[str, str] = {
     "dpmpp_2m_sde": "dpmpp_2m_sde",
     "dpmpp_sde": "dpmpp_sde",
     "ddim": "ddim",
-    "ddpm": "ddpm",
-    "uni_pc": "unipc",
-    "uni_pc_bh2": "unipc",
-    "deis": "deis",
-    "lcm": "lcm",
+    **FALLBACKS,
 }
 
-# scheduler -> diffusion.scheduler inputs; "normal" keeps the model's own timestep spacing
+# scheduler -> diffusion.scheduler inputs for the fallbacks; "normal" keeps the model's own spacing
 SCHEDULES: dict[str, dict[str, object]] = {
     "normal": {},
     "karras": {"karras": True},
@@ -38,11 +46,17 @@ SCHEDULES: dict[str, dict[str, object]] = {
 }
 
 
+def k_sampler_settings(sampler_name: str, scheduler: str) -> bool:
+    """Whether the pair runs on the sigma-space sampler (ComfyUI's semantics)."""
+    return sampler_name in K_SAMPLERS and scheduler in K_SCHEDULES
+
+
 def scheduler_settings(sampler_name: str, scheduler: str) -> tuple[str, dict[str, object]] | str:
-    """(nodegraph scheduler name, extra inputs), or a message saying why the pair has no counterpart."""
-    name = SAMPLERS.get(sampler_name)
+    """(diffusers scheduler name, extra inputs) of a fallback pair, or a message saying why it has none."""
+    name = FALLBACKS.get(sampler_name)
     if name is None:
-        return f"sampler '{sampler_name}' has no nodegraph counterpart yet (known: {', '.join(SAMPLERS)})"
+        known = ", ".join([*K_SAMPLERS, *FALLBACKS])
+        return f"sampler '{sampler_name}' has no nodegraph counterpart yet (known: {known})"
     spacing = SCHEDULES.get(scheduler)
     if spacing is None:
         return f"scheduler '{scheduler}' has no nodegraph counterpart yet (known: {', '.join(SCHEDULES)})"

@@ -5,9 +5,6 @@ from __future__ import annotations
 # Why a class has no mapping: 'core (...)' for ComfyUI's own classes nodegraph does not serve yet,
 # else the ComfyUI package that usually provides a custom class (named in the error).
 KNOWN_ELSEWHERE: dict[str, str] = {
-    "ConditioningSetArea": "core (needs regional conditioning)",
-    "ConditioningCombine": "core",
-    "ConditioningZeroOut": "core",
     "EmptySD3LatentImage": "core (SD3: not supported by nodegraph yet)",
     "TripleCLIPLoader": "core (SD3: not supported by nodegraph yet)",
     "ControlNetApplySD3": "core (SD3: not supported by nodegraph yet)",

@@ -20,6 +20,8 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
     "ConditioningCombine": (),
     "ConditioningSetArea": ("width", "height", "x", "y", "strength"),
+    "ConditioningSetAreaPercentage": ("width", "height", "x", "y", "strength"),
+    "ConditioningSetAreaStrength": ("strength",),
     "ConditioningZeroOut": (),
     "ControlNetLoader": ("control_net_name",),
     "ControlNetApply": ("strength",),

@@ -10,6 +10,7 @@ def nodegraph_register(registry: object) -> None:
     from nodegraph_diffusion import (
         embedding_nodes,
         inpaint_nodes,
+        k_sampler_nodes,
         latent_nodes,
         model_nodes,
         sampler_nodes,
@@ -18,6 +19,6 @@ def nodegraph_register(registry: object) -> None:
         vae_nodes,
     )
 
-    for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, vae_nodes,
-                   inpaint_nodes, embedding_nodes):
+    for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
+                   vae_nodes, inpaint_nodes, embedding_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]

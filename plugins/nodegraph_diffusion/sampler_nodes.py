@@ -13,7 +13,16 @@ from nodegraph_diffusion.conditions import Condition
 from nodegraph_diffusion.families import DenoiseRequest, ModelFamily, family_named
 from nodegraph_diffusion.loading import use_unet
 from nodegraph_diffusion.schedulers import make_scheduler
-from nodegraph_diffusion.types import Conditioning, Latents, Noise, SchedulerSpec, UNetHandle
+from nodegraph_diffusion.types import (
+    Conditioning,
+    KSamplerSpec,
+    Latents,
+    Noise,
+    RegionalConditioning,
+    SchedulerSpec,
+    UNetHandle,
+    region_entries,
+)
 
 if TYPE_CHECKING:  # a catalogue module: torch and sampling are imported in the node body (first call)
     import torch
@@ -30,18 +39,30 @@ def guidance_embeds(positive: Conditioning, negative: Conditioning | None,
         raise InputError(str(exc), field="negative") from exc
 
 
-def unet_family(unet: UNetHandle, positive: Conditioning, negative: Conditioning | None) -> ModelFamily:
+def unet_family(unet: UNetHandle, positive: Conditioning | RegionalConditioning,
+                negative: Conditioning | RegionalConditioning | None) -> ModelFamily:
     """The UNet's model family, after checking the conditioning came from an encoder of that family."""
     try:
         family = family_named(unet.source.family)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), field="unet") from exc
-    for name, cond in (("positive", positive), ("negative", negative)):
-        if cond is not None and cond.family != family.name:
-            raise InputError(f"{name} conditioning comes from a '{cond.family}' text encoder, but the UNet "
-                             f"is {family.label} ('{family.name}'): encode the prompt with this model's "
-                             "text_encoder", field=name)
+    for name, value in (("positive", positive), ("negative", negative)):
+        for entry in () if value is None else region_entries(value):
+            if entry.cond.family != family.name:
+                raise InputError(f"{name} conditioning comes from a '{entry.cond.family}' text encoder, but "
+                                 f"the UNet is {family.label} ('{family.name}'): encode the prompt with this "
+                                 "model's text_encoder", field=name)
     return family
+
+
+def plain_conditioning(value: Conditioning | RegionalConditioning, name: str) -> Conditioning:
+    """The one full-image prompt of a conditioning, for the diffusers loop (which has no regions)."""
+    entries = region_entries(value)
+    if len(entries) == 1 and entries[0].area is None and entries[0].strength == 1.0:
+        return entries[0].cond
+    raise InputError(f"{name} is a regional conditioning ({len(entries)} entries, areas or strengths): it "
+                     "needs a sigma-space sampler, connect a diffusion.k_sampler as the scheduler",
+                     field=name)
 
 
 def check_latents(latents: Latents, family: ModelFamily) -> None:
@@ -60,11 +81,14 @@ def check_latents(latents: Latents, family: ModelFamily) -> None:
 def sample(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The denoising UNet (with its LoRAs)")],
-    scheduler: Annotated[SchedulerSpec, Field(description="Scheduler (from load_model or diffusion.scheduler)")],
-    positive: Annotated[Conditioning, Field(description="What the image should show")],
+    scheduler: Annotated[SchedulerSpec | KSamplerSpec, Field(
+        description="A diffusers scheduler (load_model, diffusion.scheduler) or a sigma-space sampler "
+                    "with ComfyUI's semantics (diffusion.k_sampler)")],
+    positive: Annotated[Conditioning | RegionalConditioning, Field(
+        description="What the image should show (regional: diffusion.set_area / combine, k-sampler only)")],
     latents: Annotated[Latents, Field(description="Starting latents: empty (txt2img), encoded image "
                                                   "(img2img; a noise_mask makes it inpainting) or leftover")],
-    negative: Annotated[Conditioning | None, Field(
+    negative: Annotated[Conditioning | RegionalConditioning | None, Field(
         description="What to steer away from; needed when cfg > 1 (encode an empty prompt for the usual), "
                     "except for SDXL base models, which then guide with zeros as their pipeline does")]
     = None,
@@ -93,6 +117,7 @@ def sample(
     """Denoise latents with a UNet and scheduler, guided by prompts and any number of conditions."""
     import torch
 
+    from nodegraph_diffusion.preview import latent_preview
     from nodegraph_diffusion.sampling import (
         LoopInput,
         SamplingError,
@@ -104,7 +129,8 @@ def sample(
 
     family = unet_family(unet, positive, negative)
     if negative is None and cfg > 1.0:
-        negative = family.absent_negative(unet.source, positive)  # SDXL base: zeros, as its pipeline
+        # SDXL base: zeros, as its pipeline (sized like the first positive entry)
+        negative = family.absent_negative(unet.source, region_entries(positive)[0].cond)
     if negative is None and cfg > 1.0:
         raise InputError(f"cfg {cfg} needs a negative conditioning: connect diffusion.encode_text with "
                          "text '' (or set cfg to 1 to sample without guidance)", field="negative")
@@ -112,6 +138,19 @@ def sample(
     if noise is not None and tuple(noise.samples.shape) != shape:
         raise InputError(f"noise of shape {tuple(noise.samples.shape)} does not fit latents of shape {shape}",
                          field="noise")
+    if isinstance(scheduler, KSamplerSpec):  # the sigma-space loop (ComfyUI's KSampler semantics)
+        from nodegraph_diffusion.k_sample import sample_k
+
+        if masked_image is not None:
+            raise InputError("masked_image (9-channel inpainting UNets) needs a diffusers scheduler",
+                             field="masked_image")
+        check_latents(latents, family)
+        return sample_k(ctx, scheduler, unet, family, region_entries(positive),
+                        None if negative is None else region_entries(negative), latents,
+                        None if noise is None else noise.samples, seed, steps, cfg, denoise, start_step,
+                        end_step, add_noise, return_with_leftover_noise, list(conditions or ()))
+    positive = plain_conditioning(positive, "positive")
+    negative = None if negative is None else plain_conditioning(negative, "negative")
     # One CPU generator per run, as the pipelines use it: the initial noise is drawn first (also when
     # `noise` is given, so the scheduler's own draws are the same either way), then ancestral steps.
     # Latents encoded from pixels with this seed record the encoder's draws: replay them around the
@@ -166,7 +205,11 @@ def sample(
             raise InputError(str(exc), field="steps") from exc
         try:
             with ctx.progress(calls, f"sampling {steps} steps") as advance:
-                result = run_loop(request, ctx, on_step=lambda _i: advance(1), check_cancelled=ctx.check_cancelled)
+                # a preview per step only for sinks that show one (the server); the CLI's bars do not
+                on_latents = ((lambda _i, x: advance(1, preview=latent_preview(x)))
+                              if ctx.wants_preview else None)
+                result = run_loop(request, ctx, on_step=lambda _i: advance(1),
+                                  check_cancelled=ctx.check_cancelled, on_latents=on_latents)
         except SamplingError as exc:
             raise InputError(str(exc), field="steps") from exc
     return Latents(result.latents.to(device="cpu", dtype=torch.float32), latents.noise_mask, result.extras,

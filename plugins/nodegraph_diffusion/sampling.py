@@ -257,8 +257,11 @@ def run_loop(
     ctx: Any = None,
     on_step: Callable[[int], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
+    on_latents: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LoopResult:
     """Run the denoising loop; `on_step(i)` after each UNet call, `check_cancelled()` before each.
+
+    `on_latents(i, latents)` (instead of `on_step`, for previews) sees the latents after each step.
 
     `ctx` (a NodeContext, may be None in library use) is passed to `Condition.activate`.
     Conditions are activated before the loop and closed in `finally`, also on errors.
@@ -363,7 +366,9 @@ def run_loop(
                         )
                 latents = (1 - mask) * init_latents_proper + mask * latents
             latents = after_step(units, step, latents)
-            if on_step is not None:
+            if on_latents is not None:
+                on_latents(i, latents)
+            elif on_step is not None:
                 on_step(i)
         extras = {**req.extras, **collect_results(units)}
     finally:

@@ -153,3 +153,52 @@ class ModelParts:
     vae: VaeHandle
     scheduler: SchedulerSpec
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KSamplerSpec:
+    """A sigma-space sampler as ComfyUI's KSampler runs it: a k-diffusion sampler function by its
+    ComfyUI name, a ComfyUI sigma schedule, over the model's scheduler config (its beta schedule).
+
+    `diffusion.sample` runs its sigma-space loop (k_sampling.py) when given one of these instead of a
+    `SchedulerSpec` (diffusers' schedulers)."""
+
+    sampler: str  # ComfyUI sampler_name: euler, euler_ancestral, heun, dpm_2, lms, dpmpp_2m, ...
+    scheduler: str  # ComfyUI scheduler: normal, karras, exponential, sgm_uniform, simple, ddim_uniform, beta
+    base_config: tuple[tuple[str, Any], ...]  # the model's scheduler_config.json, as sorted items
+
+
+@dataclass(frozen=True)
+class Area:
+    """Where a conditioning entry acts, in latent cells (pixels // 8), or in fractions of the image
+    size when `percentage` (ComfyUI's ConditioningSetArea / ConditioningSetAreaPercentage)."""
+
+    height: float
+    width: float
+    y: float = 0
+    x: float = 0
+    percentage: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class RegionEntry:
+    """One entry of a regional conditioning: a prompt encoding, where it acts and how strongly."""
+
+    cond: Conditioning
+    area: Area | None = None
+    strength: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class RegionalConditioning:
+    """A list of conditioning entries evaluated each on its area and averaged by weight, as ComfyUI's
+    CONDITIONING lists are (ConditioningCombine, ConditioningSetArea); sampled by the k-sampler path."""
+
+    entries: tuple[RegionEntry, ...]
+
+
+def region_entries(value: Conditioning | RegionalConditioning) -> tuple[RegionEntry, ...]:
+    """The entries of either kind of conditioning (a plain one is a single full-image entry)."""
+    if isinstance(value, RegionalConditioning):
+        return value.entries
+    return (RegionEntry(value),)

@@ -44,11 +44,13 @@ def test_import_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 
 def test_validate_reads_comfyui_files() -> None:
     result = CliRunner().invoke(
-        app, ["validate", str(FIXTURES / "lora_single.json"), str(FIXTURES / "area_composition.json")]
+        app,
+        ["validate", str(FIXTURES / "lora_single.json"),
+         str(FIXTURES / "controlnet_advanced_sd35_canny.json")],
     )
     assert result.exit_code == 2
     assert f"OK {FIXTURES / 'lora_single.json'}" in result.output
-    assert "ConditioningSetArea" in result.output and "is a ComfyUI workflow" in result.output
+    assert "EmptySD3LatentImage" in result.output and "is a ComfyUI workflow" in result.output
 
 
 def test_run_detects_comfyui_json_and_png(tmp_path: Path, comfy_models: Path) -> None:  # noqa: F811

@@ -34,12 +34,12 @@ IMPORTS = [
     "hiresfix_esrgan_pixel_upscale",
     "inpaint_vae_encode_for_inpaint",
     "outpaint_pad_for_outpaint",
+    "area_composition",
+    "sdxl_base_refiner_test_graph",
 ]
 # file -> {class: node ids} the error must name, all of them and nothing else
 FAILS: dict[str, dict[str, list[str]]] = {
-    "area_composition": {"ConditioningCombine": ["47"], "ConditioningSetArea": []},
-    "controlnet_advanced_sd35_canny": {"ConditioningZeroOut": [], "EmptySD3LatentImage": []},
-    "sdxl_base_refiner_test_graph": {"ConditioningZeroOut": ["15"]},
+    "controlnet_advanced_sd35_canny": {"EmptySD3LatentImage": []},
 }
 
 
@@ -106,9 +106,10 @@ def test_txt2img_reads_as_a_person_would_write_it() -> None:
             "batch": "$batch",
         },
         "scheduler": {
-            "type": "diffusion.scheduler",
+            "type": "diffusion.k_sampler",
             "model_scheduler": "@checkpoint.scheduler",
-            "name": "$sampler",
+            "sampler": "$sampler",
+            "scheduler": "$scheduler",
         },
         "latents": {
             "type": "diffusion.sample",
@@ -133,6 +134,7 @@ def test_txt2img_reads_as_a_person_would_write_it() -> None:
         "height": 512,
         "batch": 1,
         "sampler": "euler",
+        "scheduler": "normal",
         "seed": 8566257,
         "steps": 20,
         "cfg": 8.0,
@@ -170,7 +172,7 @@ def test_custom_class_names_its_package_and_every_problem_at_once(tmp_path: Path
     data["90"] = {"class_type": "UltimateSDUpscale", "inputs": {"image": ["8", 0]}}
     data["91"] = {"class_type": "MyOwnThing", "inputs": {}}
     data["92"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "x"}}
-    data["3"]["inputs"]["sampler_name"] = "dpm_fast"
+    data["3"]["inputs"]["sampler_name"] = "res_multistep"
     file = tmp_path / "w.json"
     file.write_text(json.dumps(data))
     with pytest.raises(ConversionError) as err:
@@ -178,7 +180,7 @@ def test_custom_class_names_its_package_and_every_problem_at_once(tmp_path: Path
     text = str(err.value)
     assert "'90'" in text and "ComfyUI_UltimateSDUpscale" in text
     assert "'91'" in text and "MyOwnThing" in text
-    assert "node '3' (KSampler), input 'sampler_name'" in text and "dpm_fast" in text
+    assert "node '3' (KSampler), input 'sampler_name'" in text and "res_multistep" in text
     assert len(err.value.problems) == 3
 
 

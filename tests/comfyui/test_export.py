@@ -31,6 +31,7 @@ SD15 = [
     "ui_img2img",
     "ui_controlnet_multi_pose_scribble",
     "edge_string_node_ids_inpaint",
+    "area_composition",
 ]
 # these sample with uni_pc_bh2, which imports as diffusers' unipc and exports back as uni_pc (samplers.py)
 UNIPC_BH2 = ["inpaint_vae_encode_for_inpaint", "outpaint_pad_for_outpaint", "hiresfix_esrgan_pixel_upscale"]

@@ -116,28 +116,32 @@ def _run(engine: Any, file: Path, models: Path, out: Path, **sets: Any) -> Any:
 
 
 def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Path, tmp_path: Path) -> None:
-    ours = _run(engine, FIXTURES / "txt2img_default.json", comfy_models, tmp_path / "a", **SMALL)
-    model = comfy_models / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    """graphs/txt2img.yaml with its diffusers scheduler swapped for the k-sampler the workflow names
+    (euler / normal): the same sampler semantics, so the same pixels."""
+    import yaml
+
     from nodegraph import RunOptions
 
-    theirs = engine.run(
-        ROOT / "graphs" / "txt2img.yaml",
-        {
-            "model": str(model),
-            "prompt": "masterpiece best quality girl",
-            "negative": "bad hands",
-            "seed": 8566257,
-            "steps": 2,
-            "cfg": 8.0,
-            "scheduler": "euler",
-            "width": 64,
-            "height": 64,
-        },
-        options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"),
-    )
+    ours = _run(engine, FIXTURES / "txt2img_default.json", comfy_models, tmp_path / "a", **SMALL)
+    model = comfy_models / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    graph = yaml.safe_load((ROOT / "graphs" / "txt2img.yaml").read_text())
+    graph["params"].pop("scheduler")
+    graph["nodes"]["scheduler"] = {"type": "diffusion.k_sampler", "model_scheduler": "@model.scheduler",
+                                   "sampler": "euler", "scheduler": "normal"}
+    sets = {"model": str(model), "prompt": "masterpiece best quality girl", "negative": "bad hands",
+            "seed": 8566257, "steps": 2, "cfg": 8.0, "width": 64, "height": 64}
+    plan = engine.load(graph, {k: str(v) for k, v in sets.items()}, file=ROOT / "graphs" / "txt2img.yaml")
+    theirs = engine.run(plan, options=RunOptions(out_dir=tmp_path / "b", device="cpu", dtype="float32"))
     a, b = ours.outputs["image"]["out"].pixels, theirs.outputs["image"]["out"].pixels
     assert a.shape == (1, 3, 64, 64) and (a - b).abs().max().item() == 0.0
     assert (tmp_path / "a" / "ComfyUI_save.png").is_file()
+    diffusers_euler = engine.run(ROOT / "graphs" / "txt2img.yaml", {**sets, "scheduler": "euler"},
+                                 options=RunOptions(out_dir=tmp_path / "c", device="cpu", dtype="float32"))
+    assert (a - diffusers_euler.outputs["image"]["out"].pixels).abs().max().item() > 1e-3  # not diffusers'
+
+
+AREA = {"width": 128, "height": 128, "area_width": 64, "area_height": 64, "area_x": 0, "area_y": 32,
+        "steps": 2, "upscale_width": 160, "upscale_height": 160, "steps_2": 2}
 
 
 @pytest.mark.parametrize(
@@ -156,6 +160,7 @@ def test_imported_txt2img_equals_the_txt2img_graph(engine: Any, comfy_models: Pa
         ("edge_string_node_ids_inpaint", {"steps": 2}),
         ("hiresfix_esrgan_pixel_upscale", {**SMALL, "steps_2": 2, "image_width": 128, "image_height": 128}),
         ("sdxl_base_refiner_ksampler_advanced", {"width": 64, "height": 64}),
+        ("area_composition", AREA),
     ],
 )
 def test_sd15_workflows_run_end_to_end(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from nodegraph_comfyui.samplers import SCHEDULES
-from nodegraph_comfyui.sigmas import SCHEDULER_NAMES, calculate_sigmas, ksampler_sigmas, model_sigmas
+from nodegraph_diffusion.sigmas import SCHEDULER_NAMES, calculate_sigmas, ksampler_sigmas, model_sigmas
 
 
 def _k_diffusion() -> tuple[Any, Any]:

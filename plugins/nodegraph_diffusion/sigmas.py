@@ -1,4 +1,5 @@
-"""ComfyUI's sigma schedules (`comfy/samplers.py` `calculate_sigmas`, k-diffusion's karras/exponential).
+"""Sigma schedules as ComfyUI computes them (`comfy/samplers.py` `calculate_sigmas`, k-diffusion's
+karras/exponential), for the sigma-space sampler (k_sampling.py).
 
 Why transcribed: ComfyUI's schedulers are not diffusers' (a "normal" 20-step schedule is a linspace
 over the model's *timesteps* with log-sigma interpolation; "simple" takes every n-th of the 1000
@@ -7,8 +8,7 @@ matching ComfyUI's images needs its tables. These are small pure functions over 
 (the discrete sigmas of an SD-style beta schedule, as ComfyUI's `ModelSamplingDiscrete` builds them:
 betas in float64, sigmas kept in float32). Heavy imports (torch, scipy) happen inside the functions.
 
-Not yet used by `diffusion.sample`: the import still maps ComfyUI's names to diffusers' schedulers
-(samplers.py). These tables are the reference the sampler will be held to.
+`diffusion.sample` runs these tables when its scheduler is a `diffusion.k_sampler` (KSamplerSpec).
 """
 
 from __future__ import annotations
@@ -70,6 +70,19 @@ def model_sigmas(
     return ModelSigmas(sigmas.float(), sigmas.float().log())
 
 
+def config_sigmas(config: dict[str, Any]) -> ModelSigmas:
+    """The training sigmas of a model from its diffusers scheduler config (beta range and schedule)."""
+    schedule = str(config.get("beta_schedule", "scaled_linear"))
+    if schedule not in ("scaled_linear", "linear"):
+        raise ValueError(f"beta_schedule '{schedule}' has no ComfyUI sigma table (scaled_linear, linear)")
+    return model_sigmas(
+        float(config.get("beta_start", 0.00085)),
+        float(config.get("beta_end", 0.012)),
+        int(config.get("num_train_timesteps", 1000)),
+        schedule,
+    )
+
+
 def calculate_sigmas(model: ModelSigmas, scheduler: str, steps: int) -> torch.Tensor:
     """The `steps + 1` sigmas (ending in 0) of ComfyUI's scheduler `scheduler` for `steps` steps."""
     import torch
@@ -92,15 +105,52 @@ def calculate_sigmas(model: ModelSigmas, scheduler: str, steps: int) -> torch.Te
     raise ValueError(f"unknown ComfyUI scheduler '{scheduler}' (known: {', '.join(SCHEDULER_NAMES)})")
 
 
-def ksampler_sigmas(model: ModelSigmas, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+# samplers whose last step would land on the smallest sigma twice: KSampler computes one step more
+# and drops the penultimate sigma (`KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS`)
+DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
+
+def sampler_sigmas(model: ModelSigmas, scheduler: str, steps: int, sampler: str = "euler") -> torch.Tensor:
+    """`KSampler.calculate_sigmas`: the scheduler's table, with the penultimate-sigma rule of `sampler`."""
+    import torch
+
+    if sampler not in DISCARD_PENULTIMATE:
+        return calculate_sigmas(model, scheduler, steps)
+    sigmas = calculate_sigmas(model, scheduler, steps + 1)
+    return torch.cat([sigmas[:-2], sigmas[-1:]])
+
+
+def ksampler_sigmas(
+    model: ModelSigmas, scheduler: str, steps: int, denoise: float = 1.0, sampler: str = "euler"
+) -> torch.Tensor:
     """The sigmas KSampler runs: with denoise < 1, the last `steps + 1` of an `int(steps / denoise)` table."""
     import torch
 
     if denoise > 0.9999:
-        return calculate_sigmas(model, scheduler, steps)
+        return sampler_sigmas(model, scheduler, steps, sampler)
     if denoise <= 0.0:
         return torch.FloatTensor([])
-    return calculate_sigmas(model, scheduler, int(steps / denoise))[-(steps + 1) :]
+    return sampler_sigmas(model, scheduler, int(steps / denoise), sampler)[-(steps + 1) :]
+
+
+def split_sigmas(
+    sigmas: torch.Tensor, start_step: int = 0, end_step: int | None = None, force_full_denoise: bool = False
+) -> torch.Tensor | None:
+    """`KSampler.sample`'s cut for KSamplerAdvanced: end first, then start; None when nothing is left.
+
+    Ending early keeps `sigmas[:end + 1]`; `force_full_denoise` (return_with_leftover_noise off) sets
+    the new last sigma to 0, so the last step denoises fully. A start at or past the last step means
+    ComfyUI returns the input latents unchanged (None here).
+    """
+    if end_step is not None and end_step < len(sigmas) - 1:
+        sigmas = sigmas[: end_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step:
+        if start_step >= len(sigmas) - 1:
+            return None
+        sigmas = sigmas[start_step:]
+    return sigmas
 
 
 def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
