@@ -98,6 +98,7 @@ class SweepFolder:
                         "nodes": {e["node"]: e["wall_ms"] for e in outcome.events},
                         "executed": [e["node"] for e in outcome.events if e["status"] == "executed"],
                         **outcome.extra},
+            "notes": outcome.notes,
             "worker": outcome.worker,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

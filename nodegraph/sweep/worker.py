@@ -46,6 +46,8 @@ class VariantOutcome:
     wall_ms: float
     worker: str = "local"
     extra: dict[str, Any] = field(default_factory=dict)
+    # the run's notes (fallbacks taken; what nodes reported, e.g. clip.rank's scores), kept in the manifest
+    notes: list[str] = field(default_factory=list)
 
 
 def registry_for(packs: tuple[str, ...] | None) -> Registry:
@@ -66,7 +68,8 @@ def run_variant(engine: Engine, job: VariantJob, options: RunOptions,
         files = {p.relative_to(run_options.out_dir).as_posix(): p.read_bytes() for p in result.written}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return VariantOutcome(job.index, job.key, files, result.report, (time.perf_counter() - t0) * 1000, worker)
+    return VariantOutcome(job.index, job.key, files, result.report, (time.perf_counter() - t0) * 1000, worker,
+                          notes=list(result.notes))
 
 
 class SweepWorker:

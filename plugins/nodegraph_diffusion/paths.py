@@ -159,6 +159,12 @@ class LoraRef(ModelRef):
     kind = "lora"
 
 
+class EmbeddingRef(ModelRef):
+    """A textual-inversion embedding file (searched in `embeddings` folders)."""
+
+    kind = "embedding"
+
+
 class VaeRef(ModelRef):
     """A VAE reference (searched in `vae` folders)."""
 

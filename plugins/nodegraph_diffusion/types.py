@@ -38,6 +38,16 @@ class LoraPatch:
 
 
 @dataclass(frozen=True)
+class EmbeddingPatch:
+    """A textual-inversion embedding added to a text encoder: the prompt word `token` stands for its
+    vectors (A1111 `.safetensors`/`.pt`, diffusers `learned_embeds`)."""
+
+    path: str
+    fingerprint: str
+    token: str
+
+
+@dataclass(frozen=True)
 class UNetHandle:
     # model handles: the engine's scheduler groups nodes reading the same one (fewer model swaps)
     __nodegraph_resident__ = True
@@ -47,11 +57,12 @@ class UNetHandle:
 
 @dataclass(frozen=True)
 class TextEncoderHandle:
-    """The CLIP text encoder and its tokenizer."""
+    """The CLIP text encoder and its tokenizer (with LoRAs and textual-inversion embeddings)."""
 
     __nodegraph_resident__ = True
     source: ModelSource
     loras: tuple[LoraPatch, ...] = ()
+    embeddings: tuple[EmbeddingPatch, ...] = ()
 
 
 @dataclass(frozen=True)

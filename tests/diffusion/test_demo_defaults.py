@@ -55,10 +55,13 @@ SHOWN: dict[str, list[tuple[str, str]]] = {
     "multi_condition": [("prompt", "multi_condition.png")],
 }
 PROMPT_PARAMS = ("prompt", "source", "edited")
-# graphs whose default model has random weights (builtin:tinyxl): their pictures are noise, so they are
-# not scored here; tests/diffusion/test_sdxl.py compares them with diffusers' pipelines instead
-# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux) draws noise: not scored
+# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux) draws noise: not scored here
+# (tests/diffusion/test_sdxl.py, test_sd3.py, test_flux.py compare them with diffusers' pipelines)
 RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux")
+# graphs where a random multimodal model decides what is drawn or kept (no trained demo CLIP/captioner
+# yet): builtin:tinyblip's caption is caption_regenerate's prompt, builtin:tinyclip picks best_of_n's
+# images; tests/multimodal compares those models with transformers instead
+RANDOM_JUDGES = {"best_of_n": "builtin:tinyclip", "caption_regenerate": "builtin:tinyblip"}
 
 
 def parse(caption: str) -> dict[str, str]:
@@ -107,7 +110,10 @@ def test_every_shipped_image_graph_is_scored() -> None:
     models = {p.stem for p in GRAPHS.glob("*.yaml") if "diffusion.load_model" in p.read_text()}
     random = {p.stem for p in GRAPHS.glob("*.yaml") if any(name in p.read_text() for name in RANDOM_BUILTINS)}
     assert {"sdxl", "sdxl_refiner", "flux"} <= random
-    assert models - random == set(SHOWN)
+    assert models - random - set(RANDOM_JUDGES) == set(SHOWN)
+    for graph, judge in RANDOM_JUDGES.items():
+        assert judge in (GRAPHS / f"{graph}.yaml").read_text()
+    assert parse(defaults("best_of_n")["prompt"])  # what it draws (and CLIP scores against) is in grammar
 
 
 @pytest.mark.parametrize("graph", sorted(SHOWN))

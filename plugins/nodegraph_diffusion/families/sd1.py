@@ -59,6 +59,10 @@ class SD1Family(ModelFamily):
                              "leave text_3 unset", field="text_3")
         text, clip_skip = request.text, request.clip_skip
         with use_text_encoder(ctx, handle) as (tokenizer, model):
+            if handle.embeddings:  # textual inversion: `<cat>` -> its tokens, as diffusers rewrites prompts
+                from nodegraph_diffusion.embeddings import convert_prompt
+
+                text = convert_prompt(tokenizer, text)
             embeds, ids = encode_prompt(tokenizer, model, text, clip_skip, request.emphasis)
             empty = empty_encoding(tokenizer, model, text, embeds, clip_skip)
         return Conditioning(embeds=embeds.detach().cpu(), prompt=text, token_ids=tuple(int(i) for i in ids),

@@ -1,0 +1,62 @@
+"""Port types of the multimodal pack (light: no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nodegraph_diffusion.paths import ModelRef
+
+
+class Text(str):
+    """Text a model wrote (a caption, an answer).
+
+    A `str` subclass on purpose: a link fits an input when the output type is a subclass of the input's,
+    so a `Text` links into every `str` input — `diffusion.encode_text`'s `text` among them — and caption →
+    prompt → regenerate is one graph."""
+
+    __slots__ = ()
+
+
+class ClipRef(ModelRef):
+    """A transformers CLIPModel folder (config, weights, processor files); searched in `clip` folders."""
+
+    kind = "clip"
+
+
+class CaptionRef(ModelRef):
+    """A transformers BLIP folder (captioning or question answering) with its processor files."""
+
+    kind = "captioner"
+
+
+@dataclass(frozen=True)
+class ClipModelHandle:
+    """Where a CLIP model and its processor are; the residency key is the folder's fingerprint."""
+
+    __nodegraph_resident__ = True
+
+    path: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class CaptionModelHandle:
+    """Where a BLIP-style captioner or VQA model and its processor are; `task` says which head it has."""
+
+    __nodegraph_resident__ = True
+
+    path: str
+    fingerprint: str
+    task: str  # "caption" | "vqa"
+    architecture: str  # the transformers class that reads it (config.json `architectures`)
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """A similarity matrix (images, texts) as CLIPModel's `logits_per_image` gives it (scaled cosine).
+
+    `texts` are the prompts of the columns; `values` a CPU float32 tensor."""
+
+    values: Any  # torch.Tensor (images, texts)
+    texts: tuple[str, ...] = ()
