@@ -8,7 +8,6 @@ in ComfyUI's messages, under the workflow's own node ids (the importer's `metada
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -24,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from nodegraph.errors import NodegraphError
 from nodegraph.server.events import Event, Subscribers
 from nodegraph.server.jobs import CANCELLED, DONE, FAILED, Job, JobStateError, QueueFull
-from nodegraph.server.native import json_body, state_of
+from nodegraph.server.native import json_body, relay, state_of
 from nodegraph.server.object_info import object_info
 from nodegraph.server.paths import OutsideFolder, clean_relative, inside
 from nodegraph.server.sources import records_of
@@ -359,26 +358,12 @@ async def websocket(ws: WebSocket) -> None:
     await ws.accept()
     sid = ws.query_params.get("clientId") or uuid.uuid4().hex
     queue = bridge.clients.add(sid)
-    receiver = asyncio.ensure_future(ws.receive_text())
     try:
         await ws.send_json({"type": "status", "data": {**bridge.status(), "sid": sid}})
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                getter.cancel()
-                receiver.result()
-                receiver = asyncio.ensure_future(ws.receive_text())
-                continue
-            message = getter.result()
-            if message is None:
-                await ws.close(code=1013)
-                return
-            await ws.send_json(message)
+        await relay(ws, queue)
     except (WebSocketDisconnect, RuntimeError):
-        pass
+        pass  # gone before the status message
     finally:
-        receiver.cancel()
         bridge.clients.remove(sid, queue)
 
 

@@ -185,15 +185,11 @@ async def get_output(request: Request) -> Response:
     return FileResponse(path)
 
 
-async def events(websocket: WebSocket) -> None:
-    """Every native event to this client, in order, until it disconnects."""
+async def relay(websocket: WebSocket, queue: Any) -> None:
+    """Send `queue`'s messages to an accepted socket until the client leaves; None from the queue
+    closes it (1013: the server is going away). Reads from the client only to notice it left."""
     import asyncio
-    import uuid
 
-    server = state_of(websocket)
-    await websocket.accept()
-    name = uuid.uuid4().hex
-    queue = server.native.add(name)
     receiver = asyncio.ensure_future(websocket.receive_text())
     try:
         while True:
@@ -213,6 +209,19 @@ async def events(websocket: WebSocket) -> None:
         pass
     finally:
         receiver.cancel()
+
+
+async def events(websocket: WebSocket) -> None:
+    """Every native event to this client, in order, until it disconnects."""
+    import uuid
+
+    server = state_of(websocket)
+    await websocket.accept()
+    name = uuid.uuid4().hex
+    queue = server.native.add(name)
+    try:
+        await relay(websocket, queue)
+    finally:
         server.native.remove(name, queue)
 
 
