@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import inspect
 import json
 import sys
 import threading
@@ -59,12 +60,22 @@ def _fingerprint_type(annotation: Any) -> Any:
     return annotation if hasattr(annotation, "__nodegraph_fingerprint__") else None
 
 
+def _fingerprint(fp_type: Any, value: Any, base_dir: Path, search_dirs: tuple[Path, ...]) -> Any:
+    """The literal's fingerprint; types that search folders (model references) are told the run's,
+    or a file found in a `--models` folder would key on nothing and a replaced one go unseen."""
+    method = fp_type.__nodegraph_fingerprint__
+    if search_dirs and "search_dirs" in inspect.signature(method).parameters:
+        return method(value, base_dir, search_dirs=search_dirs)
+    return method(value, base_dir)
+
+
 def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run_nonce: str,
-             runtime: Mapping[str, str] | None = None) -> str:
+             runtime: Mapping[str, str] | None = None, search_dirs: tuple[Path, ...] = ()) -> str:
     """The cache key of one node, given the keys already computed for the nodes it reads from.
 
     `runtime` (the device, dtype and optimize level the node is asked to run with) joins the key:
-    an fp16 GPU result must not stand in for an fp32 CPU one.
+    an fp16 GPU result must not stand in for an fp32 CPU one. `search_dirs` are the run's model
+    folders (`--models`), for literals that name a file found there.
     """
     spec = node.spec
     links: dict[str, Any] = {}
@@ -80,9 +91,9 @@ def node_key(node: PlannedNode, upstream: Mapping[str, str], base_dir: Path, run
         if fp_type is None or value is None:
             continue
         if inp is not None and inp.is_list and isinstance(value, (list, tuple)):
-            fingerprints[name] = [fp_type.__nodegraph_fingerprint__(v, base_dir) for v in value]
+            fingerprints[name] = [_fingerprint(fp_type, v, base_dir, search_dirs) for v in value]
         else:
-            fingerprints[name] = fp_type.__nodegraph_fingerprint__(value, base_dir)
+            fingerprints[name] = _fingerprint(fp_type, value, base_dir, search_dirs)
     payload: dict[str, Any] = {
         "type": spec.type_name,
         "version": spec.version,

@@ -174,7 +174,8 @@ class _NodeRunner:
         if self.run.cancel_event.is_set():
             raise Cancelled("run cancelled")
         node = self.plan.nodes[node_id]
-        key = node_key(node, self.keys, self.base_dir, self.nonce, requested_runtime(self.run, node_id))
+        key = node_key(node, self.keys, self.base_dir, self.nonce, requested_runtime(self.run, node_id),
+                       tuple(self.run.options.model_dirs))
         self.keys[node_id] = key
         return key
 

@@ -134,9 +134,10 @@ def resolve_model_ref(ref: str, ctx: NodeContext, kind: str = "checkpoint") -> P
 class ModelRef(str):
     """A model reference literal (`builtin:NAME`, a path, or a name in the model dirs).
 
-    Its content fingerprint joins the cache key, so replacing the weights re-runs the loader. The
-    fingerprint can only see the graph folder, builtins and NODEGRAPH_MODELS (not --models); loaders
-    put the real fingerprint into their handles, which is what residency keys on.
+    Where it resolves and its content fingerprint join the cache key: replacing the weights re-runs
+    the loader, and so does a moved or deleted checkout. Loaders put absolute paths into their
+    handles, and a disk-cached handle naming a folder that has gone would fail the next run far from
+    the cause. Loaders also put the content fingerprint into their handles: residency keys on it.
     """
 
     kind = "checkpoint"
@@ -146,11 +147,12 @@ class ModelRef(str):
         return core_schema.no_info_after_validator_function(cls, core_schema.str_schema(min_length=1))
 
     @classmethod
-    def __nodegraph_fingerprint__(cls, value: str, base_dir: Path) -> str:
+    def __nodegraph_fingerprint__(cls, value: str, base_dir: Path, search_dirs: tuple[Path, ...] = ()) -> str:
         try:
-            return fingerprint_path(resolve_in(str(value), base_dir, (), cls.kind))
+            found = resolve_in(str(value), base_dir, search_dirs, cls.kind)
         except InputError:
             return "unresolved"  # the node reports it with the places searched
+        return f"{found.resolve()}|{fingerprint_path(found)}"
 
 
 class LoraRef(ModelRef):

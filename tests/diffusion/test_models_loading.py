@@ -80,6 +80,37 @@ def test_model_ref_fingerprint_follows_content(tmp_path: Path, tiny_single_file:
     assert ModelRef.__nodegraph_fingerprint__("absent.safetensors", tmp_path) == "unresolved"
 
 
+def test_model_ref_fingerprint_follows_place(tmp_path: Path, tiny_single_file: Path) -> None:
+    """Loaders put absolute paths into their handles, so a disk-cached handle must not outlive the
+    place it names: the same bytes elsewhere (a moved checkout) key differently. Before this, a moved
+    clone's runs were served handles naming the deleted folder and failed at the sampler."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    shutil.copy(tiny_single_file, a / "m.safetensors")
+    shutil.copy(tiny_single_file, b / "m.safetensors")
+    assert ModelRef.__nodegraph_fingerprint__("m.safetensors", a) != ModelRef.__nodegraph_fingerprint__(
+        "m.safetensors", b)
+
+
+def test_model_ref_in_models_folder_keys_on_content(tmp_path: Path, tiny_single_file: Path) -> None:
+    """A file found only through `--models` (the run's search folders) keys on its content too: the
+    executor passes the folders, so replacing the weights there re-runs the loader."""
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    target = models / "checkpoints" / "m.safetensors"
+    shutil.copy(tiny_single_file, target)
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    assert ModelRef.__nodegraph_fingerprint__("m.safetensors", graph_dir) == "unresolved"
+    before = ModelRef.__nodegraph_fingerprint__("m.safetensors", graph_dir, search_dirs=(models,))
+    assert before != "unresolved"
+    state = load_file(target)
+    first = sorted(state)[0]
+    state[first] = state[first] + 1
+    save_file(state, target)
+    assert ModelRef.__nodegraph_fingerprint__("m.safetensors", graph_dir, search_dirs=(models,)) != before
+
+
 # ---- loading and residency ------------------------------------------------------------------------
 
 def test_load_model_handles_equal_pipeline(ctx: Any, tiny_pipe: Any) -> None:
