@@ -21,20 +21,27 @@ from nodegraph.api import InputError, NodeContext
 from nodegraph_diffusion.types import EmbeddingPatch
 
 SDXL_KEYS = ("clip_l", "clip_g")
+# SDXL text-encoder component -> its tensor in an SDXL embedding file (A1111/diffusers layout)
+SDXL_PARTS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
 
 
 def read_vectors(patch: EmbeddingPatch, ctx: NodeContext, tokenizer: Any, field: str = "encoder",
-                 ) -> tuple[list[str], list[Any]]:
-    """The tokens (`tok`, `tok_1`, ...) and one vector per token the file adds, as diffusers names them."""
+                 part: str | None = None) -> tuple[list[str], list[Any]]:
+    """The tokens (`tok`, `tok_1`, ...) and one vector per token the file adds, as diffusers names them.
+
+    `part` (`clip_l`/`clip_g`) picks one encoder's tensor of an SDXL file, which is what an SDXL user
+    passes to `load_textual_inversion(state_dict[part], token=..., text_encoder=..., tokenizer=...)`."""
     from diffusers.loaders.textual_inversion import TextualInversionLoaderMixin as TI
 
     from nodegraph_diffusion.loading import read_state_dict
 
     state = read_state_dict(Path(patch.path), ctx, field=field)
-    if any(k in state for k in SDXL_KEYS):
-        raise InputError(f"'{patch.path}' is an SDXL embedding (clip_l/clip_g): not supported yet",
-                         field=field)
-    if "emb_params" in state:  # A1111 .safetensors: one tensor (vectors, dim); the token is the file's name
+    if part is not None:
+        if part not in state:
+            raise InputError(f"'{patch.path}' has no '{part}' tensor: an SDXL embedding holds clip_l and "
+                             "clip_g (one per text encoder)", field=field)
+        state = {patch.token: state[part]}
+    elif "emb_params" in state:  # A1111 .safetensors: one tensor (vectors, dim); the token is the file's name
         state = {patch.token: state["emb_params"]}
     try:
         tokens, vectors = TI._retrieve_tokens_and_embeddings([patch.token], [state], tokenizer)
@@ -52,8 +59,9 @@ def convert_prompt(tokenizer: Any, text: str) -> str:
 
 @contextmanager
 def applied(ctx: NodeContext, tokenizer: Any, encoder: Any, patches: tuple[EmbeddingPatch, ...],
-            ) -> Iterator[Any]:
-    """A tokenizer copy knowing the patches' tokens; inside the block the encoder embeds them too."""
+            part: str | None = None) -> Iterator[Any]:
+    """A tokenizer copy knowing the patches' tokens; inside the block the encoder embeds them too
+    (`part`: which tensor of SDXL files this encoder takes)."""
     import torch
 
     tok = copy.deepcopy(tokenizer)
@@ -61,7 +69,7 @@ def applied(ctx: NodeContext, tokenizer: Any, encoder: Any, patches: tuple[Embed
     weight = table.weight.detach()
     rows: list[tuple[int, Any]] = []
     for patch in patches:
-        tokens, vectors = read_vectors(patch, ctx, tok)
+        tokens, vectors = read_vectors(patch, ctx, tok, part=part)
         for token, vector in zip(tokens, vectors, strict=True):
             if int(vector.shape[-1]) != int(weight.shape[-1]):
                 raise InputError(f"embedding '{patch.path}' has vectors of width {int(vector.shape[-1])}; "

@@ -347,10 +347,11 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str
                               device=ctx.device, dtype=ctx.dtype) as encoder:
         if component in family_named(source.family).lora_components:
             _apply_loras(encoder, handle.loras, component, source, ctx)
-        if handle.embeddings and component == "text_encoder":
-            from nodegraph_diffusion.embeddings import applied
+        if handle.embeddings:
+            from nodegraph_diffusion.embeddings import SDXL_PARTS, applied
 
-            with applied(ctx, tokenizer, encoder, handle.embeddings) as own_tokenizer:
+            part = SDXL_PARTS.get(component) if source.family == "sdxl" else None
+            with applied(ctx, tokenizer, encoder, handle.embeddings, part) as own_tokenizer:
                 yield own_tokenizer, encoder
         else:
             yield tokenizer, encoder

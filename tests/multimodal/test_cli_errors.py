@@ -64,3 +64,15 @@ def test_a_pickled_embedding_without_allow_pickle(registry: Registry, tmp_path: 
              "cond": {"type": "diffusion.encode_text", "encoder": "@emb", "text": "oldstyle"}}
     text = run_bad(registry, tmp_path, nodes)
     assert "node 'emb', field 'path'" in text and "--allow-pickle" in text
+
+
+def test_an_sdxl_embedding_on_sd1(registry: Registry, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    file = tmp_path / "xlstyle.safetensors"
+    save_file({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, file)
+    nodes = {"model": {"type": "diffusion.load_model", "path": "builtin:tinyworld"},
+             "emb": {"type": "diffusion.load_embedding", "encoder": "@model.text_encoder", "path": str(file)},
+             "cond": {"type": "diffusion.encode_text", "encoder": "@emb", "text": "xlstyle"}}
+    text = run_bad(registry, tmp_path, nodes)
+    assert "node 'emb', field 'path'" in text and "SDXL embedding" in text and "(1, 1280)" in text

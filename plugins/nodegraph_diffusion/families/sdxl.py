@@ -131,6 +131,10 @@ class SDXLFamily(ModelFamily):
         for (tok_name, enc_name), text in present:
             captured: list[Any] = []
             with use_text_encoder(ctx, handle, enc_name, tok_name) as (tokenizer, model):
+                if handle.embeddings:  # textual inversion, per tokenizer as the pipeline rewrites prompts
+                    from nodegraph_diffusion.embeddings import convert_prompt
+
+                    text = convert_prompt(tokenizer, text)
                 embeds, ids = encode_prompt(tokenizer, model, text, request.clip_skip, request.emphasis,
                                             _penultimate(captured))
                 chunk = int(tokenizer.model_max_length)
