@@ -39,6 +39,8 @@ from nodegraph.api import InputError, NodeContext
 CONFIGS_DIR = Path(__file__).parent / "configs"
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 KINDS = {"controlnet": "ControlNet", "t2i_adapter": "T2I-Adapter"}
+CLASSES = {"controlnet": ("ControlNetModel", "FluxControlNetModel", "SD3ControlNetModel"),
+           "t2i_adapter": ("T2IAdapter",)}
 
 
 class ControlNetRef(ModelRef):
@@ -67,7 +69,13 @@ class ControlModelHandle:
 
 @dataclass(frozen=True)
 class ControlNetHandle(ControlModelHandle):
-    """A ControlNet model (`diffusers.ControlNetModel`)."""
+    """A ControlNet model: a UNet one (`ControlNetModel`) or a transformer one (`FluxControlNetModel`,
+    `SD3ControlNetModel`), as its config.json names it; what its config tells the unit node before any
+    weights load: its class, its union modes and whether it reads the control image VAE-encoded."""
+
+    model_class: str = "ControlNetModel"
+    modes: int | None = None  # a union ControlNet's number of control modes (config `num_mode`)
+    latent_image: bool = False  # the control image is VAE-encoded (InstantX Flux, SD3) rather than pixels
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,8 @@ def describe(path: Path, ctx: NodeContext, kind: str, config: Path | None = None
             )
         if not any(p.suffix == ".safetensors" for p in weights):
             refuse_pickle(weights[0], ctx)
-        _check_class(path / "config.json", kind)
-        return {"path": str(path), "fingerprint": fingerprint_path(path), "format": "diffusers"}
+        return {"path": str(path), "fingerprint": fingerprint_path(path), "format": "diffusers",
+                **_check_class(path / "config.json", kind)}
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise InputError(
             f"'{path}' is not a weights file ({', '.join(WEIGHT_SUFFIXES)}) or a diffusers folder",
@@ -119,12 +127,12 @@ def describe(path: Path, ctx: NodeContext, kind: str, config: Path | None = None
         folder = _as_config_folder(folder)
     if not (folder / "config.json").is_file():
         raise InputError(f"config folder '{folder}' has no config.json", field="config")
-    _check_class(folder / "config.json", kind)
     return {
         "path": str(path),
         "fingerprint": fingerprint_path(path),
         "format": fmt,
         "config_dir": str(folder),
+        **_check_class(folder / "config.json", kind),
     }
 
 
@@ -149,28 +157,36 @@ def _as_config_folder(file: Path) -> Path:
     return folder
 
 
-def _check_class(config_file: Path, kind: str) -> None:
+def _check_class(config_file: Path, kind: str) -> dict[str, Any]:
+    """Refuse a config of another model class; a ControlNet's class, union modes and control input."""
     try:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read config '{config_file}': {exc}", field="path") from exc
-    expected = {"controlnet": ("ControlNetModel",), "t2i_adapter": ("T2IAdapter",)}[kind]
+    expected = CLASSES[kind]
     found = config.get("_class_name")
     if found is not None and found not in expected:
         raise InputError(
-            f"'{config_file}' describes a {found}, not a {KINDS[kind]} ({expected[0]})", field="path"
+            f"'{config_file}' describes a {found}, not a {KINDS[kind]} ({', '.join(expected)})", field="path"
         )
+    if kind != "controlnet" or found in (None, "ControlNetModel"):
+        return {}
+    # InstantX-style Flux ControlNets and SD3's read VAE latents; XLabs' a pixel hint block
+    latent = found == "SD3ControlNetModel" or config.get("conditioning_embedding_channels") is None
+    return {"model_class": found, "modes": config.get("num_mode"), "latent_image": latent}
 
 
-def _model_class(kind: str) -> Any:
-    from diffusers import ControlNetModel, T2IAdapter
+def _model_class(kind: str, handle: ControlModelHandle) -> Any:
+    import diffusers
 
-    return ControlNetModel if kind == "controlnet" else T2IAdapter
+    if kind != "controlnet":
+        return diffusers.T2IAdapter
+    return getattr(diffusers, getattr(handle, "model_class", "ControlNetModel"))
 
 
 def load_control_model(handle: ControlModelHandle, ctx: NodeContext | None, kind: str) -> Any:
     """Read a control model on the CPU in eval mode, with its weights in fresh memory (`own_storage`)."""
-    cls = _model_class(kind)
+    cls = _model_class(kind, handle)
     path = Path(handle.path)
     allow_pickle = bool(ctx is not None and ctx.options.allow_pickle)
     try:

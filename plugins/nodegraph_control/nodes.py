@@ -13,6 +13,7 @@ from typing import Annotated
 from nodegraph_core.types import Image
 from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.paths import resolve_model_ref
+from nodegraph_diffusion.types import VaeHandle
 from pydantic import Field
 
 from nodegraph.api import InputError, InputFile, NodeContext, node
@@ -148,7 +149,13 @@ def _config(ctx: NodeContext, config: str | None) -> Path | None:
     return folder
 
 
-@node("control.controlnet", version="1.0.0", facts=family_facts.unit_facts)
+# Shakker-Labs FLUX.1-dev-ControlNet-Union-Pro's control modes (InstantX's Union numbers its own alike
+# up to 4; pass a number for other unions)
+UNION_MODES = {"canny": 0, "tile": 1, "depth": 2, "blur": 3, "pose": 4, "gray": 5, "lq": 6}
+
+
+# 1.1: vae (transformer ControlNets read the control image encoded) and control_mode (union ControlNets)
+@node("control.controlnet", version="1.1.0", facts=family_facts.unit_facts)
 def controlnet(
     model: Annotated[ControlNetHandle, Field(description="The ControlNet (control.load_controlnet)")],
     image: Annotated[
@@ -168,11 +175,43 @@ def controlnet(
             "prompt; residuals weighted 0.1 -> 1 by depth)"
         ),
     ] = False,
+    vae: Annotated[VaeHandle | None, Field(
+        description="The model's VAE (@model.vae), for ControlNets that read the control image "
+                    "VAE-encoded: Flux InstantX-style and Union nets, every SD3 ControlNet")] = None,
+    control_mode: Annotated[str | int | None, Field(
+        description="A union ControlNet's control mode: canny, tile, depth, blur, pose, gray, lq "
+                    "(Union-Pro's numbering, 0-6) or a number")] = None,
 ) -> ControlNetUnit:
     """A ControlNet unit for the sampler's `conditions`; units are summed in list order."""
     if start >= end:
         raise InputError(f"start {start} must be below end {end}", field="start")
-    return ControlNetUnit(model, image, float(strength), float(start), float(end), bool(guess_mode))
+    if guess_mode and model.model_class != "ControlNetModel":
+        raise InputError(f"guess mode is a UNet ControlNet's; '{model.path}' is a {model.model_class}",
+                         field="guess_mode")
+    if model.latent_image and vae is None:
+        raise InputError(f"'{model.path}' ({model.model_class}) reads the control image VAE-encoded: "
+                         "connect the model's VAE (vae: \"@model.vae\")", field="vae")
+    return ControlNetUnit(model, image, float(strength), float(start), float(end), bool(guess_mode), vae,
+                          _mode(model, control_mode))
+
+
+def _mode(model: ControlNetHandle, given: str | int | None) -> int | None:
+    """The control mode number of a union ControlNet (None for the others)."""
+    if model.modes is None:
+        if given is not None:
+            raise InputError(f"'{model.path}' is not a union ControlNet (its config has no num_mode): leave "
+                             "control_mode unset", field="control_mode")
+        return None
+    if given is None:
+        raise InputError(f"'{model.path}' is a union ControlNet of {model.modes} modes: set control_mode "
+                         f"({', '.join(UNION_MODES)} or a number)", field="control_mode")
+    number = UNION_MODES.get(given.lower()) if isinstance(given, str) else given
+    if isinstance(given, str) and number is None and given.isdigit():
+        number = int(given)
+    if number is None or not 0 <= number < model.modes:
+        raise InputError(f"control_mode {given!r} is not one of {', '.join(UNION_MODES)} or a number below "
+                         f"{model.modes}", field="control_mode")
+    return number
 
 
 @node("control.t2i_adapter", version="1.0.0", facts=family_facts.unit_facts)

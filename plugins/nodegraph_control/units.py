@@ -10,11 +10,12 @@ Those modules re-export these classes under their old names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nodegraph_core.types import Image
-from nodegraph_diffusion.conditions import ActiveCondition, Condition, SamplingSetup
+from nodegraph_diffusion.conditions import ActiveCondition, Condition, NoiseDraws, SamplingSetup
+from nodegraph_diffusion.types import VaeHandle
 
 from nodegraph.api import NodeContext
 from nodegraph_control.ip_adapter_files import IPAdapterHandle
@@ -23,9 +24,20 @@ from nodegraph_control.models import AdapterHandle, ControlNetHandle
 BlockScales = dict[str, Any]
 
 
+# which module drives a ControlNet of each diffusers class (the model class, not the sampler's family,
+# decides how it is called: its pipeline's way)
+DRIVERS = (("ControlNetModel", "nodegraph_control.controlnet:ActiveControlNet"),
+           ("FluxControlNetModel", "nodegraph_control.flux_controlnet:ActiveFluxControlNet"),
+           ("SD3ControlNetModel", "nodegraph_control.sd3_controlnet:ActiveSD3ControlNet"))
+
+
 @dataclass(frozen=True, eq=False)
 class ControlNetUnit(Condition):
-    """One ControlNet with its control image, strength and active step range."""
+    """One ControlNet with its control image, strength and active step range.
+
+    Transformer ControlNets (Flux, SD3) read the control image VAE-encoded (`vae`); a union ControlNet
+    reads its control `mode`. `draw_state` is set by `before_noise` on the sampler's copy only: the
+    state of the generator the control image's latent sample is drawn from, as the pipeline draws it."""
 
     model: ControlNetHandle
     image: Image
@@ -33,11 +45,23 @@ class ControlNetUnit(Condition):
     start: float = 0.0
     end: float = 1.0
     guess_mode: bool = False
+    vae: VaeHandle | None = None
+    mode: int | None = None
+    draw_state: Any = None
+
+    def before_noise(self, draws: NoiseDraws) -> ControlNetUnit:
+        """Take the draws of this unit's control-image encoding, where its pipeline takes them."""
+        if not self.model.latent_image:
+            return self
+        from nodegraph_control.latent_control import take_draws
+
+        return replace(self, draw_state=take_draws(self.model.model_class, draws))
 
     def activate(self, setup: SamplingSetup, ctx: NodeContext) -> ActiveCondition:
-        from nodegraph_control.controlnet import ActiveControlNet
+        import importlib
 
-        return ActiveControlNet(self, setup, ctx)
+        module, _, name = dict(DRIVERS)[self.model.model_class].partition(":")
+        return getattr(importlib.import_module(module), name)(self, setup, ctx)
 
 
 @dataclass(frozen=True, eq=False)

@@ -103,6 +103,31 @@ def collect_results(units: list[Any]) -> dict[str, Any]:
     return merged
 
 
+@dataclass(frozen=True)
+class NoiseDraws:
+    """The random streams a condition may draw from before the sampler draws its initial noise.
+
+    Some pipelines take draws for a condition before the latents' noise: FluxControlNetPipeline samples
+    the VAE encoding of each control image from the run's generator first (`generator`); the SD3
+    ControlNet pipeline samples it from torch's global stream, which here is `side`, a second generator
+    seeded like the first (the pipeline's pixels after `torch.manual_seed(seed)`)."""
+
+    generator: Any  # the sampler's generator, before the initial noise
+    side: Any  # a generator seeded with the same seed, for draws the pipelines take from the global RNG
+    latent_shape: tuple[int, ...]  # (B, C, h, w) of the sampler's latents
+    do_cfg: bool
+
+
+def draw_before_noise(conditions: list[Any], draws: NoiseDraws) -> list[Any]:
+    """Let each condition (in list order) take its pre-noise draws through its optional
+    `before_noise(draws) -> Condition`; returns the conditions to sample with."""
+    out = []
+    for condition in conditions:
+        hook = getattr(condition, "before_noise", None)
+        out.append(condition if hook is None else hook(draws))
+    return out
+
+
 class Condition(abc.ABC):
     """A port value that can steer a sampler; produced by control/adapter/attention nodes.
 

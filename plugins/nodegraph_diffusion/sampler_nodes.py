@@ -9,7 +9,7 @@ from pydantic import Field
 from nodegraph.api import InputError, NodeContext, node
 from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
-from nodegraph_diffusion.conditions import Condition
+from nodegraph_diffusion.conditions import Condition, NoiseDraws, draw_before_noise
 from nodegraph_diffusion.families import DenoiseRequest, ModelFamily, family_named
 from nodegraph_diffusion.loading import use_unet
 from nodegraph_diffusion.schedulers import make_scheduler
@@ -175,6 +175,9 @@ def sample(
     # Latents encoded from pixels with this seed record the encoder's draws: replay them around the
     # noise, in the img2img/inpaint pipelines' order, so the noise is not the encoder's own draw.
     generator = make_generator(seed)
+    do_cfg = negative is not None and cfg > 1.0
+    conditions = draw_before_noise(list(conditions or ()),  # Flux/SD3 ControlNets' encodes, first
+                                   NoiseDraws(generator, make_generator(seed), shape, do_cfg))
     prior = latents.drawn if latents.drawn is not None and latents.drawn.seed == seed else None
     for skipped in prior.before_noise if prior else ():
         draw_noise(skipped, generator)
@@ -189,7 +192,6 @@ def sample(
     with use_unet(ctx, unet) as model:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
-        do_cfg = negative is not None and cfg > 1.0
         scale = family.vae_scale
         denoise_req = DenoiseRequest(shape[0], do_cfg, shape[-2] * scale, shape[-1] * scale, device, dtype)
         try:

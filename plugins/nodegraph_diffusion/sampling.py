@@ -30,7 +30,12 @@ from nodegraph_diffusion.conditions import (
 )
 from nodegraph_diffusion.vae_math import decode, decode_raw, encode, postprocess  # noqa: F401 - re-exported
 
-LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals")
+# residual lists: the UNet ControlNets' and T2I-Adapters', Flux ControlNets' (double- and single-stream
+# blocks) and SD3 ControlNets', each summed over units as the diffusers Multi-ControlNet models sum them
+LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals",
+               "controlnet_block_samples", "controlnet_single_block_samples",
+               "block_controlnet_hidden_states")
+AGREED = ("controlnet_blocks_repeat",)  # a flag every unit that sets it must set alike
 TENSOR_SUMMED = ("mid_block_additional_residual",)
 DICT_MERGED = ("cross_attention_kwargs", "added_cond_kwargs")
 VAE_SCALE = 8  # pixels per latent cell for SD-family VAEs (4-level AutoencoderKL)
@@ -178,6 +183,8 @@ def merge_step_kwargs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 merged[key] = merged[key] + value
             elif key in DICT_MERGED:
                 merged[key].update(value)
+            elif key in AGREED and merged[key] == value:
+                continue
             else:
                 raise SamplingError(f"two conditions both set the UNet argument '{key}'")
     return merged

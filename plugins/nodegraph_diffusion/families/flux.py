@@ -28,6 +28,8 @@ from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, Promp
 T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length default (and its maximum)
 DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+CONTROLNET_KWARGS = ("controlnet_block_samples", "controlnet_single_block_samples",
+                     "controlnet_blocks_repeat")
 
 
 class FluxFamily(ModelFamily):
@@ -47,6 +49,11 @@ class FluxFamily(ModelFamily):
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("Flux")
+
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """Flux transformers and ControlNets (FluxControlNetModel: InstantX, XLabs, Union-Pro) have
+        single-stream blocks and RoPE axes in their config; the other families' models have neither."""
+        return "num_single_layers" in config and "axes_dims_rope" in config
 
     def conditioning_width(self, root: Path, index: Mapping[str, Any]) -> int | None:
         """T5's width (its `d_model`): the states the transformer's `joint_attention_dim` reads."""
@@ -144,9 +151,12 @@ class FluxFamily(ModelFamily):
         cond = extra.pop("added_cond_kwargs")
         joint = extra.pop("joint_attention_kwargs", None) or {}
         extra.pop("cross_attention_kwargs", None)
+        # Flux ControlNet residuals (nodegraph_control/flux_controlnet.py), given to both CFG calls
+        control = {key: extra.pop(key) for key in CONTROLNET_KWARGS if key in extra}
         if extra:  # UNet residuals from a condition of no family (another family's is refused earlier)
-            raise InputError(f"{self.label} transformers take no {', '.join(sorted(extra))}: Flux "
-                             "ControlNets and adapters are not supported yet", field="conditions")
+            raise InputError(f"{self.label} transformers take no {', '.join(sorted(extra))} (UNet control "
+                             "units such as SD1.x/SDXL ControlNets and T2I-Adapters do not fit them)",
+                             field="conditions")
         _, _, height, width = latent_in.shape
         halves = bool(cond["halves"])
         n = latent_in.shape[0] // 2 if halves else latent_in.shape[0]
@@ -159,7 +169,8 @@ class FluxFamily(ModelFamily):
                 return model(hidden_states=latents, timestep=timestep, guidance=cond["guidance"],
                              pooled_projections=cond["pooled"][part].clone(),
                              encoder_hidden_states=embeds[part].clone(), txt_ids=text_ids,
-                             img_ids=cond["img_ids"], joint_attention_kwargs=joint, return_dict=False)[0]
+                             img_ids=cond["img_ids"], joint_attention_kwargs=joint, return_dict=False,
+                             **control)[0]
 
         if not halves:
             return unpack(call(slice(0, n), "cond"), height, width)

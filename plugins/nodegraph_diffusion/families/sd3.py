@@ -13,8 +13,9 @@ Mirrors `StableDiffusion3Pipeline` step for step so the same seed gives the same
 - timesteps: `set_timesteps(steps)` of the model's `FlowMatchEulerDiscreteScheduler` (SD3.5's config:
   shift 3), with `mu` from the latent token count only if the config asks for dynamic shifting;
 - latents: 16 channels; the VAE's `shift_factor` (vae_math.py applies it wherever a VAE has one).
-Only flow-matching schedulers fit these models (`check_scheduler`). LoRA, ControlNet and single files
-are not supported yet.
+Only flow-matching schedulers fit these models (`check_scheduler`). SD3 ControlNets add
+`block_controlnet_hidden_states` (nodegraph_control/sd3_controlnet.py). LoRA and single files are not
+supported yet.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class SD3Family(ModelFamily):
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+
+    def recognise_config(self, config: Mapping[str, Any]) -> bool:
+        """SD3 transformers and ControlNets (SD3ControlNetModel) project captions
+        (`caption_projection_dim`); the other families' models do not."""
+        return "caption_projection_dim" in config
 
     def conditioning_width(self, root: Any, index: Mapping[str, Any]) -> int | None:
         """Not compared with a UNet's cross-attention width: the transformer has none."""
@@ -138,6 +144,7 @@ class SD3Family(ModelFamily):
 
         added = extra.pop("added_cond_kwargs", None) or {}
         attention = extra.pop("cross_attention_kwargs", None)
+        control = extra.pop("block_controlnet_hidden_states", None)  # SD3 ControlNets' residuals
         if extra:
             raise SamplingError(f"SD3 transformers take no {', '.join(sorted(extra))} (UNet control units "
                                 "such as ControlNet and T2I-Adapter do not fit them)")
@@ -146,6 +153,7 @@ class SD3Family(ModelFamily):
             timestep=t.expand(latent_in.shape[0]),
             encoder_hidden_states=embeds,
             pooled_projections=added["pooled_projections"],
+            block_controlnet_hidden_states=control,
             joint_attention_kwargs=attention,
             return_dict=False,
         )[0]
