@@ -148,10 +148,15 @@ def noised_latents(
     if schedule.full_denoise:
         sigma = getattr(scheduler, "init_noise_sigma", None)
         return noise if sigma is None else noise * sigma
-    latent_timestep = schedule.timesteps[:1].repeat(latents.shape[0])
+    return renoised(scheduler, latents, noise, schedule.timesteps[:1].repeat(latents.shape[0]))
+
+
+def renoised(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`latents` noised to timestep(s) `t`: `add_noise`, or a flow-matching scheduler's `scale_noise`
+    (which the SD3/Flux img2img and inpaint pipelines call, with these arguments in this order)."""
     if not hasattr(scheduler, "add_noise") and hasattr(scheduler, "scale_noise"):
-        return scheduler.scale_noise(latents, latent_timestep, noise)
-    return scheduler.add_noise(latents, noise, latent_timestep)
+        return scheduler.scale_noise(latents, t, noise)
+    return scheduler.add_noise(latents, noise, t)
 
 
 def merge_step_kwargs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -177,7 +182,8 @@ def merge_step_kwargs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             elif key in LIST_SUMMED:
                 prev = merged[key]
                 if len(prev) != len(value):
-                    raise SamplingError(f"conditions give {key} of different lengths ({len(prev)}, {len(value)})")
+                    raise SamplingError(f"conditions give {key} of different lengths ({len(prev)}, "
+                                        f"{len(value)})")
                 merged[key] = [a + b for a, b in zip(prev, value, strict=True)]
             elif key in TENSOR_SUMMED:
                 merged[key] = merged[key] + value
@@ -385,9 +391,8 @@ def run_loop(
                     index = schedule.first_index + i + 1
                     if index < schedule.total:
                         noise_timestep = scheduler.timesteps[index]
-                        init_latents_proper = scheduler.add_noise(
-                            init_latents_proper, req.noise, torch.tensor([noise_timestep])
-                        )
+                        init_latents_proper = renoised(scheduler, init_latents_proper, req.noise,
+                                                       torch.tensor([noise_timestep]))
                 latents = (1 - mask) * init_latents_proper + mask * latents
             latents = after_step(units, step, latents)
             if on_latents is not None:
