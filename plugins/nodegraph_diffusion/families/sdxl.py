@@ -125,8 +125,9 @@ class SDXLFamily(ModelFamily):
         present = [(pair, text) for pair, text in zip(ENCODERS, texts, strict=True)
                    if (root / pair[1]).is_dir()]
         if not present:
-            raise InputError(f"the model at '{root}' has no text encoder folder (looked for "
-                             f"{' and '.join(repr(str(root / enc)) for _, enc in ENCODERS)})", field="encoder")
+            looked = " and ".join(repr(str(root / enc)) for _, enc in ENCODERS)
+            raise InputError(f"the model at '{root}' has no text encoder folder (looked for {looked})",
+                             field="encoder")
         pieces, pooled, first_ids, chunk = [], [], None, 77
         for (tok_name, enc_name), text in present:
             captured: list[Any] = []
