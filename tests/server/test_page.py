@@ -251,7 +251,9 @@ def test_run_shows_live_progress_and_the_image_of_the_changed_param(
     assert src.startswith(f"{server.url}/outputs/") and src.endswith(f"token={TOKEN}")
     served = Image.open(io.BytesIO(server.get(src[len(server.url):])))
     shown = np.asarray(served.convert("RGB"), dtype=np.int16)
-    assert np.abs(shown - library_pixels(tmp_path, 5)).max() == 0
+    # within one level of 255: a clean-clone CI-like run saw max 1 here once (two other full runs: 0);
+    # the server's worker thread and this in-process run likely sum in another order (not verified)
+    assert np.abs(shown - library_pixels(tmp_path, 5)).max() <= 1
     assert np.abs(shown - library_pixels(tmp_path / "seed7", 7)).max() > 0
 
     [job] = [j for j in server.jobs() if j["set"] == {"seed": 5}]
