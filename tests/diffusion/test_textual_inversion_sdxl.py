@@ -90,19 +90,21 @@ def test_sdxl_embedding_pixels_equal_the_pipeline(tmp_path: Path) -> None:
     assert not np.array_equal(np.asarray(plain), np.asarray(image))  # the embedding changes the picture
 
 
-def test_an_sdxl_embedding_on_sd1_is_refused(ctx: Any, tmp_path: Path) -> None:
-    file = _sdxl_file(tmp_path, "glowstyle")
-    model = load_model(ctx, ModelRef("builtin:tinyworld"))
-    with pytest.raises(InputError, match="SDXL embedding") as info:
-        load_embedding(ctx, model.text_encoder, EmbeddingRef(str(file)))
-    assert info.value.field == "path"
-
-
-def test_an_sd1_embedding_on_sdxl_is_refused(ctx: Any, tmp_path: Path) -> None:
-    file = tmp_path / "sd1style.safetensors"
+def _sd1_file(tmp_path: Path, name: str) -> Path:
+    file = tmp_path / f"{name}.safetensors"
     save_file({"emb_params": torch.zeros(2, 32)}, file)
-    model = load_model(ctx, ModelRef("builtin:tinyxl"))
-    with pytest.raises(InputError, match="not an SDXL embedding") as info:
+    return file
+
+
+@pytest.mark.parametrize(("write", "model_name", "message"), [
+    (_sdxl_file, "tinyworld", "SDXL embedding"),
+    (_sd1_file, "tinyxl", "not an SDXL embedding"),
+])
+def test_an_embedding_of_the_other_family_is_refused(ctx: Any, tmp_path: Path, write: Any, model_name: str,
+                                                     message: str) -> None:
+    file = write(tmp_path, "otherstyle")
+    model = load_model(ctx, ModelRef(f"builtin:{model_name}"))
+    with pytest.raises(InputError, match=message) as info:
         load_embedding(ctx, model.text_encoder, EmbeddingRef(str(file)))
     assert info.value.field == "path"
 
