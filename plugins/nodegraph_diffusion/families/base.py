@@ -112,8 +112,9 @@ class ModelFamily:
 
     def recognise_cross_attention(self, width: int) -> bool:
         """Whether this family's UNets attend to context of `width` features: an IP-Adapter's key/value
-        projections (`ip_adapter.*.to_k_ip.weight`) read that width, which tells the UNets it fits."""
-        return False
+        projections (`ip_adapter.*.to_k_ip.weight`) read that width, which tells the UNets it fits. By
+        default the widths the family's LoRAs may fit (`cross_attention_widths`)."""
+        return width in self.cross_attention_widths
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         """Encode a prompt with the handle's text encoder(s) into this family's `Conditioning`."""

@@ -42,9 +42,6 @@ class SD1Family(ModelFamily):
             return config.get("adapter_type") in ADAPTER_TYPES
         return config.get("addition_embed_type") is None and config.get("cross_attention_dim") in WIDTHS
 
-    def recognise_cross_attention(self, width: int) -> bool:
-        return width in WIDTHS
-
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
         from nodegraph.api import InputError
         from nodegraph_diffusion.clip_encoding import empty_encoding, encode_prompt

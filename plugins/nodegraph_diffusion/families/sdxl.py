@@ -103,6 +103,7 @@ class SDXLFamily(ModelFamily):
         return config.get("addition_embed_type") == "text_time"
 
     def recognise_cross_attention(self, width: int) -> bool:
+        """Not the tiny refiner's 32 among the LoRA widths: an IP-Adapter that wide is SD1.x's."""
         return width in CROSS_ATTENTION_WIDTHS
 
     def encode(self, ctx: Any, handle: Any, request: PromptRequest) -> Any:
