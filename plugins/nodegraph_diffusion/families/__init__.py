@@ -53,16 +53,26 @@ def third_party_families() -> list[ModelFamily]:
     return found
 
 
+def _builtin_families() -> list[ModelFamily]:
+    return [_load(t) for t in BUILTIN]
+
+
 def available_families() -> tuple[ModelFamily, ...]:
     """Every family, built-ins first; a later family reusing a taken name is left out."""
     families: dict[str, ModelFamily] = {}
-    for family in [*(_load(t) for t in BUILTIN), *third_party_families()]:
+    for family in [*_builtin_families(), *third_party_families()]:
         families.setdefault(family.name, family)
     return tuple(families.values())
 
 
 def family_named(name: str) -> ModelFamily:
-    """The family handles call `name`; KeyError (listing the known ones) if none is installed."""
+    """The family handles call `name`; KeyError (listing the known ones) if none is installed.
+
+    A built-in name is answered without reading the entry points: built-ins always win their names, and
+    the scan costs ~14 ms, which the sampler's per-node look-ups made a fifth of a tiny Flux run."""
+    for family in _builtin_families():
+        if family.name == name:
+            return family
     families = available_families()
     for family in families:
         if family.name == name:
