@@ -209,12 +209,13 @@ nodes:
     assert "not supported yet for Flux.1 models" in str(problem)
 
 
-def test_a_size_that_does_not_pack_is_an_input_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("graph", ["flux.yaml", "sd35.yaml"])  # both read latents in 2x2 patches
+def test_a_size_that_does_not_pack_is_an_input_error(tmp_path: Path, graph: str) -> None:
     from typer.testing import CliRunner
 
     from nodegraph.cli.app import app
 
-    result = CliRunner().invoke(app, ["run", str(GRAPHS / "flux.yaml"), "--out", str(tmp_path / "out"),
+    result = CliRunner().invoke(app, ["run", str(GRAPHS / graph), "--out", str(tmp_path / "out"),
                                       "--no-cache", "-q", "--set", "width=72", "--set", "steps=1"])
     assert result.exit_code == 2, result.output
     assert "field 'latents'" in result.output and "multiple of 16 pixels" in result.output

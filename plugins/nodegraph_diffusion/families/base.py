@@ -173,6 +173,18 @@ class ModelFamily:
             **extra,
         )[0]
 
+    def require_whole_patches(self, request: DenoiseRequest, patch: int) -> None:
+        """Refuse an image size the denoiser's `patch`x`patch` latent patches don't tile: the pipelines
+        resize or refuse such sizes, and the transformer would fail deep inside with a shape error."""
+        from nodegraph.api import InputError
+
+        cells = (request.height // self.vae_scale, request.width // self.vae_scale)
+        if cells[0] % patch or cells[1] % patch:
+            raise InputError(f"{self.label} reads latents in {patch}x{patch} patches: the image must be a "
+                             f"multiple of {patch * self.vae_scale} pixels on each side, not {request.width}x"
+                             f"{request.height} (set diffusion.empty_latents' width/height, or resize the "
+                             "image)", field="latents")
+
     def check_scheduler(self, class_name: str) -> str | None:
         """Why this family cannot sample with the diffusers scheduler class `class_name` (None: it can).
         The SD families take every scheduler; flow-matching models only flow-matching schedulers."""

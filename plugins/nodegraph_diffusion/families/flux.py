@@ -115,16 +115,10 @@ class FluxFamily(ModelFamily):
         the guidance (dev) and the ids; `halves` when the batch is [negative, positive] (true CFG)."""
         import torch
 
-        from nodegraph.api import InputError
         from nodegraph_diffusion.flux_sampling import image_ids
         from nodegraph_diffusion.sampling import batch_pooled
 
-        cells = (request.height // self.vae_scale, request.width // self.vae_scale)
-        if cells[0] % 2 or cells[1] % 2:  # 2x2 patches: the pipeline resizes such sizes; we say so
-            raise InputError(f"{self.label} packs latents in 2x2 patches: the image must be a multiple of "
-                             f"{2 * self.vae_scale} pixels on each side, not {request.width}x"
-                             f"{request.height} (set diffusion.empty_latents' width/height, or resize the "
-                             "image)", field="latents")
+        self.require_whole_patches(request, 2)  # the pipeline resizes such sizes; we say so
         sides = [negative, positive] if request.do_cfg and negative is not None else [positive]
         if any(side.pooled is None for side in sides):
             raise ValueError(f"{self.label} conditioning lacks CLIP's pooled output (encoded by another "

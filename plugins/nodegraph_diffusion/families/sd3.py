@@ -113,6 +113,7 @@ class SD3Family(ModelFamily):
 
         from nodegraph_diffusion.sampling import batch_pooled
 
+        self.require_whole_patches(request, PATCH_SIZE)
         if positive.pooled is None or (request.do_cfg and negative is not None and negative.pooled is None):
             raise ValueError("SD3 conditioning lacks pooled embeds (encoded by another family's encoder?)")
         pooled = batch_pooled(positive.pooled, request.batch)
