@@ -58,6 +58,37 @@ def score(
     return Scores(values=logits.detach().to("cpu", torch.float32), texts=tuple(texts))
 
 
+
+@node("clip.score_image", version="1.0.0")
+def score_image(
+    ctx: NodeContext,
+    clip: Annotated[ClipModelHandle, Field(description="The CLIP model (clip.load)")],
+    image: Annotated[Image, Field(description="Images to score (a batch)")],
+    reference: Annotated[Image, Field(description="Reference images (a batch): one score column each")],
+) -> Scores:
+    """Likeness of every image to every reference image, on the scale clip.score uses: the cosine of
+    CLIPModel's image features times its logit scale. clip.rank then keeps the images nearest a reference
+    (a style or subject to stay close to), the way it keeps those nearest a prompt."""
+    import torch
+    from transformers.models.clip.modeling_clip import _get_vector_norm
+
+    from nodegraph_multimodal.models import to_pil, use_model
+
+    with use_model(ctx, clip.path, clip.fingerprint, "CLIPModel", field="clip") as (processor, model):
+        device = next(model.parameters()).device
+
+        def features(batch: Image) -> torch.Tensor:
+            pixels = processor(images=to_pil(batch), return_tensors="pt")["pixel_values"]
+            embeds = model.get_image_features(pixel_values=pixels.to(device, model.dtype))
+            embeds = getattr(embeds, "pooler_output", embeds)  # transformers 5 returns an output object
+            return embeds / _get_vector_norm(embeds)
+
+        with torch.no_grad():  # CLIPModel.forward's order, references in the texts' place
+            values = (torch.matmul(features(reference), features(image).t()) * model.logit_scale.exp()).t()
+    labels = tuple(reference.labels) if reference.labels else ()
+    columns = labels or tuple(f"reference {i}" for i in range(reference.batch))
+    return Scores(values=values.detach().to("cpu", torch.float32), texts=columns)
+
 class Ranked(NamedTuple):
     image: Image
     scores: list[float]

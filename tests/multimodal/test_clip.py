@@ -79,3 +79,26 @@ def test_clip_folder_without_processor_is_an_input_error(clip_dir: Path, tmp_pat
     problem = info.value.problem
     assert (problem.node, problem.field) == ("clip", "path")
     assert "has no processor" in problem.message and "save_pretrained" in problem.message
+
+
+def test_score_image_is_the_logit_scaled_cosine_of_clip_image_embeds(clip_dir: Path, pictures: list[Path],
+                                                                     tmp_path: Path) -> None:
+    """Against CLIPModel's own forward: its normalised `image_embeds`, scaled as logits_per_image is."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    nodes = batch_nodes(pictures)
+    nodes["clip"] = {"type": "clip.load", "path": str(clip_dir)}
+    nodes["ref"] = {"type": "core.load_image", "path": str(pictures[1])}
+    nodes["score"] = {"type": "clip.score_image", "clip": "@clip", "image": "@batch", "reference": "@ref"}
+    nodes["rank"] = {"type": "clip.rank", "image": "@batch", "scores": "@score", "top_k": 1}
+    result = run_graph(nodes, tmp_path / "out")
+    model = CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(clip_dir, local_files_only=True)
+    inputs = processor(text=TEXTS[:1], images=pil_images(pictures), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        embeds = model(**inputs).image_embeds
+    theirs = (torch.matmul(embeds[1:2], embeds.t()) * model.logit_scale.exp()).t()
+    ours = result.outputs["score"]["out"].values
+    assert ours.shape == (3, 1)
+    assert (ours - theirs).abs().max().item() == 0.0
+    assert result.outputs["rank"]["indices"] == [1]  # the reference itself is nearest
