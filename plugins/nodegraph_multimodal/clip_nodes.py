@@ -66,9 +66,10 @@ def score_image(
     image: Annotated[Image, Field(description="Images to score (a batch)")],
     reference: Annotated[Image, Field(description="Reference images (a batch): one score column each")],
 ) -> Scores:
-    """Likeness of every image to every reference image, on the scale clip.score uses: the cosine of
-    CLIPModel's image features times its logit scale. clip.rank then keeps the images nearest a reference
-    (a style or subject to stay close to), the way it keeps those nearest a prompt."""
+    """Likeness of every image to every reference image, on the scale clip.score uses.
+
+    The cosine of CLIPModel's image features times its logit scale: clip.rank then keeps the images
+    nearest a reference (a style or subject to stay close to), the way it keeps those nearest a prompt."""
     import torch
     from transformers.models.clip.modeling_clip import _get_vector_norm
 
