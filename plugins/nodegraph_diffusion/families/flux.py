@@ -64,6 +64,10 @@ class FluxFamily(ModelFamily):
             return None
         return int(json.loads(config.read_text()).get("d_model", 0)) or None
 
+    def concat_channels(self, in_channels: int) -> int | None:
+        """Packed 2x2: FLUX.1-Fill's 384 inputs are 4 x (16 latent + 80 extra) channels; plain ones 0."""
+        return in_channels // 4 - self.latent_channels
+
     def check_scheduler(self, class_name: str) -> str | None:
         if class_name in FLOW_SCHEDULERS:
             return None
@@ -146,8 +150,11 @@ class FluxFamily(ModelFamily):
         import torch
 
         from nodegraph.api import InputError
+        from nodegraph_diffusion.flux_fill import with_concat
         from nodegraph_diffusion.flux_sampling import pack, unpack
 
+        # a Fill model's masked picture and mask (flux_fill.py), checked against what the model reads
+        latent_in = with_concat(latent_in, extra, self.concat_channels(int(model.config.in_channels)) or 0)
         cond = extra.pop("added_cond_kwargs")
         joint = extra.pop("joint_attention_kwargs", None) or {}
         extra.pop("cross_attention_kwargs", None)
