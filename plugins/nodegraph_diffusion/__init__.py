@@ -9,6 +9,8 @@ from nodegraph.api import hookimpl
 def nodegraph_register(registry: object) -> None:
     from nodegraph_diffusion import (
         embedding_nodes,
+        flux_fill,
+        flux_kontext,
         flux_nodes,
         inpaint_nodes,
         k_sampler_nodes,
@@ -21,5 +23,6 @@ def nodegraph_register(registry: object) -> None:
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
-                   vae_nodes, inpaint_nodes, flux_nodes, embedding_nodes):
+                   vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
+                   embedding_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]

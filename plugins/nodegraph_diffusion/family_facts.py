@@ -23,6 +23,7 @@ from nodegraph_diffusion.families import (
     folder_family,
     width_family,
 )
+from nodegraph_diffusion.fill_facts import check_fill, denoiser_facts
 from nodegraph_diffusion.lora_fit import lora_misfit
 from nodegraph_diffusion.paths import resolve_in
 
@@ -71,6 +72,7 @@ def _details(family: ModelFamily, root: Path) -> tuple[dict[str, Any], dict[str,
     unet: dict[str, Any] = {"refiner": family.refines_only(index)}
     if unet_file.is_file():
         unet["context"] = json.loads(unet_file.read_text()).get("cross_attention_dim")
+    unet.update(denoiser_facts(family, root))  # a Fill model's extra input channels
     width = family.conditioning_width(root, index)
     return unet, {} if width is None else {"width": width}
 
@@ -264,6 +266,7 @@ def sample_facts(req: FactsRequest) -> Facts:
                             f"{label(family)}", field="conditions")
     _check_widths(req, family)
     _check_refiner(req, family)
+    check_fill(req, family)
     return {"out": _of(family, req.node)}
 
 

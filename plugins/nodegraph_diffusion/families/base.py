@@ -185,6 +185,12 @@ class ModelFamily:
                              f"{request.height} (set diffusion.empty_latents' width/height, or resize the "
                              "image)", field="latents")
 
+    def concat_channels(self, in_channels: int) -> int | None:
+        """How many channels besides the latents a denoiser of `in_channels` inputs reads from a sampler
+        condition (unpacked; a Fill model's masked picture and mask: flux_fill.py), or None: not read
+        from conditions (the SD inpainting UNets get theirs from the sampler's `masked_image`)."""
+        return None
+
     def check_scheduler(self, class_name: str) -> str | None:
         """Why this family cannot sample with the diffusers scheduler class `class_name` (None: it can).
         The SD families take every scheduler; flow-matching models only flow-matching schedulers."""

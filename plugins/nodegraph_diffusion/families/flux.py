@@ -64,6 +64,10 @@ class FluxFamily(ModelFamily):
             return None
         return int(json.loads(config.read_text()).get("d_model", 0)) or None
 
+    def concat_channels(self, in_channels: int) -> int | None:
+        """Packed 2x2: FLUX.1-Fill's 384 inputs are 4 x (16 latent + 80 extra) channels; plain ones 0."""
+        return in_channels // 4 - self.latent_channels
+
     def check_scheduler(self, class_name: str) -> str | None:
         if class_name in FLOW_SCHEDULERS:
             return None
@@ -140,8 +144,13 @@ class FluxFamily(ModelFamily):
         import torch
 
         from nodegraph.api import InputError
+        from nodegraph_diffusion.flux_fill import with_concat
+        from nodegraph_diffusion.flux_kontext import REFERENCE_KWARG, with_reference
         from nodegraph_diffusion.flux_sampling import pack, unpack
 
+        # a Fill model's masked picture and mask (flux_fill.py), checked against what the model reads
+        latent_in = with_concat(latent_in, extra, self.concat_channels(int(model.config.in_channels)) or 0)
+        reference = extra.pop(REFERENCE_KWARG, None)  # a Kontext reference picture (flux_kontext.py)
         cond = extra.pop("added_cond_kwargs")
         joint = extra.pop("joint_attention_kwargs", None) or {}
         extra.pop("cross_attention_kwargs", None)
@@ -155,16 +164,18 @@ class FluxFamily(ModelFamily):
         halves = bool(cond["halves"])
         n = latent_in.shape[0] // 2 if halves else latent_in.shape[0]
         latents = pack(latent_in[:n])  # both halves are the same latents (the loop's cat)
+        tokens = latents.shape[1]
+        latents, ids = with_reference(latents, cond["img_ids"], reference)  # its tokens appended
         text_ids = torch.zeros(embeds.shape[1], 3).to(device=latents.device, dtype=embeds.dtype)
         timestep = t.expand(n).to(latents.dtype) / 1000
 
         def call(part: slice, label: str) -> Any:
             with model.cache_context(label):
-                return model(hidden_states=latents, timestep=timestep, guidance=cond["guidance"],
-                             pooled_projections=cond["pooled"][part].clone(),
-                             encoder_hidden_states=embeds[part].clone(), txt_ids=text_ids,
-                             img_ids=cond["img_ids"], joint_attention_kwargs=joint, return_dict=False,
-                             **control)[0]
+                out = model(hidden_states=latents, timestep=timestep, guidance=cond["guidance"],
+                            pooled_projections=cond["pooled"][part].clone(),
+                            encoder_hidden_states=embeds[part].clone(), txt_ids=text_ids,
+                            img_ids=ids, joint_attention_kwargs=joint, return_dict=False, **control)[0]
+            return out if out.shape[1] == tokens else out[:, :tokens]
 
         if not halves:
             return unpack(call(slice(0, n), "cond"), height, width)

@@ -1,0 +1,52 @@
+"""Validation-time facts of Fill models (FLUX.1-Fill): a sampler's model and Fill condition must agree.
+
+A Fill transformer reads the masked picture and the mask besides its latents (flux_fill.py); sampled
+without diffusion.flux_fill's condition it fails at its first call, and a plain model given one cannot
+read it. Both are told by `nodegraph validate` (file, line, node, field; exit 2), from the denoiser's
+config.json only: its `in_channels`, which the family turns into the extra channels it reads
+(`ModelFamily.concat_channels`). Light module: stdlib, nodegraph.api, families.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nodegraph.api import Fact, FactError, FactsRequest
+from nodegraph_diffusion.families import ModelFamily, family_named
+
+FILL_CHANNELS = 80  # what diffusion.flux_fill gives: 16 masked-picture latent + 64 folded-mask channels
+
+
+def denoiser_facts(family: ModelFamily, root: Path) -> dict[str, Any]:
+    """{"extra_channels": n} for a model whose denoiser reads n channels besides its latents (a Fill
+    transformer: 80), {"extra_channels": 0} for a plain one; {} when the family does not say."""
+    config = root / family.denoiser_component / "config.json"
+    if not config.is_file():
+        return {}
+    in_channels = json.loads(config.read_text()).get("in_channels")
+    extra = family.concat_channels(int(in_channels)) if isinstance(in_channels, int) else None
+    return {} if extra is None else {"extra_channels": extra}
+
+
+def check_fill(req: FactsRequest, family: str) -> None:
+    """Refuse a Fill model without a Fill condition, and a Fill condition on a model that reads none."""
+    unet = req.upstream.get("unet")
+    extra = unet.facts.get("extra_channels") if isinstance(unet, Fact) else None
+    if extra is None or not isinstance(unet, Fact):
+        return
+    units = req.upstream.get("conditions")
+    fills = [u for u in (units if isinstance(units, list) else []) if u.facts.get("fill")]
+    label = family_named(family).label
+    if extra and not fills:
+        raise FactError(f"'unet' from node '{unet.node}' is a {label} Fill model (it reads {extra} channels "
+                        "of masked picture and mask besides its latents), but 'conditions' has no Fill "
+                        "condition: add diffusion.flux_fill's `condition` to `conditions` and start from its "
+                        "`latents`", field="conditions")
+    if fills and extra != FILL_CHANNELS:
+        what = "reads only its latents" if not extra else f"reads {extra} extra channels, not {FILL_CHANNELS}"
+        raise FactError(f"'conditions' gets a Fill condition from node '{fills[0].node}', but 'unet' from "
+                        f"node '{unet.node}' {what}: a Fill condition is for a Fill model (FLUX.1-Fill-dev); "
+                        "load one, or inpaint this model with diffusion.vae_encode_inpaint",
+                        field="conditions")
