@@ -81,8 +81,9 @@ def _facts(req: FactsRequest) -> dict[str, dict[str, Any]]:
 
 @node("diffusion.skip_layer_guidance", version="1.0.0", facts=_facts)
 def skip_layer_guidance(
-    layers: Annotated[list[Annotated[int, Field(ge=0, le=1000)]], Field(
-        min_length=1, description="Transformer blocks to skip in the extra call (SD3.5-medium: 7, 8, 9)")]
+    layers: Annotated[list[int], Field(
+        min_length=1, description="Transformer blocks to skip in the extra call, from 0 (SD3.5-medium: 7, "
+                                  "8, 9)")]
     = list(SD3_MEDIUM_LAYERS),  # noqa: B006 - pydantic copies defaults
     scale: Annotated[float, Field(ge=0, le=20, description="Skip-layer guidance scale "
                                                            "(skip_layer_guidance_scale)")] = 2.8,
