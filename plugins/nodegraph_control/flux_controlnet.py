@@ -15,60 +15,42 @@ net given several images and modes). Outside its range a unit adds nothing (the 
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any
 
 import torch
-from nodegraph_diffusion.conditions import SamplingSetup, StepInput
+from nodegraph_diffusion.conditions import StepInput
 from nodegraph_diffusion.flux_sampling import pack
 
-from nodegraph.api import InputError, NodeContext
-from nodegraph_control.controlnet import keep
-from nodegraph_control.latent_control import encode_sampled, prepare_pixels
-from nodegraph_control.models import check_family, use_control_model
-from nodegraph_control.units import ControlNetUnit
+from nodegraph.api import NodeContext
+from nodegraph_control.latent_control import prepare_pixels
+from nodegraph_control.transformer_units import ActiveTransformerControlNet
 
 FLUX_GUIDANCE = 3.5  # the pipeline's guidance_scale default, for a guided ControlNet on an unguided model
 
 
-class ActiveFluxControlNet:
+class ActiveFluxControlNet(ActiveTransformerControlNet):
     """A Flux ControlNet unit during one sampler run: the model pinned, the control input prepared."""
 
-    def __init__(self, unit: ControlNetUnit, setup: SamplingSetup, ctx: NodeContext | None) -> None:
-        self.unit, self.setup = unit, setup
-        self._stack = ExitStack()
-        try:
-            self.model = self._stack.enter_context(
-                use_control_model(ctx, unit.model, "controlnet", setup.device, setup.dtype))
-            check_family(setup.unet, self.model, unit.model, "controlnet")
-            self.cond = self._control_input(ctx)
-            self.mode = None
-            if unit.mode is not None:
-                self.mode = torch.tensor(unit.mode).to(setup.device, dtype=torch.long)
-                self.mode = self.mode.view(-1, 1).expand(self.cond.shape[0], 1)
-        except BaseException:
-            self._stack.close()
-            raise
+    def prepare(self, ctx: NodeContext | None) -> None:
+        setup, unit = self.setup, self.unit
+        self.cond = self._control_input(ctx)
+        self.mode = None
+        if unit.mode is not None:
+            self.mode = torch.tensor(unit.mode).to(setup.device, dtype=torch.long)
+            self.mode = self.mode.view(-1, 1).expand(self.cond.shape[0], 1)
 
     def _control_input(self, ctx: NodeContext | None) -> torch.Tensor:
-        from nodegraph_diffusion.loading import use_vae
-
         setup, unit = self.setup, self.unit
         if self.model.input_hint_block is not None:  # XLabs: pixels into the hint block
             return prepare_pixels(unit.image.pixels, setup.width, setup.height, setup.batch_size, 16,
                                   setup.device, self.model.dtype)
-        if unit.vae is None or ctx is None:
-            raise InputError(f"ControlNet '{unit.model.path}' reads the control image VAE-encoded: give "
-                             "control.controlnet the model's vae", field="vae")
-        with use_vae(ctx, unit.vae) as vae:
-            image = prepare_pixels(unit.image.pixels, setup.width, setup.height, setup.batch_size, 16,
-                                   setup.device, vae.dtype)
-            latents = encode_sampled(vae, image, unit.draw_state, float(vae.config.shift_factor or 0.0))
+        latents = self.encoded_control(ctx, 16, None, False,
+                                       lambda vae: float(vae.config.shift_factor or 0.0))
         return pack(latents.to(device=setup.device, dtype=self.model.dtype))
 
     def step_kwargs(self, step: StepInput) -> dict[str, Any]:
         setup, unit = self.setup, self.unit
-        kept = keep(step.step_index - setup.first_step, len(setup.timesteps), unit.start, unit.end)
+        kept = self.kept(step)
         if kept == 0.0:
             return {}
         family = setup.added_cond_kwargs or {}
@@ -90,6 +72,3 @@ class ActiveFluxControlNet:
                 txt_ids=text_ids, img_ids=family["img_ids"], joint_attention_kwargs={}, return_dict=False)
         return {"controlnet_block_samples": blocks, "controlnet_single_block_samples": single,
                 "controlnet_blocks_repeat": self.model.input_hint_block is not None}
-
-    def close(self) -> None:
-        self._stack.close()

@@ -5,8 +5,14 @@
   VAE-encoded and packed);
 - `builtin:tinyflux-union`: the same with `num_mode` 7, a union ControlNet like Shakker-Labs'
   FLUX.1-dev-ControlNet-Union-Pro (canny, tile, depth, blur, pose, gray, lq);
-- `builtin:tinysd3-canny`: an `SD3ControlNetModel` for builtin:tinysd3 (one block, the transformer's
-  widths, `force_zeros_for_pooled_projection` as the Stability/InstantX SD3 ControlNets have it).
+- `builtin:tinysd3-canny`: an `SD3ControlNetModel` for builtin:tinysd3 shaped like Stability's
+  SD3.5-large ControlNets (stabilityai/stable-diffusion-3.5-large-controlnet-canny, -depth, -blur): half
+  the transformer's blocks (1 of 2, as 19 of 38), single-stream blocks that read no prompt
+  (`joint_attention_dim: null`), no position embedding of its own (`use_pos_embed: false`: the pipeline
+  lends it the transformer's) and the real pooled projections (`force_zeros_for_pooled_projection:
+  false`). `build_tiny_sd3_controlnet(..., instantx=True)` makes the other kind, InstantX's SD3-medium
+  nets (InstantX/SD3-Controlnet-Canny): joint blocks reading the prompt, their own position embedding,
+  zeros for the pooled projections.
 Every weight, the zero-initialised projections included, is drawn from a seeded generator: a fresh
 ControlNet's zero layers make it an exact no-op, and a no-op proves nothing in a test.
 Regenerate the committed folders with `python -m nodegraph_control.tiny_transformer_control build`.
@@ -38,13 +44,20 @@ def build_tiny_flux_controlnet(transformer: Any, seed: int, num_mode: int | None
     return net.eval()
 
 
-def build_tiny_sd3_controlnet(transformer: Any, seed: int) -> Any:
-    """A random SD3 ControlNet fitting `transformer` (an SD3Transformer2DModel)."""
+def build_tiny_sd3_controlnet(transformer: Any, seed: int, instantx: bool = False) -> Any:
+    """A random SD3 ControlNet fitting `transformer` (an SD3Transformer2DModel): SD3.5-large style (as
+    diffusers' scripts/convert_sd3_controlnet_to_diffusers.py configures those), or InstantX style."""
     import torch
     from diffusers import SD3ControlNetModel
     from nodegraph_diffusion.tiny import _init_
 
     config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
+    if instantx:
+        config.update(force_zeros_for_pooled_projection=True)
+    else:
+        config.update(num_layers=max(1, int(config["num_layers"]) // 2), joint_attention_dim=None,
+                      pos_embed_max_size=None, pos_embed_type=None, use_pos_embed=False,
+                      force_zeros_for_pooled_projection=False)
     net = SD3ControlNetModel(**config)
     _init_(net, torch.Generator("cpu").manual_seed(seed), scale=SCALE)
     return net.eval()

@@ -18,11 +18,12 @@ def nodegraph_register(registry: object) -> None:
         model_nodes,
         sampler_nodes,
         schedulers,
+        skip_layers,
         text_nodes,
         vae_nodes,
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes):
+                   embedding_nodes, skip_layers):
         registry.add_module(module)  # type: ignore[attr-defined]

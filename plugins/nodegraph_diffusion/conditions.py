@@ -11,6 +11,9 @@ Optional hooks (an active unit defines them only if it needs them; the sampler c
   before the loop (prompt-to-prompt makes every batch item start from item 0's noise).
 - `after_step(step, latents) -> latents | None`: after each scheduler step, with the new latents
   (B, C, h, w), not CFG-doubled (prompt-to-prompt's local blend mixes the edit into the source here).
+- `after_guidance(step, guided, raw, latents) -> guided | None`: after classifier-free guidance, with
+  the guided prediction, the denoiser's raw (CFG-batched) one and the un-doubled latents; may call the
+  denoiser again (SD3.5's skip-layer guidance adds a third call, skip_layers.py).
 - `results() -> dict`: after the loop succeeded; merged into the output `Latents.extras`, so side
   results (e.g. captured attention maps) are cached *with* the sampler output and stay correct when
   the sampler is served from the cache instead of re-run.
@@ -44,6 +47,8 @@ class SamplingSetup:
     # the model family's extra denoiser inputs (SDXL: text_embeds, time_ids; batched like prompt_embeds),
     # which a ControlNet of that family takes too; None for SD1.x
     added_cond_kwargs: dict[str, Any] | None = None
+    # the model family (families/base.py ModelFamily), for a condition that calls the denoiser itself
+    family: Any = None
 
 
 @dataclass
@@ -91,6 +96,16 @@ def after_step(units: list[Any], step: StepInput, latents: Any) -> Any:
             out = hook(step, latents)
             latents = latents if out is None else out
     return latents
+
+
+def after_guidance(units: list[Any], step: StepInput, guided: Any, raw: Any, latents: Any) -> Any:
+    """Pass the guided prediction through every unit's optional `after_guidance`, in list order."""
+    for unit in units:
+        hook = getattr(unit, "after_guidance", None)
+        if hook is not None:
+            out = hook(step, guided, raw, latents)
+            guided = guided if out is None else out
+    return guided
 
 
 def collect_results(units: list[Any]) -> dict[str, Any]:

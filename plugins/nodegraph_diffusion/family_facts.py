@@ -232,7 +232,16 @@ def encode_facts(req: FactsRequest) -> Facts:
     fact = req.upstream.get("encoder")
     made = fact.facts.get("made_by", fact.node) if isinstance(fact, Fact) else req.node
     width = {"width": fact.facts["width"]} if isinstance(fact, Fact) and "width" in fact.facts else {}
-    return {"out": _of(_family(fact), req.node, model=made, **width)}
+    family = _family(fact)
+    if family is not None and req.literals.get("t5_max_length") is not None:
+        try:
+            found = family_named(family)
+        except KeyError:
+            found = None
+        if found is not None and found.t5_max_length is None:
+            raise FactError(f"'encoder' is an {found.label} text encoder from node '{made}': {found.label} "
+                            "models have no T5 encoder, leave t5_max_length unset", field="t5_max_length")
+    return {"out": _of(family, req.node, model=made, **width)}
 
 
 def _refuse(req: FactsRequest, name: str, what: str, family: str, anchor: str, anchor_what: str) -> None:

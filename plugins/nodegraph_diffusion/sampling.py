@@ -24,6 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from nodegraph_diffusion.conditions import (
     SamplingSetup,
     StepInput,
+    after_guidance,
     after_step,
     collect_results,
     initial_latents,
@@ -352,6 +353,7 @@ def run_loop(
         prompt_embeds=prompt_embeds,
         generator=req.generator,
         added_cond_kwargs=req.added_cond,
+        family=family,
     )
     units: list[Any] = []
     try:
@@ -373,7 +375,7 @@ def run_loop(
             family_kwargs = {"added_cond_kwargs": req.added_cond} if req.added_cond else {}
             extra = merge_step_kwargs([family_kwargs, *(unit.step_kwargs(step) for unit in units)])
             noise_pred = family.denoise(unet, latent_model_input, t, prompt_embeds, extra)
-            noise_pred = guided(noise_pred, req.cfg, do_cfg)
+            noise_pred = after_guidance(units, step, guided(noise_pred, req.cfg, do_cfg), noise_pred, latents)
             if want_x0 and i == last:
                 out = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
                 x0 = getattr(out, "pred_original_sample", None)

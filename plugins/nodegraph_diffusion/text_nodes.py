@@ -19,8 +19,8 @@ from nodegraph_diffusion.types import Conditioning, TextEncoderHandle
 Size = Annotated[int, Field(ge=0, le=16384)]
 
 
-# 1.2: model families (SDXL: text_2, sizes); 1.3: text_3 (SD3's T5)
-@node("diffusion.encode_text", version="1.3.0", facts=family_facts.encode_facts)
+# 1.2: model families (SDXL: text_2, sizes); 1.3: text_3 (SD3's T5); 1.4: t5_max_length
+@node("diffusion.encode_text", version="1.4.0", facts=family_facts.encode_facts)
 def encode_text(
     ctx: NodeContext,
     encoder: Annotated[TextEncoderHandle, Field(description="Text encoder (with its tokenizer and LoRAs)")],
@@ -45,6 +45,10 @@ def encode_text(
     aesthetic_score: Annotated[float | None, Field(ge=0, le=10, description="SDXL refiner's aesthetic score "
                                                    "(unset: 6 for a positive, 2.5 for a negative prompt)")]
     = None,
+    t5_max_length: Annotated[int | None, Field(ge=1, le=512, description="SD3, Flux: T5's token count, "
+                                                             "padded/truncated (the pipelines' "
+                                                             "max_sequence_length; unset: SD3 256, Flux "
+                                                             "512; FLUX.1-schnell: 256)")] = None,
 ) -> Conditioning:
     """Encode a prompt into conditioning for the encoder's model family (SD1.x, SDXL, ...)."""
     try:
@@ -54,5 +58,8 @@ def encode_text(
     micro = (("aesthetic_score", aesthetic_score), ("crop", (crop_top, crop_left)),
              ("original_size", (original_height, original_width)),
              ("target_size", (target_height, target_width)))
-    request = PromptRequest(text, text_2, clip_skip, emphasis, micro, text_3)
+    if t5_max_length is not None and family.t5_max_length is None:
+        raise InputError(f"{family.label} models have no T5 encoder: leave t5_max_length unset",
+                         field="t5_max_length")
+    request = PromptRequest(text, text_2, clip_skip, emphasis, micro, text_3, t5_max_length)
     return family.encode(ctx, encoder, request)

@@ -2,8 +2,10 @@
 
 SD3's architecture in miniature, as diffusers' own SD3 tests build it, keeping the real models' shape
 where the pipeline's arithmetic depends on it:
-- `SD3Transformer2DModel` (MMDiT: 1 joint block, 4 heads of 8, patch 2) reading 16 latent channels,
-  like SD3.5's;
+- `SD3Transformer2DModel` (MMDiT: 2 joint blocks, 4 heads of 8, patch 2) reading 16 latent channels,
+  like SD3.5's. Two blocks, because the last block is `context_pre_only` and adds no ControlNet
+  residual: with one, an SD3 ControlNet would be an exact no-op, and skip-layer guidance (which skips
+  a block other than the last, SD3.5-medium's 7-9 of 24) would have nothing to skip;
 - three text encoders of different widths, as the real CLIP-L (768), OpenCLIP bigG (1280) and T5-XXL
   (4096): two `CLIPTextModelWithProjection` 16 and 32 wide (their penultimate states side by side are
   48 wide, zero-padded to T5's 64 by the pipeline; their projections 16 + 32 = the pooled 48), and the
@@ -39,7 +41,7 @@ TRANSFORMER_CONFIG: dict[str, Any] = {
     "patch_size": 2,
     "in_channels": 16,
     "out_channels": 16,
-    "num_layers": 1,
+    "num_layers": 2,
     "attention_head_dim": 8,
     "num_attention_heads": 4,
     "caption_projection_dim": 32,  # heads x head width, as the real models

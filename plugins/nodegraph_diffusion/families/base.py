@@ -31,6 +31,7 @@ class PromptRequest:
     # micro-conditioning sizes and scores, by name (SDXL: original/crop/target sizes; 0 = image size)
     micro: tuple[tuple[str, Any], ...] = ()
     text_3: str | None = None  # a third encoder's own prompt (SD3's T5); None = the same text
+    t5_length: int | None = None  # T5's token count (the pipelines' max_sequence_length); None = the family's
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class ModelFamily:
     # SD families; a transformer for the flow-matching ones: SD3Transformer2DModel, FluxTransformer2DModel)
     denoiser_component: str = "unet"
     denoiser_class: str = "UNet2DConditionModel"
+    # T5's default token count (the pipeline's `max_sequence_length`) for families with a T5 encoder;
+    # None: no T5, and diffusion.encode_text refuses a t5_max_length
+    t5_max_length: int | None = None
+    # whether `denoise` takes `extra["skip_layers"]` (block indices to skip: skip-layer guidance)
+    skip_layers: bool = False
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""

@@ -46,6 +46,7 @@ class FluxFamily(ModelFamily):
     lora_components = ()
     denoiser_component = "transformer"
     denoiser_class = "FluxTransformer2DModel"
+    t5_max_length = T5_MAX_LENGTH  # FLUX.1-schnell's users pass 256 (diffusers' example); the default is 512
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("Flux")
@@ -95,7 +96,8 @@ class FluxFamily(ModelFamily):
                 device = next(clip.parameters()).device
                 pooled = clip(ids.to(device), output_hidden_states=False).pooler_output.to(dtype=clip.dtype)
             with use_text_encoder(ctx, handle, "text_encoder_2", "tokenizer_2") as (tokenizer, t5):
-                t5_ids = tokenizer(text_2, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True,
+                length = request.t5_length or T5_MAX_LENGTH
+                t5_ids = tokenizer(text_2, padding="max_length", max_length=length, truncation=True,
                                    return_tensors="pt").input_ids
                 device = next(t5.parameters()).device
                 embeds = t5(t5_ids.to(device), output_hidden_states=False)[0].to(dtype=t5.dtype)

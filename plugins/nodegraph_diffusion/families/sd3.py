@@ -4,10 +4,11 @@ Mirrors `StableDiffusion3Pipeline` step for step so the same seed gives the same
 - prompts: CLIP-L (`text`), CLIP-G (`text_2`, default `text`) and T5 (`text_3`, default `text`), each
   as the pipeline reads it: CLIP padded/truncated to 77 tokens, the penultimate hidden states
   (`hidden_states[-2]`, clip skip counts further back) and the projected pooled output; T5 padded to
-  `max_sequence_length` (256) and its last hidden states. The two CLIP states side by side are
-  zero-padded to T5's width and put before the T5 tokens (77 + 256 tokens); the pooled outputs side by
-  side become `pooled_projections`. A model without T5 (`text_encoder_3: null`, as diffusers allows)
-  gets zeros in T5's place. No A1111 emphasis or 75-token chunking: the pipeline truncates.
+  `max_sequence_length` (256, or encode_text's `t5_max_length`) and its last hidden states. The two CLIP
+  states side by side are zero-padded to T5's width and put before the T5 tokens (77 + 256 tokens); the
+  pooled outputs side by side become `pooled_projections`. A model without T5 (`text_encoder_3: null`,
+  as diffusers allows) gets zeros in T5's place. No A1111 emphasis or 75-token chunking: the pipeline
+  truncates.
 - the transformer call: `hidden_states`, `timestep=t.expand(batch)`, `encoder_hidden_states`,
   `pooled_projections`, `joint_attention_kwargs` (see `denoise`), CFG batched `[negative, positive]`;
 - timesteps: `set_timesteps(steps)` of the model's `FlowMatchEulerDiscreteScheduler` (SD3.5's config:
@@ -48,6 +49,8 @@ class SD3Family(ModelFamily):
     supports_lora = False
     denoiser_component = "transformer"
     denoiser_class = "SD3Transformer2DModel"
+    t5_max_length = T5_LENGTH
+    skip_layers = True  # SD3Transformer2DModel's `skip_layers` (skip_layers.py: skip-layer guidance)
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
@@ -90,16 +93,17 @@ class SD3Family(ModelFamily):
                 first_ids = first_ids or tuple(int(i) for i in ids[0])
         clip = torch.cat(states, dim=-1)
         text_3 = request.text if request.text_3 is None else request.text_3
+        length = request.t5_length or T5_LENGTH
         if (root / T5_ENCODER[1]).is_dir():
             with use_text_encoder(ctx, handle, T5_ENCODER[1], T5_ENCODER[0]) as (tokenizer, model):
                 device = next(model.parameters()).device
-                ids = tokenizer(text_3, padding="max_length", max_length=T5_LENGTH, truncation=True,
+                ids = tokenizer(text_3, padding="max_length", max_length=length, truncation=True,
                                 add_special_tokens=True, return_tensors="pt").input_ids
                 with torch.no_grad():
                     t5 = model(ids.to(device))[0].to(dtype=model.dtype)
         else:  # no T5: zeros of its shape, as the pipeline
             config = json.loads((root / self.denoiser_component / "config.json").read_text())
-            t5 = torch.zeros((1, T5_LENGTH, int(config["joint_attention_dim"])), dtype=clip.dtype,
+            t5 = torch.zeros((1, length, int(config["joint_attention_dim"])), dtype=clip.dtype,
                              device=clip.device)
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         embeds = torch.cat([clip, t5.to(clip.device)], dim=-2)
@@ -146,6 +150,7 @@ class SD3Family(ModelFamily):
         added = extra.pop("added_cond_kwargs", None) or {}
         attention = extra.pop("cross_attention_kwargs", None)
         control = extra.pop("block_controlnet_hidden_states", None)  # SD3 ControlNets' residuals
+        skip = extra.pop("skip_layers", None)  # skip-layer guidance's blocks (skip_layers.py)
         if extra:
             raise SamplingError(f"SD3 transformers take no {', '.join(sorted(extra))} (UNet control units "
                                 "such as ControlNet and T2I-Adapter do not fit them)")
@@ -157,4 +162,5 @@ class SD3Family(ModelFamily):
             block_controlnet_hidden_states=control,
             joint_attention_kwargs=attention,
             return_dict=False,
+            skip_layers=skip,
         )[0]
