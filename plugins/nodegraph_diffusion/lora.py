@@ -1,12 +1,15 @@
 """LoRA files -> peft adapters on resident models, activated per use with per-handle weights.
 
 Reading and injecting is diffusers' and peft's job: the family's LoRA pipeline class
-(`StableDiffusionPipeline` for SD1.x, `StableDiffusionXLPipeline` for SDXL: `ModelFamily.lora_pipeline`)
-reads diffusers/peft-format files and converts Kohya/A1111 ones (`lora_unet_...`, `lora_te_...`,
-`lora_te1_`/`lora_te2_`, `.alpha`; SDXL's original-layout block names with the UNet's config) in
-`lora_state_dict`, and its `load_lora_into_unet`/`load_lora_into_text_encoder` inject peft layers —
-the very calls `load_lora_weights` makes, minus the pipeline object (whose `scale` state leaks between
-calls, see DESIGN). Each file becomes one named adapter per resident model (UNet and each of the
+(`StableDiffusionPipeline` for SD1.x, `StableDiffusionXLPipeline` for SDXL, `FluxPipeline`,
+`StableDiffusion3Pipeline`: `ModelFamily.lora_pipeline`) reads diffusers/peft-format files and
+converts Kohya/A1111 ones (`lora_unet_...`, `lora_te_...`, `lora_te1_`/`lora_te2_`, `.alpha`; SDXL's
+original-layout block names with the UNet's config) in `lora_state_dict` (the family's hook of that
+name: Flux's adds the BFL/ComfyUI layout, flux_lora.py), and its `load_lora_into_unet`/
+`load_lora_into_transformer` (`ModelFamily.load_lora_into_denoiser`) and `load_lora_into_text_encoder`
+inject peft layers — the very calls `load_lora_weights` makes, minus the pipeline object (whose
+`scale` state leaks between calls, see DESIGN). Part "unet" below is the denoiser, a UNet or a
+transformer. Each file becomes one named adapter per resident model (UNet and each of the
 family's `lora_components` text encoders), loaded once; changing a weight only calls `set_adapters`, so
 the base model is never reloaded. LyCORIS LoHa/LoKr files take the same route as peft LoHa/LoKr
 adapters (lycoris.py).
@@ -37,13 +40,12 @@ def lora_file(path: Path) -> Path:
 
 
 def read_lora(path: Path, ctx: NodeContext, family: ModelFamily,
-              unet_config: Any = None) -> tuple[dict[str, Any], Any, Any]:
+              denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
     """(state_dict, network_alphas, metadata) in diffusers naming, whatever the file's format.
 
-    `unet_config` (the UNet's) lets a family whose Kohya files use original-layout block names
-    (`family.lora_sgm_names`) have them mapped, as its pipeline's `load_lora_weights` does."""
-    import diffusers
-
+    The family reads it as its pipeline's `load_lora_weights` does (`ModelFamily.lora_state_dict`);
+    `denoiser`, the resident UNet/transformer, lets a family use its config (SDXL's original-layout
+    Kohya block names, Flux's fused linear1 widths)."""
     from nodegraph_diffusion.loading import read_shapes, read_state_dict
 
     if path.suffix.lower() == ".safetensors":
@@ -51,10 +53,8 @@ def read_lora(path: Path, ctx: NodeContext, family: ModelFamily,
         source: Any = str(path)
     else:
         source = read_state_dict(path, ctx)
-    extra = {"unet_config": unet_config} if family.lora_sgm_names and unet_config is not None else {}
-    reader = getattr(diffusers, family.lora_pipeline)
     try:
-        state, alphas, metadata = reader.lora_state_dict(source, return_lora_metadata=True, **extra)
+        state, alphas, metadata = family.lora_state_dict(source, denoiser)
     except (ValueError, KeyError) as exc:
         raise InputError(f"'{path}' is not a LoRA file diffusers understands: {exc}", field="path") from exc
     if not state or not all("lora" in k for k in state):
@@ -84,16 +84,16 @@ def _load_lycoris(model: Any, patch: LoraPatch, part: str, family: ModelFamily, 
     return True
 
 
-def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> tuple[list[str], int]:
-    """(the UNet layers a LoRA state dict (diffusers naming, `unet.` prefix) names that `unet` lacks,
-    how many UNet layers it names in all).
+def unplaced_unet_layers(unet: Any, state: dict[str, Any], prefix: str = "unet") -> tuple[list[str], int]:
+    """(the denoiser layers a LoRA state dict (diffusers naming, `prefix.`: unet, transformer) names
+    that `unet` lacks, how many denoiser layers it names in all).
 
     diffusers only warns about such keys and loads the rest, so an SD1.x LoRA on an SDXL UNet would
     quietly patch the few layers whose names happen to exist in both. The keys go through diffusers'
     own conversion to peft names first, as `load_lora_adapter` does."""
     from diffusers.utils import convert_unet_state_dict_to_peft
 
-    own = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    own = {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
     if not own:
         return [], 0
     if "lora_A" not in next(iter(own)):
@@ -106,11 +106,21 @@ def unplaced_unet_layers(unet: Any, state: dict[str, Any]) -> tuple[list[str], i
 def _check_unet_layers(unet: Any, state: dict[str, Any], path: Path, family: ModelFamily) -> None:
     """Refuse a LoRA naming UNet layers this UNet lacks: most likely another family's file, and a
     LoRA half applied (what diffusers does, with a warning) is not the picture its author made."""
-    missing, named = unplaced_unet_layers(unet, state)
+    missing, named = unplaced_unet_layers(unet, state, family.denoiser_component)
     if missing:
-        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} UNet: "
-                         f"{len(missing)} of its {named} UNet layers are not in it (e.g. "
+        what = "UNet" if family.denoiser_component == "unet" else family.denoiser_component
+        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) does not fit this {family.label} {what}: "
+                         f"{len(missing)} of its {named} {what} layers are not in it (e.g. "
                          f"{', '.join(missing[:2])}); a LoRA for another model family?")
+
+
+def _check_components(state: dict[str, Any], path: Path, family: ModelFamily) -> None:
+    """Refuse a file of which diffusers would load nothing into this family's models (it only logs)."""
+    parts = {k.split(".", 1)[0] for k in state}
+    if not parts & set(family.lora_components):
+        raise InputError(f"the LoRA '{path}' (diffusion.load_lora) has no weights for a {family.label} "
+                         f"model's {', '.join(family.lora_components)} (it names {', '.join(sorted(parts))})",
+                         field="path")
 
 
 def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx: NodeContext) -> None:
@@ -119,13 +129,12 @@ def _load_lora(model: Any, patch: LoraPatch, part: str, family: ModelFamily, ctx
     path = Path(patch.path)
     loader = getattr(diffusers, family.lora_pipeline)
     try:
-        if part == "unet":
-            state, alphas, metadata = read_lora(path, ctx, family, model.config)
+        if part == "unet":  # the denoiser: a UNet or a transformer
+            state, alphas, metadata = read_lora(path, ctx, family, model)
+            _check_components(state, path, family)
             _check_unet_layers(model, state, path, family)
-            loader.load_lora_into_unet(
-                state, network_alphas=alphas, unet=model, adapter_name=patch.name, metadata=metadata
-            )
-        else:  # text-encoder keys are not remapped: no UNet config needed
+            family.load_lora_into_denoiser(state, alphas, model, patch.name, metadata)
+        else:  # text-encoder keys are not remapped: no denoiser needed
             state, alphas, metadata = read_lora(path, ctx, family)
             loader.load_lora_into_text_encoder(
                 state, network_alphas=alphas, text_encoder=model, prefix=part, lora_scale=1.0,

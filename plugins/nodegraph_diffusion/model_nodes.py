@@ -92,9 +92,10 @@ def load_lora(
     ctx: NodeContext,
     unet: Annotated[UNetHandle, Field(description="The UNet to patch")],
     text_encoder: Annotated[TextEncoderHandle, Field(description="The text encoder to patch")],
-    path: Annotated[LoraRef, Field(description="LoRA .safetensors for the UNet's family (SD1.x, SDXL; "
-                                               "diffusers/peft or Kohya/A1111 format; LyCORIS LoHa/LoKr "
-                                               "too)")],
+    path: Annotated[LoraRef, Field(description="LoRA .safetensors for the model's family (SD1.x, SDXL: "
+                                               "diffusers/peft or Kohya/A1111 format, LyCORIS LoHa/LoKr "
+                                               "too; Flux.1: diffusers, Kohya or BFL/ComfyUI format; "
+                                               "SD3: diffusers format)")],
     unet_weight: Annotated[float, Field(ge=-10, le=10, description="Strength on the UNet (0 = off)")] = 1.0,
     text_encoder_weight: Annotated[float, Field(
         ge=-10, le=10, description="Strength on the text encoder(s) (0 = off)")] = 1.0,

@@ -69,6 +69,7 @@ class ModelFamily:
     lora_components: tuple[str, ...] = ("unet", "text_encoder")
     lora_sgm_names: bool = False
     cross_attention_widths: tuple[int, ...] = ()
+    lora_markers: tuple[str, ...] = ()  # layer names in LoRA keys no other family's models have
     # standalone VAE files: the encoder's first width -> the shipped config folder (configs/NAME) that
     # reads them with this family's scaling factor. SD1.x's and SDXL's VAEs share their architecture
     # (both 128), so a width claimed by two families is decided by the context (see vae_files.py)
@@ -82,6 +83,26 @@ class ModelFamily:
     t5_max_length: int | None = None
     # whether `denoise` takes `extra["skip_layers"]` (block indices to skip: skip-layer guidance)
     skip_layers: bool = False
+
+    def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
+        """(state dict in diffusers naming, network alphas, metadata) of a LoRA `source` (a .safetensors
+        path or a state dict), as the family's pipeline reads it in `load_lora_weights`. `denoiser` is
+        the resident UNet/transformer (None when the text encoders read the file). SD families: the
+        pipeline's `lora_state_dict`, with the UNet's config to map SGM block names (SDXL)."""
+        import diffusers
+
+        extra = {"unet_config": denoiser.config} if self.lora_sgm_names and denoiser is not None else {}
+        reader = getattr(diffusers, self.lora_pipeline)
+        return tuple(reader.lora_state_dict(source, return_lora_metadata=True, **extra))  # type: ignore
+
+    def load_lora_into_denoiser(self, state: dict[str, Any], alphas: Any, model: Any, adapter_name: str,
+                                metadata: Any) -> None:
+        """Inject a LoRA read by `lora_state_dict` into the UNet/transformer as a named peft adapter, as
+        the pipeline's `load_lora_weights` does (SD families: `load_lora_into_unet`)."""
+        import diffusers
+
+        getattr(diffusers, self.lora_pipeline).load_lora_into_unet(
+            state, network_alphas=alphas, unet=model, adapter_name=adapter_name, metadata=metadata)
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         """Whether a diffusers folder whose model_index.json is `index` is of this family."""

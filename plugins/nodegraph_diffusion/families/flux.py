@@ -41,15 +41,27 @@ class FluxFamily(ModelFamily):
     vae_scale = 8
     text_encoders = ("text_encoder", "text_encoder_2")
     tokenizers = ("tokenizer", "tokenizer_2")
-    supports_lora = False
     lora_pipeline = "FluxPipeline"
-    lora_components = ()
+    lora_components = ("transformer", "text_encoder")  # CLIP-L; diffusers drops T5 LoRA weights
+    lora_markers = ("single_transformer_blocks", "single_blocks", "double_blocks")
     denoiser_component = "transformer"
     denoiser_class = "FluxTransformer2DModel"
     t5_max_length = T5_MAX_LENGTH  # FLUX.1-schnell's users pass 256 (diffusers' example); the default is 512
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("Flux")
+
+    def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
+        """diffusers, Kohya and BFL/ComfyUI layouts (flux_lora.py: what FluxPipeline's reader misses)."""
+        from nodegraph_diffusion.flux_lora import flux_lora_state_dict
+
+        return flux_lora_state_dict(source, denoiser)
+
+    def load_lora_into_denoiser(self, state: dict[str, Any], alphas: Any, model: Any, adapter_name: str,
+                                metadata: Any) -> None:
+        from nodegraph_diffusion.flux_lora import load_into_transformer
+
+        load_into_transformer(state, alphas, model, adapter_name, metadata)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """Flux transformers and ControlNets (FluxControlNetModel: InstantX, XLabs, Union-Pro) have

@@ -15,8 +15,8 @@ Mirrors `StableDiffusion3Pipeline` step for step so the same seed gives the same
   shift 3), with `mu` from the latent token count only if the config asks for dynamic shifting;
 - latents: 16 channels; the VAE's `shift_factor` (vae_math.py applies it wherever a VAE has one).
 Only flow-matching schedulers fit these models (`check_scheduler`). SD3 ControlNets add
-`block_controlnet_hidden_states` (nodegraph_control/sd3_controlnet.py). LoRA and single files are not
-supported yet.
+`block_controlnet_hidden_states` (nodegraph_control/sd3_controlnet.py). LoRA files: diffusers/peft
+layout (sd3_lora.py). Single files are not supported yet.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class SD3Family(ModelFamily):
     latent_channels = 16
     text_encoders = ("text_encoder", "text_encoder_2")  # T5 (text_encoder_3) may be left out
     tokenizers = ("tokenizer",)
-    supports_lora = False
+    lora_pipeline = "StableDiffusion3Pipeline"
+    lora_components = ("transformer", "text_encoder", "text_encoder_2")  # CLIP-L, CLIP-G; not T5
     denoiser_component = "transformer"
     denoiser_class = "SD3Transformer2DModel"
     t5_max_length = T5_LENGTH
@@ -54,6 +55,18 @@ class SD3Family(ModelFamily):
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+
+    def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
+        """diffusers/peft files only, as the pipeline (sd3_lora.py)."""
+        from nodegraph_diffusion.sd3_lora import sd3_lora_state_dict
+
+        return sd3_lora_state_dict(source)
+
+    def load_lora_into_denoiser(self, state: dict[str, Any], alphas: Any, model: Any, adapter_name: str,
+                                metadata: Any) -> None:
+        from nodegraph_diffusion.sd3_lora import load_into_transformer
+
+        load_into_transformer(state, alphas, model, adapter_name, metadata)
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """SD3 transformers and ControlNets (SD3ControlNetModel) project captions
