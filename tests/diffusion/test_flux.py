@@ -205,8 +205,8 @@ nodes:
     with pytest.raises(GraphError) as info:
         load_plan(path, build_registry())
     (problem,) = info.value.problems
-    assert (problem.node, problem.field, problem.line) == ("lora", "unet", 4)
-    assert "not supported yet for Flux.1 models" in str(problem)
+    assert (problem.node, problem.field, problem.line) == ("lora", "path", 5)
+    assert "this LoRA is not for Flux.1 models" in str(problem) and "SD1.x" in str(problem)
 
 
 @pytest.mark.parametrize("graph", ["flux.yaml", "sd35.yaml"])  # both read latents in 2x2 patches

@@ -81,8 +81,8 @@ def test_sd3_conditioning_into_an_sdxl_unet_fails_validation(tmp_path: Path) -> 
 
 def test_an_sd15_lora_on_sd3_fails_validation(tmp_path: Path, style_lora: Path) -> None:
     problem = refused(tmp_path, SD15_LORA_ON_SD3 % style_lora)
-    assert (problem.node, problem.field) == ("lora", "unet")
-    assert "LoRA files are not supported yet for SD3 models" in str(problem)
+    assert (problem.node, problem.field) == ("lora", "path")
+    assert "this LoRA is not for SD3 models" in str(problem)
 
 
 def test_ddim_and_4_channel_latents_are_input_errors_on_sd3(ctx: Any) -> None:
