@@ -25,34 +25,44 @@ TRAIN_SEED = 1
 EVAL_SEED = 9001  # the diffusion evaluation's world: held-out scenes of it are never trained on
 
 
-def _caption(scene: Scene, obj: object = None, figure: object = None, background: str | None = None) -> str:
+def _variant(scene: Scene, obj: object = None, figure: object = None, background: str | None = None) -> Scene:
+    """The scene with some attributes replaced, captioned by the world's grammar."""
     obj = scene.obj if obj is None else obj
     figure = scene.figure if figure is None else figure
+    background = background or scene.background
     with_pants = " pants" in scene.caption
-    return caption_for(background or scene.background, obj, figure, with_pants)  # type: ignore[arg-type]
+    caption = caption_for(background, obj, figure, with_pants)  # type: ignore[arg-type]
+    return replace(scene, background=background, caption=caption, obj=obj, figure=figure)
 
 
-def swapped_captions(scene: Scene) -> dict[str, list[str]]:
-    """Every attribute-swapped variant of the scene's caption, by kind (each differs from the caption)."""
-    out: dict[str, list[str]] = {}
+def swapped_captions(scene: Scene, skip_held_out: bool = False) -> dict[str, list[str]]:
+    """Every attribute-swapped variant of the scene's caption, by kind (each differs from the caption).
+
+    Training passes `skip_held_out=True`: a held-out combination must not appear even as a negative,
+    or the text encoder learns that such captions are always wrong (and ranks the held-out truth last).
+    """
+    out: dict[str, list[Scene]] = {}
     bg = scene.background
     if scene.obj is not None:
         o = scene.obj
-        out["color"] = [_caption(scene, obj=replace(o, color=c)) for c in COLORS if c not in (o.color, bg)]
-        out["shape"] = [_caption(scene, obj=replace(o, shape=s)) for s in SHAPES if s != o.shape]
-        out["position"] = [_caption(scene, obj=replace(o, position=p)) for p in POSITIONS if p != o.position]
-        out["size"] = [_caption(scene, obj=replace(o, size=s)) for s in SIZES if s != o.size]
-        out["background"] = [_caption(scene, background=c) for c in COLORS if c not in (bg, o.color)]
-        out["color<->background"] = [_caption(scene, obj=replace(o, color=bg), background=o.color)]
+        out["color"] = [_variant(scene, obj=replace(o, color=c)) for c in COLORS if c not in (o.color, bg)]
+        out["shape"] = [_variant(scene, obj=replace(o, shape=s)) for s in SHAPES if s != o.shape]
+        out["position"] = [_variant(scene, obj=replace(o, position=p)) for p in POSITIONS if p != o.position]
+        out["size"] = [_variant(scene, obj=replace(o, size=s)) for s in SIZES if s != o.size]
+        out["background"] = [_variant(scene, background=c) for c in COLORS if c not in (bg, o.color)]
+        out["color<->background"] = [_variant(scene, obj=replace(o, color=bg), background=o.color)]
     elif scene.figure is not None:
         f = scene.figure
-        out["shirt"] = [_caption(scene, figure=replace(f, shirt=c)) for c in COLORS if c not in (f.shirt, bg)]
+        out["shirt"] = [_variant(scene, figure=replace(f, shirt=c)) for c in COLORS if c not in (f.shirt, bg)]
         if " pants" in scene.caption:
-            out["pants"] = [_caption(scene, figure=replace(f, pants=c)) for c in COLORS if c != f.pants]
+            out["pants"] = [_variant(scene, figure=replace(f, pants=c)) for c in COLORS if c != f.pants]
             if f.shirt != f.pants:
-                out["shirt<->pants"] = [_caption(scene, figure=replace(f, shirt=f.pants, pants=f.shirt))]
-        out["background"] = [_caption(scene, background=c) for c in COLORS if c not in (bg, f.shirt)]
-    return {k: [c for c in v if c != scene.caption] for k, v in out.items() if v}
+                out["shirt<->pants"] = [_variant(scene, figure=replace(f, shirt=f.pants, pants=f.shirt))]
+        out["background"] = [_variant(scene, background=c) for c in COLORS if c not in (bg, f.shirt)]
+    captions = {k: [v.caption for v in vs
+                    if v.caption != scene.caption and not (skip_held_out and held_out(v))]
+                for k, vs in out.items()}
+    return {k: v for k, v in captions.items() if v}
 
 
 def world_scenes(seed: int, count: int, held: bool, start: int = 0) -> tuple[list[Scene], list[int]]:

@@ -86,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="continue from this saved folder (a new cosine cycle)")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     log = make_logger(args.run / "caption.log")
     model, processor = build(args.seed)
+    if args.init is not None:
+        from transformers import BlipForConditionalGeneration
+
+        model = BlipForConditionalGeneration.from_pretrained(args.init, local_files_only=True)
     log(f"BlipForConditionalGeneration {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M params; "
         f"{vars(args)}")
     scenes, _ = world_scenes(TRAIN_SEED, args.pool, held=False)

@@ -155,16 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--pool", type=int, default=20000, help="training scenes (non-held-out, world seed 1)")
     p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="continue from this saved folder (a new cosine cycle)")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     log = make_logger(args.run / "clip.log")
     model, processor = build(args.seed)
+    if args.init is not None:
+        from transformers import CLIPModel
+
+        model = CLIPModel.from_pretrained(args.init, local_files_only=True)
     log(f"CLIPModel {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M params; {vars(args)}")
     scenes, _ = world_scenes(TRAIN_SEED, args.pool, held=False)
     images = render(scenes)
-    variants = [swapped_captions(s) for s in scenes]
+    variants = [swapped_captions(s, skip_held_out=True) for s in scenes]
     pixels_of, tokens = Pixels(processor), Tokens(processor.tokenizer)
     log(f"pool of {len(scenes)} scenes drawn; processor check max abs {pixels_of.check(images[:8]):.2e}")
     eval_scenes, _ = world_scenes(EVAL_SEED, 120, held=True)
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         step += 1
         progress.after(step, float(loss.detach()))
-        if step % 500 == 0:
+        if step % args.eval_every == 0:
             table = quick_eval(model, eval_pixels, eval_items, tokens)
             log(f"step {step} lr {lr:.2e} held-out top-1: " + ", ".join(
                 f"{k} {v['accuracy']:.2f}" for k, v in table.items()))
