@@ -74,6 +74,31 @@ def test_every_swapped_caption_changes_exactly_its_attribute() -> None:
     assert seen == set(fields)
 
 
+def test_training_negatives_hold_no_held_out_combination() -> None:
+    """A held-out combination seen only as a negative would teach the encoder to rank it last."""
+    from dataclasses import replace
+
+    from training.world import held_out
+
+    def as_scene(scene: Scene, fields: dict[str, str]) -> Scene:
+        if scene.obj is not None:
+            obj = replace(scene.obj, **{k: fields[k] for k in ("color", "shape", "position", "size")})
+            return replace(scene, background=fields["background"], obj=obj)
+        assert scene.figure is not None
+        figure = replace(scene.figure, shirt=fields["shirt"], pants=fields.get("pants", scene.figure.pants))
+        return replace(scene, background=fields["background"], figure=figure)
+
+    dropped = 0
+    for index in range(200):
+        scene = sample_scene(1, index)
+        every = {t for v in swapped_captions(scene).values() for t in v}
+        kept = {t for v in swapped_captions(scene, skip_held_out=True).values() for t in v}
+        for caption in every:
+            assert held_out(as_scene(scene, parse(caption))) == (caption not in kept), caption
+        dropped += len(every - kept)
+    assert dropped > 0
+
+
 def test_caption_table_scores_each_attribute() -> None:
     scenes, _ = world_scenes(EVAL_SEED, 40, held=True)
     right = caption_table([s.caption for s in scenes], scenes)
