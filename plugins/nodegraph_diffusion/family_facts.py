@@ -151,6 +151,12 @@ def label(name: str) -> str:
         return name
 
 
+def a_label(name: str) -> str:
+    """'an SDXL', 'an SD1.x', 'a Flux.1': family labels are read as letters ("es-dee") or as words."""
+    words = label(name)
+    return f"{'an' if words[:1] in 'AEIOUS' else 'a'} {words}"
+
+
 def _family(fact: Fact | list[Fact] | None) -> str | None:
     return fact.facts.get("family") if isinstance(fact, Fact) else None
 
@@ -198,7 +204,7 @@ def lora_facts(req: FactsRequest) -> Facts:
     except KeyError:  # unknown family: the loader tells
         supported = True
     if not supported:  # e.g. an SD1.5 LoRA on an SD3 transformer: no LoRA reader for the family yet
-        raise FactError(f"'unet' is an {label(family)} model from node '{_node(unet_fact)}': LoRA files are "
+        raise FactError(f"'unet' is {a_label(family)} model from node '{_node(unet_fact)}': LoRA files are "
                         f"not supported yet for {label(family)} models", field="unet")
     file = _lora_file(req.literals.get("path"), req.base_dir)
     if family is not None and file is not None and isinstance(unet_fact, Fact):
@@ -208,7 +214,7 @@ def lora_facts(req: FactsRequest) -> Facts:
         except (KeyError, OSError, ValueError):  # unknown family, unreadable header: the loader tells
             misfit = None
         if misfit:
-            raise FactError(f"'path' names '{file.name}', but 'unet' is an {label(family)} UNet from node "
+            raise FactError(f"'path' names '{file.name}', but 'unet' is {a_label(family)} UNet from node "
                             f"'{_node(req.upstream.get('unet'))}': {misfit}", field="path")
     return passthrough(req, {"unet": "unet", "text_encoder": "text_encoder"})
 
@@ -239,8 +245,9 @@ def encode_facts(req: FactsRequest) -> Facts:
         except KeyError:
             found = None
         if found is not None and found.t5_max_length is None:
-            raise FactError(f"'encoder' is an {found.label} text encoder from node '{made}': {found.label} "
-                            "models have no T5 encoder, leave t5_max_length unset", field="t5_max_length")
+            raise FactError(f"'encoder' is {a_label(found.name)} text encoder from node '{made}': "
+                            f"{found.label} models have no T5 encoder, leave t5_max_length unset",
+                            field="t5_max_length")
     return {"out": _of(family, req.node, model=made, **width)}
 
 
@@ -253,7 +260,7 @@ def _refuse(req: FactsRequest, name: str, what: str, family: str, anchor: str, a
     anchor_fact = req.upstream.get(anchor)
     anchor_node = anchor_fact.node if isinstance(anchor_fact, Fact) else "?"
     raise FactError(f"'{name}' gets {label(theirs)} {what} from node '{fact.node}'{via}, but '{anchor}' is "
-                    f"an {label(family)} {anchor_what} from node '{anchor_node}': model families cannot be "
+                    f"{a_label(family)} {anchor_what} from node '{anchor_node}': model families cannot be "
                     "mixed here", field=name)
 
 
@@ -270,7 +277,7 @@ def sample_facts(req: FactsRequest) -> Facts:
         if theirs is not None and theirs != family:
             made = unit.facts.get("made_by", unit.node)
             raise FactError(f"'conditions' gets a {label(theirs)} control unit from node '{unit.node}' "
-                            f"(model node '{made}'), but 'unet' is an {label(family)} UNet from node "
+                            f"(model node '{made}'), but 'unet' is {a_label(family)} UNet from node "
                             f"'{_node(req.upstream.get('unet'))}': use a control model made for "
                             f"{label(family)}", field="conditions")
     _check_widths(req, family)
@@ -307,13 +314,14 @@ def _check_widths(req: FactsRequest, family: str) -> None:
         return
     units = req.upstream.get("conditions")
     for name, fact, key in [*((n, req.upstream.get(n), "width") for n in ("positive", "negative")),
-                            *(("conditions", u, "context") for u in (units if isinstance(units, list) else []))]:
+                            *(("conditions", u, "context")
+                              for u in (units if isinstance(units, list) else []))]:
         theirs = fact.facts.get(key) if isinstance(fact, Fact) else None
         if theirs is None or theirs == context or not isinstance(fact, Fact):
             continue
         what = "conditioning" if key == "width" else "a control unit for conditioning"
         raise FactError(f"'{name}' gets {what} {theirs} wide from node '{fact.node}'{_via(fact)}, but 'unet' "
-                        f"from node '{unet.node}'{_via(unet)} is an {label(family)} UNet taking "
+                        f"from node '{unet.node}'{_via(unet)} is {a_label(family)} UNet taking "
                         f"{context}-wide conditioning: a base's and a refiner's encoders and control "
                         "models do not fit each other's UNet", field=name)
 
@@ -327,7 +335,7 @@ def _check_refiner(req: FactsRequest, family: str) -> None:
     denoise, start = req.literals.get("denoise", 1.0), req.literals.get("start_step", 0)
     if not (isinstance(denoise, int | float) and denoise >= 1.0 and start == 0):
         return
-    raise FactError(f"'unet' from node '{unet.node}'{_via(unet)} is an {label(family)} refiner, "
+    raise FactError(f"'unet' from node '{unet.node}'{_via(unet)} is {a_label(family)} refiner, "
                     f"which only refines: it cannot draw an image from the empty latents of node "
                     f"'{latents.node}' at full strength. Use a base model here, or give the refiner a "
                     "base's latents (graphs/sdxl_refiner.yaml) or an image with denoise < 1", field="unet")
