@@ -9,8 +9,10 @@ The schedule's shift (`mu`) counts the output tokens only.
 
 `diffusion.flux_kontext` encodes the reference and returns the condition; the Flux family's `denoise`
 calls `with_reference` to append it (step kwarg `reference_latents`, unpacked, CFG-doubled like the
-latent input). The reference may have another size than the output (sides multiples of 16): the
-pipeline's `_auto_resize` (snapping to Kontext's trained resolutions) is left to the graph (core.resize).
+latent input). The reference may have another size than the output (sides multiples of 16).
+`diffusion.kontext_resize` is the pipeline's own resize of the reference: snapped to the trained
+resolution of the nearest aspect ratio (`_auto_resize`, the pipeline's default) or only floored to
+multiples of 16, with PIL's Lanczos on the 8-bit picture, as its image processor resizes a PIL input.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 
 REFERENCE_KWARG = "reference_latents"
 PATCH_PIXELS = 16  # 8 pixels per latent cell x 2x2 patches
+# (width, height) FLUX.1-Kontext was trained at (diffusers' PREFERRED_KONTEXT_RESOLUTIONS)
+KONTEXT_SIZES = ((672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184),
+                 (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752),
+                 (1456, 720), (1504, 688), (1568, 672))
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,3 +117,40 @@ def flux_kontext(
     with use_vae(ctx, vae) as model:
         reference = encode_finite(ctx, model, image.pixels, None, "mean")
     return KontextCondition(reference.contiguous())
+
+
+def kontext_size(width: int, height: int, snap: bool) -> tuple[int, int]:
+    """The reference's (width, height) as FluxKontextPipeline picks it: the trained size of the nearest
+    aspect ratio when snapping (ties: the first in the table, as the pipeline's min() takes), floored to
+    multiples of 16."""
+    if snap:
+        aspect = width / height
+        _, width, height = min((abs(aspect - w / h), w, h) for w, h in KONTEXT_SIZES)
+    return width // PATCH_PIXELS * PATCH_PIXELS, height // PATCH_PIXELS * PATCH_PIXELS
+
+
+@node("diffusion.kontext_resize", version="1.0.0")
+def kontext_resize(
+    image: Annotated[Image, Field(description="The reference picture, any size")],
+    snap: Annotated[bool, Field(description="Snap to the Kontext training size of the nearest aspect ratio "
+                                            "(the pipeline's default); false: only floor the sides to "
+                                            "multiples of 16")] = True,
+) -> Image:
+    """Resize a reference picture for diffusion.flux_kontext as FluxKontextPipeline resizes its input."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    height, width = (int(n) for n in image.pixels.shape[-2:])
+    new_width, new_height = kontext_size(width, height, snap)
+    if new_width < PATCH_PIXELS or new_height < PATCH_PIXELS:
+        raise InputError(f"image is {width}x{height}: too small for Kontext's 16-pixel patches",
+                         field="image")
+    if (new_width, new_height) == (width, height):
+        return image
+    out = []
+    for picture in image.pixels.detach().to("cpu", torch.float32).clamp(0, 1):
+        array = (picture.movedim(0, -1) * 255).round().to(torch.uint8).numpy()
+        resized = PILImage.fromarray(array).resize((new_width, new_height), PILImage.Resampling.LANCZOS)
+        out.append(torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).movedim(-1, 0))
+    return Image(torch.stack(out).to(image.pixels.device, image.pixels.dtype))
