@@ -92,3 +92,32 @@ def emit(data: dict[str, Any], device: str) -> None:
 
     print(json.dumps({"device": device_name(device), "date": date.today().isoformat(),
                       "torch": torch.__version__, "diffusers": diffusers.__version__, **data}))
+
+
+def peak_gib(device: str) -> float | None:
+    """The device's peak allocated GiB since the last call (None off CUDA), then reset."""
+    if not device.startswith("cuda"):
+        return None
+    value = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return round(value, 2)
+
+
+def alternate(runs: dict[str, Callable[[int], Any]], repeats: int, device: str) -> dict[str, Any]:
+    """Time each side once to warm up, then `repeats` rounds in alternating order (seed 1000 + round), so
+    a noisy neighbour slows both sides alike. Min and median seconds and the peak GiB of each side."""
+    import statistics
+
+    for run in runs.values():
+        run(0)  # warm-up: loads, allocator, kernels
+    peak_gib(device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, list[float | None]] = {name: [] for name in runs}
+    order = list(runs.items())
+    for i in range(repeats):
+        for name, run in order if i % 2 == 0 else order[::-1]:
+            times[name].append(timed(device, lambda run=run, i=i: run(1000 + i)))
+            peaks[name].append(peak_gib(device))
+    return {name: {"min_s": round(min(t), 4), "median_s": round(statistics.median(t), 4),
+                   "peak_gib": max((p for p in peaks[name] if p is not None), default=None)}
+            for name, t in times.items()}

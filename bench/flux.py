@@ -20,9 +20,7 @@ JSON says what ran.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph
     sys.path.insert(0, str(ROOT))
-from bench.common import emit, scratch_dir, sync  # noqa: E402
+from bench.common import alternate, emit, scratch_dir  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "flux.yaml"
 PROMPT = "a big red circle in the center, blue background"
@@ -133,51 +131,25 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     pipe = FluxPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
 
-    def run_engine(seed: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+    def run_engine(seed: int) -> None:
         engine.run(GRAPH, {**overrides, "seed": seed}, options)
-        sync(device)
-        return time.perf_counter() - start
 
-    def run_pipeline(seed: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+    def run_pipeline(seed: int) -> None:
         image = pipe(PROMPT, height=size, width=size, num_inference_steps=steps, guidance_scale=3.5,
                      generator=torch.Generator().manual_seed(seed)).images[0]
         image.save(tmp / "pipeline.png")
-        sync(device)
-        return time.perf_counter() - start
 
-    def peak() -> float | None:
-        if not device.startswith("cuda"):
-            return None
-        value = torch.cuda.max_memory_allocated() / 2**30
-        torch.cuda.reset_peak_memory_stats()
-        return round(value, 2)
-
-    run_engine(0)
-    run_pipeline(0)  # warm-up: loads, allocator, kernels
-    peak()
-    times: dict[str, list[float]] = {"engine": [], "diffusers": []}
-    peaks: dict[str, list[float | None]] = {"engine": [], "diffusers": []}
-    for i in range(args.repeats):
-        order = [("engine", run_engine), ("diffusers", run_pipeline)]
-        for name, run in order if i % 2 == 0 else order[::-1]:
-            times[name].append(run(1000 + i))
-            peaks[name].append(peak())
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    sides = alternate({"engine": run_engine, "diffusers": run_pipeline}, args.repeats, device)
+    engine_s, pipe_s = sides["engine"]["median_s"], sides["diffusers"]["median_s"]
     model = "builtin:tinyflux" if not big else str(args.model) if args.model else "flux-dev-random-init"
     emit({
         "model": model, "layers": args.layers, "t5_layers": args.t5_layers, "steps": steps,
         "size": f"{size}x{size}", "dtype": str(dtype).replace("torch.", ""), "repeats": args.repeats,
-        "engine_min_s": round(min(times["engine"]), 4), "engine_median_s": round(medians["engine"], 4),
-        "diffusers_min_s": round(min(times["diffusers"]), 4),
-        "diffusers_median_s": round(medians["diffusers"], 4),
-        "ratio_median": round(medians["engine"] / medians["diffusers"], 4),
-        "engine_s_per_step": round(medians["engine"] / steps, 4),
-        "diffusers_s_per_step": round(medians["diffusers"] / steps, 4),
-        "peak_gib": {k: max((p for p in v if p is not None), default=None) for k, v in peaks.items()},
+        "engine_min_s": sides["engine"]["min_s"], "engine_median_s": engine_s,
+        "diffusers_min_s": sides["diffusers"]["min_s"], "diffusers_median_s": pipe_s,
+        "ratio_median": round(engine_s / pipe_s, 4),
+        "engine_s_per_step": round(engine_s / steps, 4), "diffusers_s_per_step": round(pipe_s / steps, 4),
+        "peak_gib": {name: side["peak_gib"] for name, side in sides.items()},
     }, device)
     return 0
 

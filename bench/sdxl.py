@@ -18,10 +18,7 @@ peak memory allocated.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph
     sys.path.insert(0, str(ROOT))
-from bench.common import scratch_dir, sync  # noqa: E402
+from bench.common import alternate, emit, scratch_dir  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "sdxl.yaml"
 PROMPT = "a big red circle in the center, blue background"
@@ -125,7 +122,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else torch.float16 if device != "cpu" else torch.float32
     steps = args.steps or (30 if big else 20)
     size = args.size or (1024 if big else 64)
-    folder = Path(args.model) if args.model else (build_sdxl(tmp, dtype) if args.xl else BUILTIN_DIR / "tinyxl")
+    folder = Path(args.model) if args.model else build_sdxl(tmp, dtype) if args.xl else BUILTIN_DIR / "tinyxl"
 
     engine = Engine(cache_mb=0)
     options = RunOptions(out_dir=tmp / "out", device=device, dtype=str(dtype).replace("torch.", ""),
@@ -137,51 +134,27 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     pipe.set_progress_bar_config(disable=True)
     spec = SchedulerSpec("euler", tuple(sorted(dict(pipe.scheduler.config).items())))
 
-    def run_engine(seed: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+    def run_engine(seed: int) -> None:
         engine.run(GRAPH, {**overrides, "seed": seed}, options)
-        sync(device)
-        return time.perf_counter() - start
 
-    def run_pipeline(seed: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+    def run_pipeline(seed: int) -> None:
         pipe.scheduler = make_scheduler(spec)
         image = pipe(PROMPT, negative_prompt="", height=size, width=size, num_inference_steps=steps,
                      guidance_scale=5.0, generator=torch.Generator().manual_seed(seed)).images[0]
         image.save(tmp / "pipeline.png")
-        sync(device)
-        return time.perf_counter() - start
 
-    def peak() -> float | None:
-        if not device.startswith("cuda"):
-            return None
-        value = torch.cuda.max_memory_allocated() / 2**30
-        torch.cuda.reset_peak_memory_stats()
-        return round(value, 2)
-
-    run_engine(0)
-    run_pipeline(0)  # warm-up: loads, allocator, kernels
-    peak()
-    engine_times, pipe_times, peaks = [], [], {"engine": [], "diffusers": []}
-    for i in range(args.repeats):
-        order = [("engine", run_engine, engine_times), ("diffusers", run_pipeline, pipe_times)]
-        for name, run, times in order if i % 2 == 0 else order[::-1]:
-            times.append(run(1000 + i))
-            peaks[name].append(peak())
-    engine_s, pipe_s = statistics.median(engine_times), statistics.median(pipe_times)
-    print(json.dumps({
-        "device": torch.cuda.get_device_name() if device.startswith("cuda")
-        else f"cpu ({torch.get_num_threads()} threads)",
+    sides = alternate({"engine": run_engine, "diffusers": run_pipeline}, args.repeats, device)
+    engine_s, pipe_s = sides["engine"]["median_s"], sides["diffusers"]["median_s"]
+    emit({
         "model": "sdxl-random-init" if args.xl else str(args.model or "builtin:tinyxl"),
         "steps": steps, "size": f"{size}x{size}", "dtype": str(dtype).replace("torch.", ""),
         "repeats": args.repeats,
-        "engine_median_s": round(engine_s, 4), "diffusers_median_s": round(pipe_s, 4),
+        "engine_min_s": sides["engine"]["min_s"], "engine_median_s": engine_s,
+        "diffusers_min_s": sides["diffusers"]["min_s"], "diffusers_median_s": pipe_s,
         "ratio": round(engine_s / pipe_s, 4),
         "engine_it_per_s": round(steps / engine_s, 3), "diffusers_it_per_s": round(steps / pipe_s, 3),
-        "peak_gib": {k: max((p for p in v if p is not None), default=None) for k, v in peaks.items()},
-    }))
+        "peak_gib": {name: side["peak_gib"] for name, side in sides.items()},
+    }, device)
     return 0
 
 
