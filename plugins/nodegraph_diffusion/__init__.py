@@ -13,6 +13,7 @@ def nodegraph_register(registry: object) -> None:
         flux_kontext,
         flux_nodes,
         inpaint_nodes,
+        instruct_pix2pix,
         k_sampler_nodes,
         latent_nodes,
         model_nodes,
@@ -25,5 +26,5 @@ def nodegraph_register(registry: object) -> None:
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers):
+                   embedding_nodes, skip_layers, instruct_pix2pix):
         registry.add_module(module)  # type: ignore[attr-defined]
