@@ -19,6 +19,7 @@ def nodegraph_register(registry: object) -> None:
         model_nodes,
         sampler_nodes,
         schedulers,
+        sd_upscale,
         skip_layers,
         text_nodes,
         vae_nodes,
@@ -26,5 +27,5 @@ def nodegraph_register(registry: object) -> None:
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers, instruct_pix2pix):
+                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale):
         registry.add_module(module)  # type: ignore[attr-defined]
