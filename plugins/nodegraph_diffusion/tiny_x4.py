@@ -24,7 +24,10 @@ from nodegraph_diffusion.tiny_tokenizer import write_tokenizer
 
 NAME = "tinyworld-x4"
 SEED = 19  # the UNet's and VAE's own seed (the text encoder is tinyworld's trained one)
+# as the real one, no attention at the full latent resolution (the picture's: 4096 tokens at 64 px)
 X4_UNET_CONFIG: dict[str, Any] = {**UNET_CONFIG, "in_channels": 7, "block_out_channels": (16, 32),
+                                  "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                                  "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
                                   "attention_head_dim": 4, "num_class_embeds": 1000}
 X4_VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": (16, 16, 32),

@@ -69,6 +69,7 @@ def test_upscale_graph_equals_upscale_pipeline(tmp_path: Path, x4_pipe: Any, neg
     assert np.array_equal(png(tmp_path / "upscale.png"), np.asarray(image))
 
 
+@pytest.mark.slow
 def test_the_picture_and_the_noise_level_act(tmp_path: Path) -> None:
     base = run(tmp_path, steps=1, seed=1).outputs["latents"]["out"].samples
     other = run(tmp_path, steps=1, seed=1, image=str(GRAPHS / "inputs" / "scene_64_mask.png"))
@@ -110,6 +111,7 @@ def test_the_x4_unet_without_its_condition_fails_validation(tmp_path: Path) -> N
     assert "reads 3 channels besides its latents" in str(problem) and "diffusion.sd_upscale" in str(problem)
 
 
+@pytest.mark.slow
 def test_the_graphs_run_through_the_cli(tmp_path: Path) -> None:
     """Both new graphs as a user runs them: exit 0, the PNG written (the upscale 4x the input's size)."""
     from typer.testing import CliRunner
