@@ -82,7 +82,7 @@ def pick_guidance(conditions: Sequence[Any], cfg: float, do_cfg: bool) -> Guidan
     chosen: list[tuple[Any, Guidance]] = []
     for condition in conditions:
         hook = getattr(condition, "guidance", None)
-        if hook is not None:
+        if callable(hook):
             strategy = hook(cfg, do_cfg)
             if strategy is not None:
                 chosen.append((condition, strategy))
@@ -90,7 +90,19 @@ def pick_guidance(conditions: Sequence[Any], cfg: float, do_cfg: bool) -> Guidan
         kinds = ", ".join(type(c).__name__ for c, _ in chosen)
         raise InputError(f"two conditions each set how the sampler guides ({kinds}): use one of them",
                          field="conditions")
-    return chosen[0][1] if chosen else ClassifierFreeGuidance(cfg, do_cfg)
+    if not chosen:
+        return ClassifierFreeGuidance(cfg, do_cfg)
+    owner, strategy = chosen[0]
+    # ControlNets, adapters and attention hooks batch their inputs as [uncond, cond]: with more
+    # branches they would fail deep inside the UNet, so say it here (a condition that works with any
+    # batch says so with `guidance_neutral = True`)
+    others = [type(c).__name__ for c in conditions
+              if c is not owner and not getattr(c, "guidance_neutral", False)]
+    if strategy.branches > 2 and others:
+        raise InputError(f"{type(owner).__name__} guides with {strategy.branches} branches per UNet call; "
+                         f"{', '.join(others)} batch for classifier-free guidance's two and cannot join it: "
+                         "use it alone in `conditions`", field="conditions")
+    return strategy
 
 
 def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:

@@ -51,6 +51,7 @@ def scene() -> PILImage.Image:
         return im.convert("RGB")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("negative", "cfg", "image_guidance"), [
     ("", 7.5, 1.5),  # the model card's scales, empty negative
     ("a small green square", 5.0, 2.0),  # a negative prompt: the image-only and neither branches read it
@@ -70,6 +71,7 @@ def test_instruct_edit_graph_equals_instruct_pix2pix_pipeline(tmp_path: Path, ip
     assert np.array_equal(png(tmp_path / "instruct_edit.png"), np.asarray(image))
 
 
+@pytest.mark.slow
 def test_the_picture_and_its_scale_act(tmp_path: Path) -> None:
     """Another picture, or another image scale, changes the edit: the condition is read, not ignored."""
     base = run(tmp_path, steps=2, seed=1).outputs["latents"]["out"].samples
@@ -146,3 +148,20 @@ def test_three_branch_guidance_is_the_pipelines_formula() -> None:
     want = uncond + 7.5 * (text - image) + 1.5 * (image - uncond)
     assert torch.equal(ImageTextGuidance(7.5, 1.5, True).combine(pred), want)
     assert ImageTextGuidance(7.5, 0.5, False).branches == 1
+
+
+def test_two_branch_conditions_cannot_join_three_branch_guidance() -> None:
+    """A ControlNet or adapter batches for CFG's [uncond, cond]: refused on 'conditions' before the UNet
+    runs, not a shape error inside it; with the guidance off (one branch) they may join."""
+    from nodegraph_diffusion.guidance import pick_guidance
+    from nodegraph_diffusion.instruct_pix2pix import InstructPix2PixCondition
+
+    class TwoBranchUnit:  # stands for a ControlNet unit: no guidance hook, not guidance-neutral
+        pass
+
+    condition = InstructPix2PixCondition(torch.zeros(1, 4, 8, 8), 1.5)
+    with pytest.raises(InputError) as info:
+        pick_guidance([condition, TwoBranchUnit()], 7.5, True)
+    assert info.value.field == "conditions" and "TwoBranchUnit" in str(info.value)
+    assert pick_guidance([condition, TwoBranchUnit()], 7.5, False).branches == 1
+    assert pick_guidance([condition], 7.5, True).branches == 3
