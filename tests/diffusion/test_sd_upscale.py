@@ -123,3 +123,24 @@ def test_the_graphs_run_through_the_cli(tmp_path: Path) -> None:
                                           str(tmp_path), "--no-cache", "-q"])
         assert result.exit_code == 0, result.output
         assert png(tmp_path / f"{graph}.png").shape == (size, size, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", ["instruct_edit", "upscale"])
+def test_a_k_sampler_with_these_conditions_is_an_input_error(tmp_path: Path, graph: str) -> None:
+    """The sigma-space loop takes no guidance strategy, no pre-noise draws and no wide UNets: exit 2,
+    no traceback, no PNG (rather than a result that is not the pipeline's)."""
+    from typer.testing import CliRunner
+
+    from nodegraph.cli.app import app
+
+    text = (GRAPHS / f"{graph}.yaml").read_text().replace("inputs/", f"{GRAPHS}/inputs/")
+    text = text.replace('scheduler: "@model.scheduler"', 'scheduler: "@ks"')
+    text += '  ks:       {type: diffusion.k_sampler, model_scheduler: "@model.scheduler"}\n'
+    (tmp_path / "g.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "g.yaml"), "--set", "steps=1", "--out",
+                                      str(tmp_path / "out"), "--no-cache", "-q"])
+    assert result.exit_code == 2, result.output
+    assert "node 'latents'" in result.output and "use a diffusers scheduler" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / f"{graph}.png").exists()
