@@ -5,7 +5,7 @@ stabilityai/stable-diffusion-x4-upscaler denoises latents of the low-res picture
 (`num_class_embeds` 1000), and decodes them with a 3-level VAE (4x larger, scaling factor 0.08333); a
 DDPM `low_res_scheduler` noises the picture, a DDIM v-prediction scheduler samples. The stand-in keeps
 that layout in tiny: tinyworld's text encoder and tokenizer (copied), a small 7-input UNet and a small
-3-level VAE, random from their own seeds, and the real model's scheduler configs. It is *untrained*:
+3-level VAE, random from their own seeds, and schedulers configured like the real model's. It is *untrained*:
 its upscales are noise. It is here so every code path runs in a second and the tests can compare the
 graph with StableDiffusionUpscalePipeline to the last bit.
 
@@ -35,7 +35,9 @@ X4_VAE_CONFIG: dict[str, Any] = {
     "up_block_types": ("UpDecoderBlock2D",) * 3, "norm_num_groups": 8, "scaling_factor": 0.08333,
     "sample_size": 64,
 }
-# the x4 upscaler's scheduler configs (its scheduler/ and low_res_scheduler/ folders)
+# modelled on the x4 upscaler's scheduler/ and low_res_scheduler/ configs (DDIM with v-prediction; DDPM
+# with betas 1e-4..0.02), written from what its model card and diffusers' tests use, not read from the
+# checkpoint (none may be downloaded here); a real model's folder brings its own
 X4_SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
     "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
