@@ -13,11 +13,13 @@ def nodegraph_register(registry: object) -> None:
         flux_kontext,
         flux_nodes,
         inpaint_nodes,
+        instruct_pix2pix,
         k_sampler_nodes,
         latent_nodes,
         model_nodes,
         sampler_nodes,
         schedulers,
+        sd_upscale,
         skip_layers,
         text_nodes,
         vae_nodes,
@@ -25,5 +27,5 @@ def nodegraph_register(registry: object) -> None:
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers):
+                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale):
         registry.add_module(module)  # type: ignore[attr-defined]

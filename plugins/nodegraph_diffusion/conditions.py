@@ -14,6 +14,11 @@ Optional hooks (an active unit defines them only if it needs them; the sampler c
 - `after_guidance(step, guided, raw, latents) -> guided | None`: after classifier-free guidance, with
   the guided prediction, the denoiser's raw (CFG-batched) one and the un-doubled latents; may call the
   denoiser again (SD3.5's skip-layer guidance adds a third call, skip_layers.py).
+- `guidance(cfg, do_cfg) -> Guidance | None` (on the `Condition` itself, before activation): how the
+  loop batches and combines the denoiser's predictions instead of classifier-free guidance
+  (InstructPix2Pix's three branches, instruct_pix2pix.py; guidance.py says what a strategy is).
+- `before_noise(draws) -> Condition` (on the `Condition` itself): the random draws it takes from the
+  sampler's generator before the initial noise (`draw_before_noise` below).
 - `results() -> dict`: after the loop succeeded; merged into the output `Latents.extras`, so side
   results (e.g. captured attention maps) are cached *with* the sampler output and stay correct when
   the sampler is served from the cache instead of re-run.
@@ -49,6 +54,9 @@ class SamplingSetup:
     added_cond_kwargs: dict[str, Any] | None = None
     # the model family (families/base.py ModelFamily), for a condition that calls the denoiser itself
     family: Any = None
+    # the loop's guidance strategy (guidance.py), None in a loop that takes no strategy from conditions
+    # (the k-sampler's); `do_cfg` is then `guidance.branches > 1`, and the batch has `branches` copies
+    guidance: Any = None
 
 
 @dataclass

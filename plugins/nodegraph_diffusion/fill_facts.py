@@ -1,4 +1,8 @@
-"""Validation-time facts of Fill models (FLUX.1-Fill): a sampler's model and Fill condition must agree.
+"""Validation-time facts of wide models: a sampler's model and its channel-concat conditions must agree.
+
+FLUX.1-Fill, InstructPix2Pix and the SD x4 upscaler read extra input channels from a condition
+(channel_concat.py). What follows says it for Fill models; the others are checked alike, from the
+`concat` channel count their conditions' facts carry.
 
 A Fill transformer reads the masked picture and the mask besides its latents (flux_fill.py); sampled
 without diffusion.flux_fill's condition it fails at its first call, and a plain model given one cannot
@@ -31,22 +35,39 @@ def denoiser_facts(family: ModelFamily, root: Path) -> dict[str, Any]:
 
 
 def check_fill(req: FactsRequest, family: str) -> None:
-    """Refuse a Fill model without a Fill condition, and a Fill condition on a model that reads none."""
+    """Refuse a wide model (a Fill, InstructPix2Pix or x4-upscaler one) without the condition that feeds
+    its extra input channels, and such a condition on a model that reads other channels or none."""
     unet = req.upstream.get("unet")
     extra = unet.facts.get("extra_channels") if isinstance(unet, Fact) else None
     if extra is None or not isinstance(unet, Fact):
         return
     units = req.upstream.get("conditions")
-    fills = [u for u in (units if isinstance(units, list) else []) if u.facts.get("fill")]
-    label = family_named(family).label
-    if extra and not fills:
-        raise FactError(f"'unet' from node '{unet.node}' is a {label} Fill model (it reads {extra} channels "
-                        "of masked picture and mask besides its latents), but 'conditions' has no Fill "
-                        "condition: add diffusion.flux_fill's `condition` to `conditions` and start from its "
-                        "`latents`", field="conditions")
+    units = [u for u in (units if isinstance(units, list) else []) if isinstance(u, Fact)]
+    fills = [u for u in units if u.facts.get("fill")]
+    wide = [u for u in units if u.facts.get("concat")]
+    found = family_named(family)
+    label = found.label
+    if extra and not fills and not wide:
+        if extra == FILL_CHANNELS:
+            raise FactError(f"'unet' from node '{unet.node}' is a {label} Fill model (it reads {extra} "
+                            "channels of masked picture and mask besides its latents), but 'conditions' has "
+                            "no Fill condition: add diffusion.flux_fill's `condition` to `conditions` and "
+                            "start from its `latents`", field="conditions")
+        needs = dict(found.concat_conditions).get(extra)
+        raise FactError(f"'unet' from node '{unet.node}' is a {label} model whose denoiser reads {extra} "
+                        "channels besides its latents" + (f" ({needs})" if needs else "") + ", but "
+                        "'conditions' has no condition that gives them", field="conditions")
     if fills and extra != FILL_CHANNELS:
         what = "reads only its latents" if not extra else f"reads {extra} extra channels, not {FILL_CHANNELS}"
         raise FactError(f"'conditions' gets a Fill condition from node '{fills[0].node}', but 'unet' from "
                         f"node '{unet.node}' {what}: a Fill condition is for a Fill model (FLUX.1-Fill-dev); "
                         "load one, or inpaint this model with diffusion.vae_encode_inpaint",
+                        field="conditions")
+    given = sum(int(u.facts["concat"]) for u in wide)
+    if wide and not fills and given != extra:
+        first = wide[0]
+        what = "reads only its latents" if not extra else f"reads {extra} channels besides its latents"
+        raise FactError(f"'conditions' gets a condition for {first.facts.get('concat_for', 'a wider model')} "
+                        f"from node '{first.node}' ({given} extra input channels), but 'unet' from node "
+                        f"'{unet.node}' {what}: load the model that condition is made for",
                         field="conditions")

@@ -23,13 +23,14 @@ from nodegraph_core.types import Image, Mask
 from pydantic import Field
 
 from nodegraph.api import FactsRequest, InputError, NodeContext, node
+from nodegraph_diffusion.channel_concat import CONCAT_KWARG
+from nodegraph_diffusion.channel_concat import with_concat as concat_channels
 from nodegraph_diffusion.conditions import Condition, SamplingSetup, StepInput
 from nodegraph_diffusion.types import Latents, VaeHandle
 
 if TYPE_CHECKING:
     import torch
 
-CONCAT_KWARG = "concat_latents"  # the step kwarg a family's denoise appends to the latent input
 FILL_SCALE = 8  # pixels per latent cell the mask folds (FLUX.1's VAE; FluxFillPipeline's vae_scale_factor)
 
 
@@ -99,15 +100,7 @@ def with_concat(latent_in: torch.Tensor, extra: dict[str, Any], wanted: int) -> 
     model's), checked against the `wanted` extra channels the model reads (`concat_channels`), so a
     Fill model without its condition, or a plain model with one, is an InputError on `conditions`
     rather than a shape error inside the transformer."""
-    import torch
-
-    concat = extra.pop(CONCAT_KWARG, None)
-    given = 0 if concat is None else int(concat.shape[1])
-    if given != wanted:
-        raise InputError(MISSING if concat is None else misfit_message(wanted, given), field="conditions")
-    if concat is None:
-        return latent_in
-    return torch.cat([latent_in, concat.to(latent_in)], dim=1)
+    return concat_channels(latent_in, extra, wanted, MISSING, misfit_message)
 
 
 class FillOutputs(NamedTuple):

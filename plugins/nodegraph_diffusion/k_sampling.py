@@ -279,8 +279,8 @@ def run_k_loop(
         return req.latents, dict(req.extras)
     if int(req.unet.config.in_channels) != req.latents.shape[1]:
         raise SamplingError(
-            "the sigma-space sampler does not drive inpainting UNets (9 input channels) "
-            "yet: use a diffusers scheduler"
+            f"the sigma-space sampler does not drive UNets of {req.unet.config.in_channels} input channels "
+            "(inpainting: 9, InstructPix2Pix: 8, the x4 upscaler: 7) yet: use a diffusers scheduler"
         )
     fn = sampler_function(req.sampler)
     do_cfg = req.negative is not None and not math.isclose(req.cfg, 1.0)

@@ -9,6 +9,11 @@ re-implemented here; we only call the scheduler.
 
 Steps are counted in *inference steps* (what users type); a scheduler of order 2 (Heun) runs two
 UNet calls per step, so step `k` starts at index `k * order` of `scheduler.timesteps`.
+
+The pieces live apart, one job each: the schedule and the starting latents (schedule_plan.py), how the
+conditions' per-step UNet arguments merge (step_kwargs.py), how the batch is guided (guidance.py: CFG,
+or a condition's own strategy such as InstructPix2Pix's three branches). Their names are re-exported
+here, where the rest of the pack has always imported them.
 """
 
 from __future__ import annotations
@@ -29,21 +34,24 @@ from nodegraph_diffusion.conditions import (
     collect_results,
     initial_latents,
 )
+from nodegraph_diffusion.guidance import batch_embeds, batch_pooled, guided, pick_guidance  # noqa: F401
+from nodegraph_diffusion.schedule_plan import (  # noqa: F401 - re-exported
+    SamplingError,
+    Schedule,
+    noised_latents,
+    plan_schedule,
+    renoised,
+)
+from nodegraph_diffusion.step_kwargs import (  # noqa: F401 - re-exported
+    AGREED,
+    DICT_MERGED,
+    LIST_SUMMED,
+    TENSOR_SUMMED,
+    merge_step_kwargs,
+)
 from nodegraph_diffusion.vae_math import decode, decode_raw, encode, postprocess  # noqa: F401 - re-exported
 
-# residual lists: the UNet ControlNets' and T2I-Adapters', Flux ControlNets' (double- and single-stream
-# blocks) and SD3 ControlNets', each summed over units as the diffusers Multi-ControlNet models sum them
-LIST_SUMMED = ("down_block_additional_residuals", "down_intrablock_additional_residuals",
-               "controlnet_block_samples", "controlnet_single_block_samples",
-               "block_controlnet_hidden_states")
-AGREED = ("controlnet_blocks_repeat",)  # a flag every unit that sets it must set alike
-TENSOR_SUMMED = ("mid_block_additional_residual",)
-DICT_MERGED = ("cross_attention_kwargs", "added_cond_kwargs")
 VAE_SCALE = 8  # pixels per latent cell for SD-family VAEs (4-level AutoencoderKL)
-
-
-class SamplingError(ValueError):
-    """A request the loop cannot honour (bad step range, scheduler lacking a feature)."""
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -70,160 +78,6 @@ def extra_step_kwargs(scheduler: Any, generator: torch.Generator | None, eta: fl
     if "generator" in params:
         kwargs["generator"] = generator
     return kwargs
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Which part of the scheduler's timesteps one sampler run covers."""
-
-    timesteps: torch.Tensor  # the slice this run executes
-    first_index: int  # index of timesteps[0] in the full schedule
-    total: int  # length of the full schedule (UNet calls for all steps)
-    full_denoise: bool  # starts at the very first timestep (latents become pure noise)
-    reaches_end: bool  # ends at the last timestep
-
-
-def plan_schedule(
-    scheduler: Any,
-    steps: int,
-    device: torch.device,
-    denoise: float = 1.0,
-    start_step: int = 0,
-    end_step: int | None = None,
-    set_timesteps: Callable[[Any, int, torch.device], None] | None = None,
-    skipped_steps: Callable[[int, float], int] | None = None,
-) -> Schedule:
-    """Set the scheduler's timesteps and pick the slice to run.
-
-    `denoise` works like the img2img pipelines' `strength`: the first `steps - int(steps * denoise)`
-    steps are skipped. `start_step`/`end_step` (KSamplerAdvanced style) cut further; the later start
-    wins. Calls `set_begin_index` like the img2img pipeline, so index-keeping schedulers start right.
-    `set_timesteps(scheduler, steps, device)` replaces the plain `scheduler.set_timesteps(steps,
-    device=device)` (a model family's own way: flow-matching sigmas, `mu`; see families/base.py);
-    `skipped_steps(steps, denoise)` replaces the SD pipelines' count of skipped steps (the SD3/Flux
-    img2img pipelines round `steps * strength` later, see `ModelFamily.skipped_steps`).
-    """
-    if steps < 1:
-        raise SamplingError(f"steps must be at least 1, got {steps}")
-    if set_timesteps is None:
-        scheduler.set_timesteps(steps, device=device)
-    else:
-        set_timesteps(scheduler, steps, device)
-    full = scheduler.timesteps
-    order = int(getattr(scheduler, "order", 1))
-    if skipped_steps is None:
-        skipped = steps - min(int(steps * denoise), steps)
-    else:
-        skipped = skipped_steps(steps, denoise)
-    begin = max(skipped, int(start_step))
-    end = steps if end_step is None else min(int(end_step), steps)
-    if begin >= end:
-        raise SamplingError(
-            f"nothing to run: start step {begin} (denoise {denoise}, start_step {start_step}) is not before "
-            f"end step {end} of {steps}"
-        )
-    first = begin * order
-    last = len(full) if end == steps else end * order
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(first)
-    return Schedule(full[first:last], first, len(full), begin == 0, end == steps)
-
-
-def noised_latents(
-    scheduler: Any,
-    latents: torch.Tensor,
-    noise: torch.Tensor,
-    schedule: Schedule,
-    add_noise: bool = True,
-) -> torch.Tensor:
-    """The loop's starting latents.
-
-    - full denoise (from step 0): pure `noise * init_noise_sigma` (txt2img and inpaint pipelines); a
-      flow-matching scheduler has no `init_noise_sigma`: the noise itself (SD3/Flux pipelines);
-    - later start: `scheduler.add_noise(latents, noise, t_first)` (img2img pipeline with strength < 1),
-      or a flow-matching scheduler's `scale_noise(latents, t_first, noise)` (SD3/Flux img2img);
-    - `add_noise=False`: the latents as given (they carry leftover noise from an earlier sampler).
-    """
-    if not add_noise:
-        return latents
-    if schedule.full_denoise:
-        sigma = getattr(scheduler, "init_noise_sigma", None)
-        return noise if sigma is None else noise * sigma
-    return renoised(scheduler, latents, noise, schedule.timesteps[:1].repeat(latents.shape[0]))
-
-
-def renoised(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """`latents` noised to timestep(s) `t`: `add_noise`, or a flow-matching scheduler's `scale_noise`
-    (which the SD3/Flux img2img and inpaint pipelines call, with these arguments in this order)."""
-    if not hasattr(scheduler, "add_noise") and hasattr(scheduler, "scale_noise"):
-        return scheduler.scale_noise(latents, t, noise)
-    return scheduler.add_noise(latents, noise, t)
-
-
-def merge_step_kwargs(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge the extra UNet kwargs of several conditions, in list order.
-
-    Residual lists are summed elementwise as `previous + current` (what `MultiControlNetModel` does),
-    the mid residual likewise, dicts are merged (later keys win). Any other key may come from one
-    condition only. Lists are always new list objects: the UNet pops from
-    `down_intrablock_additional_residuals`.
-    """
-    merged: dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if value is None:
-                continue
-            if key not in merged:
-                if key in LIST_SUMMED:
-                    merged[key] = list(value)
-                elif key in DICT_MERGED:
-                    merged[key] = dict(value)
-                else:
-                    merged[key] = value
-            elif key in LIST_SUMMED:
-                prev = merged[key]
-                if len(prev) != len(value):
-                    raise SamplingError(f"conditions give {key} of different lengths ({len(prev)}, "
-                                        f"{len(value)})")
-                merged[key] = [a + b for a, b in zip(prev, value, strict=True)]
-            elif key in TENSOR_SUMMED:
-                merged[key] = merged[key] + value
-            elif key in DICT_MERGED:
-                merged[key].update(value)
-            elif key in AGREED and merged[key] == value:
-                continue
-            else:
-                raise SamplingError(f"two conditions both set the UNet argument '{key}'")
-    return merged
-
-
-def guided(noise_pred: torch.Tensor, cfg: float, do_cfg: bool) -> torch.Tensor:
-    """Classifier-free guidance on a `[uncond, cond]` batch, written exactly as the pipelines do."""
-    if not do_cfg:
-        return noise_pred
-    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-    return noise_pred_uncond + cfg * (noise_pred_text - noise_pred_uncond)
-
-
-def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat text embeddings to the latent batch as the pipelines do for `num_images_per_prompt`."""
-    if embeds.shape[0] == batch:
-        return embeds
-    if batch % embeds.shape[0] != 0:
-        raise SamplingError(f"{embeds.shape[0]} prompt embeddings do not divide a batch of {batch} latents")
-    per = batch // embeds.shape[0]
-    bs, seq_len, _ = embeds.shape
-    return embeds.repeat(1, per, 1).view(bs * per, seq_len, -1)
-
-
-def batch_pooled(pooled: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat pooled embeds (n, dim) to the latent batch as the SDXL pipeline does per prompt."""
-    if pooled.shape[0] == batch:
-        return pooled
-    if batch % pooled.shape[0] != 0:
-        raise SamplingError(f"{pooled.shape[0]} pooled embeddings do not divide a batch of {batch} latents")
-    per = batch // pooled.shape[0]
-    return pooled.repeat(1, per).view(pooled.shape[0] * per, -1)
 
 
 def latent_mask(mask: torch.Tensor, height: int, width: int, binarize: bool = True) -> torch.Tensor:
@@ -310,18 +164,19 @@ def run_loop(
     shape = tuple(req.latents.shape)
     schedule = plan_schedule(scheduler, req.steps, device, req.denoise, req.start_step, req.end_step,
                              lambda s, n, d: family.set_timesteps(s, n, d, shape), family.skipped_steps)
-    do_cfg = req.negative is not None and req.cfg > 1.0
+    guidance = pick_guidance(req.conditions, req.cfg, req.negative is not None and req.cfg > 1.0)
+    branches = guidance.branches
     positive = batch_embeds(req.positive, batch)
-    if do_cfg:
+    negative = None
+    if branches > 1:
         assert req.negative is not None
         if req.negative.shape[1] != positive.shape[1]:
             raise SamplingError(
                 f"positive has {positive.shape[1]} tokens and negative {req.negative.shape[1]}: pad the "
                 "shorter first (cond_padding.match_lengths, which the sampler node applies)"
             )
-        prompt_embeds = torch.cat([batch_embeds(req.negative, batch), positive])
-    else:
-        prompt_embeds = positive
+        negative = batch_embeds(req.negative, batch)
+    prompt_embeds = guidance.embeds(positive, negative)
 
     # the inpaint pipeline copies its image latents (`repeat`), so they are contiguous even when the
     # VAE left them channels-last; the img2img pipeline keeps the layout (`cat`): the same here
@@ -334,9 +189,9 @@ def run_loop(
     if inpaint9:
         if mask is None or req.masked_image_latents is None:
             raise SamplingError("a 9-channel inpainting UNet needs a mask and masked-image latents")
-        mask_in = torch.cat([mask] * 2) if do_cfg else mask
+        mask_in = torch.cat([mask] * branches) if branches > 1 else mask
         masked = _expand_mask(req.masked_image_latents, batch, dtype, device)
-        masked_in = torch.cat([masked] * 2) if do_cfg else masked
+        masked_in = torch.cat([masked] * branches) if branches > 1 else masked
     image_latents = source  # the clean source for 4-channel mask blending
 
     setup = SamplingSetup(
@@ -344,7 +199,7 @@ def run_loop(
         device=device,
         dtype=dtype,
         batch_size=batch,
-        do_cfg=do_cfg,
+        do_cfg=branches > 1,
         height=int(latents.shape[-2]) * VAE_SCALE,
         width=int(latents.shape[-1]) * VAE_SCALE,
         timesteps=schedule.timesteps,
@@ -354,6 +209,7 @@ def run_loop(
         generator=req.generator,
         added_cond_kwargs=req.added_cond,
         family=family,
+        guidance=guidance,
     )
     units: list[Any] = []
     try:
@@ -366,7 +222,7 @@ def run_loop(
         for i, t in enumerate(timesteps):
             if check_cancelled is not None:
                 check_cancelled()
-            latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+            latent_model_input = guidance.expand(latents)
             if hasattr(scheduler, "scale_model_input"):  # flow-matching schedulers have none (no scaling)
                 latent_model_input = scheduler.scale_model_input(latent_model_input, t)
             if inpaint9:
@@ -375,7 +231,7 @@ def run_loop(
             family_kwargs = {"added_cond_kwargs": req.added_cond} if req.added_cond else {}
             extra = merge_step_kwargs([family_kwargs, *(unit.step_kwargs(step) for unit in units)])
             noise_pred = family.denoise(unet, latent_model_input, t, prompt_embeds, extra)
-            noise_pred = after_guidance(units, step, guided(noise_pred, req.cfg, do_cfg), noise_pred, latents)
+            noise_pred = after_guidance(units, step, guidance.combine(noise_pred), noise_pred, latents)
             if want_x0 and i == last:
                 out = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
                 x0 = getattr(out, "pred_original_sample", None)

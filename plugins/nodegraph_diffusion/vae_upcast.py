@@ -46,13 +46,13 @@ def decode_finite(ctx: NodeContext, vae: Any, latents: torch.Tensor, tiled: bool
 
 
 def encode_finite(ctx: NodeContext, vae: Any, pixels: torch.Tensor, generator: torch.Generator | None = None,
-                  mode: str = "sample") -> torch.Tensor:
+                  mode: str = "sample", scaled: bool = True) -> torch.Tensor:
     """`vae_math.encode`, retried in float32 (with the generator rewound: the same draw) on NaN/inf."""
     state = generator.get_state() if generator is not None else None
 
     def call() -> torch.Tensor:
         if generator is not None and state is not None:
             generator.set_state(state)
-        return encode(vae, pixels, generator, mode)
+        return encode(vae, pixels, generator, mode, scaled)
 
     return _upcast_retry(ctx, vae, call, "encode")

@@ -55,9 +55,11 @@ SHOWN: dict[str, list[tuple[str, str]]] = {
     "multi_condition": [("prompt", "multi_condition.png")],
 }
 PROMPT_PARAMS = ("prompt", "source", "edited")
-# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux) draws noise: not scored here
-# (tests/diffusion/test_sdxl.py, test_sd3.py, test_flux.py compare them with diffusers' pipelines)
-RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux")
+# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux, the InstructPix2Pix and x4
+# upscaler stand-ins) draws noise: not scored here (tests/diffusion/test_sdxl.py, test_sd3.py,
+# test_flux.py, test_instruct_pix2pix.py, test_sd_upscale.py compare them with diffusers' pipelines)
+RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux", "builtin:tinyworld-ip2p",
+                   "builtin:tinyworld-x4")
 # graphs where a random multimodal model decides what is drawn or kept (no trained demo CLIP/captioner
 # yet): builtin:tinyblip's caption is caption_regenerate's prompt, builtin:tinyclip picks best_of_n's
 # images; tests/multimodal compares those models with transformers instead

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+INPAINT_CHANNELS = 9  # the SD inpainting UNets: latents, mask, masked picture (the sampler's masked_image)
 
 @dataclass(frozen=True)
 class PromptRequest:
@@ -83,6 +84,12 @@ class ModelFamily:
     t5_max_length: int | None = None
     # whether `denoise` takes `extra["skip_layers"]` (block indices to skip: skip-layer guidance)
     skip_layers: bool = False
+    # the conditions that feed a wide denoiser, by the channels they add (messages name the node)
+    concat_conditions: tuple[tuple[int, str], ...] = (
+        (4, "an InstructPix2Pix UNet (timbrooks/instruct-pix2pix): diffusion.instruct_pix2pix's condition"),
+        (3, "the x4 upscaler's UNet (stabilityai/stable-diffusion-x4-upscaler): diffusion.sd_upscale's "
+            "condition"),
+    )
 
     def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
         """(state dict in diffusers naming, network alphas, metadata) of a LoRA `source` (a .safetensors
@@ -189,6 +196,13 @@ class ModelFamily:
         t.expand(batch)`, `encoder_hidden_states`, `pooled_projections`, `joint_attention_kwargs`);
         latent packing (Flux's 2x2 patches) belongs here too: pack `latent_in`, unpack the prediction,
         so the graph's `Latents`, the scheduler step and the VAE stay in the (B, C, h, w) layout."""
+        from nodegraph_diffusion.channel_concat import with_concat
+
+        # what an InstructPix2Pix or x4-upscaler condition appends (channel_concat.py); the 9-channel
+        # inpainting UNets' mask and masked picture are already in `latent_in` (the sampler's masked_image)
+        wanted = int(model.config.in_channels) - int(latent_in.shape[1])
+        latent_in = with_concat(latent_in, extra, wanted, self.concat_missing(wanted),
+                                self.concat_misfit)
         return model(
             latent_in,
             t,
@@ -215,8 +229,25 @@ class ModelFamily:
     def concat_channels(self, in_channels: int) -> int | None:
         """How many channels besides the latents a denoiser of `in_channels` inputs reads from a sampler
         condition (unpacked; a Fill model's masked picture and mask: flux_fill.py), or None: not read
-        from conditions (the SD inpainting UNets get theirs from the sampler's `masked_image`)."""
-        return None
+        from conditions. SD families: an InstructPix2Pix UNet (8 inputs) reads 4 (instruct_pix2pix.py),
+        the x4 upscaler's (7) 3 (sd_upscale.py), a plain UNet 0; the inpainting UNets (9) get theirs
+        from the sampler's `masked_image`, not from a condition."""
+        if in_channels == INPAINT_CHANNELS:
+            return None
+        return in_channels - self.latent_channels
+
+    def concat_missing(self, wanted: int) -> str:
+        """What to tell a user whose model reads `wanted` channels from a condition, given none."""
+        needs = dict(self.concat_conditions).get(wanted)
+        return (f"this model's denoiser reads {wanted} channels besides its latents"
+                + (f" ({needs})" if needs else "") + ": give the sampler that condition in `conditions`")
+
+    def concat_misfit(self, wanted: int, given: int) -> str:
+        """Why a model reading `wanted` extra channels cannot take a condition giving `given`."""
+        what = dict((n, w) for n, w in self.concat_conditions).get(given, "a channel-concat condition")
+        reads = "reads only its latents" if wanted <= 0 else f"reads {wanted} channels besides its latents"
+        return (f"'conditions' gives {given} extra input channels ({what}), but this model's denoiser "
+                f"{reads}: load the model the condition is made for")
 
     def check_scheduler(self, class_name: str) -> str | None:
         """Why this family cannot sample with the diffusers scheduler class `class_name` (None: it can).

@@ -47,6 +47,7 @@ class FluxFamily(ModelFamily):
     denoiser_component = "transformer"
     denoiser_class = "FluxTransformer2DModel"
     t5_max_length = T5_MAX_LENGTH  # FLUX.1-schnell's users pass 256 (diffusers' example); the default is 512
+    concat_conditions = ((80, "a Fill model (FLUX.1-Fill-dev): diffusion.flux_fill's condition"),)
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("Flux")

@@ -52,6 +52,7 @@ class SD3Family(ModelFamily):
     denoiser_class = "SD3Transformer2DModel"
     t5_max_length = T5_LENGTH
     skip_layers = True  # SD3Transformer2DModel's `skip_layers` (skip_layers.py: skip-layer guidance)
+    concat_conditions = ()  # no SD3 model reads extra input channels from a condition
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
