@@ -25,7 +25,8 @@ class ClipRef(ModelRef):
 
 
 class CaptionRef(ModelRef):
-    """A transformers BLIP folder (captioning or question answering) with its processor files."""
+    """A transformers BLIP/GIT folder (captioning or question answering), or a vision-language chat model
+    folder (image-text-to-text, with its chat template), with its processor files."""
 
     kind = "captioner"
 
@@ -42,13 +43,14 @@ class ClipModelHandle:
 
 @dataclass(frozen=True)
 class CaptionModelHandle:
-    """Where a BLIP-style captioner or VQA model and its processor are; `task` says which head it has."""
+    """Where a BLIP-style captioner or VQA model, or a vision-language chat model, and its processor are;
+    `task` says which head it has (a chat model answers both captions and questions)."""
 
     __nodegraph_resident__ = True
 
     path: str
     fingerprint: str
-    task: str  # "caption" | "vqa"
+    task: str  # "caption" | "vqa" | "chat"
     architecture: str  # the transformers class that reads it (config.json `architectures`)
 
 

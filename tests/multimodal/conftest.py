@@ -50,3 +50,11 @@ def git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # seed 3: greedy and 2-beam captions differ on the test pictures, so a lost `num_beams` would show
     return build_tiny_git(tmp_path_factory.mktemp("git") / "tinygit", seed=3)
+
+
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_llava
+
+    # seed 5: greedy and 3-beam replies differ, and so do the replies to different questions
+    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tinyllava", seed=5)

@@ -1,0 +1,160 @@
+"""Vision-language chat models (image-text-to-text) in caption.generate / vqa.answer: the node's text is
+the model's own `generate()` on what its processor makes of the chat turn, decoded after the prompt
+(greedy and beams); the question and the prompt reach the model; the folder is checked for its chat
+template and image processor before any weights load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nodegraph import NodeFailed
+from tests.multimodal.helpers import pil_images, run_graph
+
+QUESTIONS = ("what colour is the circle?", "what shape is on the left?")
+
+
+def _documented_inputs(folder: Path, picture: Path, text: str) -> tuple[Any, Any]:
+    """(processor, inputs) the way transformers' LLaVA docs build them: the chat template renders the
+    prompt string, then the processor tokenises it with the image (not the node's one-call route)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor, processor(images=pil_images([picture])[0], text=prompt, return_tensors="pt")
+
+
+def _reference(folder: Path, picture: Path, text: str, **settings: Any) -> str:
+    """LlavaForConditionalGeneration.generate() on the documented inputs, the reply decoded."""
+    from transformers import LlavaForConditionalGeneration
+
+    processor, inputs = _documented_inputs(folder, picture, text)
+    model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, **settings)
+    n = inputs["input_ids"].shape[1]
+    return processor.decode(out[0, n:], skip_special_tokens=True).strip()
+
+
+def _caption_nodes(folder: Path, picture: Path, **fields: Any) -> dict[str, Any]:
+    return {"img": {"type": "core.load_image", "path": str(picture)},
+            "vlm": {"type": "caption.load", "path": str(folder)},
+            "cap": {"type": "caption.generate", "model": "@vlm", "image": "@img", **fields}}
+
+
+def test_caption_load_tells_a_chat_model(llava_dir: Path, tmp_path: Path) -> None:
+    result = run_graph({"vlm": {"type": "caption.load", "path": str(llava_dir)}}, tmp_path)
+    handle = result.outputs["vlm"]["out"]
+    assert (handle.task, handle.architecture) == ("chat", "LlavaForConditionalGeneration")
+
+
+def test_caption_equals_generate_greedy_and_beams(llava_dir: Path, pictures: list[Path],
+                                                  tmp_path: Path) -> None:
+    from nodegraph_multimodal.vlm import DEFAULT_PROMPT
+
+    captions = []
+    for beams in (1, 3):
+        nodes = _caption_nodes(llava_dir, pictures[0], max_new_tokens=8, num_beams=beams)
+        ours = run_graph(nodes, tmp_path / f"out{beams}").outputs["cap"]["out"]
+        theirs = _reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8, num_beams=beams)
+        assert ours == theirs and theirs
+        captions.append(ours)
+    assert captions[0] != captions[1]  # a lost num_beams would show
+
+
+def test_the_prompt_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    from nodegraph_multimodal.vlm import DEFAULT_PROMPT
+
+    prompt = "describe the shape in the center."
+    ours = run_graph(_caption_nodes(llava_dir, pictures[0], prompt=prompt, max_new_tokens=8),
+                     tmp_path).outputs["cap"]["out"]
+    assert ours == _reference(llava_dir, pictures[0], prompt, max_new_tokens=8)
+    assert ours != _reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8)
+
+
+def test_the_question_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spy on generate() records the ids the node sends: each question's ids are the documented ones
+    (image tokens and question words in place), the two differ, and so do the answers."""
+    from transformers import LlavaForConditionalGeneration
+
+    seen: list[torch.Tensor] = []
+    original = LlavaForConditionalGeneration.generate
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["input_ids"].clone())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "generate", spy)
+    answers = []
+    for i, question in enumerate(QUESTIONS):
+        nodes = {"img": {"type": "core.load_image", "path": str(pictures[0])},
+                 "vlm": {"type": "caption.load", "path": str(llava_dir)},
+                 "ans": {"type": "vqa.answer", "model": "@vlm", "image": "@img", "question": question,
+                         "max_new_tokens": 8}}
+        answers.append(run_graph(nodes, tmp_path / f"out{i}").outputs["ans"]["out"])
+    monkeypatch.undo()
+    assert len(seen) == 2
+    assert seen[0].shape != seen[1].shape or not torch.equal(seen[0], seen[1])
+    for ids, question, answer in zip(seen, QUESTIONS, answers, strict=True):
+        processor, documented = _documented_inputs(llava_dir, pictures[0], question)
+        assert torch.equal(ids, documented["input_ids"])
+        assert question.split()[1] in processor.decode(ids[0])  # "colour" / "shape"
+        assert (ids == processor.image_token_id).sum() == 16  # (32 / 8)^2 patches
+        assert answer == _reference(llava_dir, pictures[0], question, max_new_tokens=8)
+    assert answers[0] != answers[1]
+
+
+def test_vqa_with_beams_equals_generate(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    nodes = {"img": {"type": "core.load_image", "path": str(pictures[1])},
+             "vlm": {"type": "caption.load", "path": str(llava_dir)},
+             "ans": {"type": "vqa.answer", "model": "@vlm", "image": "@img", "question": QUESTIONS[0],
+                     "max_new_tokens": 6, "num_beams": 3}}
+    ours = run_graph(nodes, tmp_path).outputs["ans"]["out"]
+    assert ours == _reference(llava_dir, pictures[1], QUESTIONS[0], max_new_tokens=6, num_beams=3) and ours
+
+
+def test_a_template_kept_by_the_tokenizer(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    """Folders that keep the chat template in tokenizer_config.json only (older exports) caption alike."""
+    moved = tmp_path / "moved"
+    shutil.copytree(llava_dir, moved)
+    template = (moved / "chat_template.jinja").read_text()
+    (moved / "chat_template.jinja").unlink()
+    config = json.loads((moved / "tokenizer_config.json").read_text())
+    (moved / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    nodes = _caption_nodes(moved, pictures[0], max_new_tokens=8)
+    ours = run_graph(nodes, tmp_path / "out").outputs["cap"]["out"]
+    assert ours == run_graph(_caption_nodes(llava_dir, pictures[0], max_new_tokens=8),
+                             tmp_path / "out2").outputs["cap"]["out"]
+
+
+@pytest.mark.parametrize(("drop", "names"), [
+    ("chat_template.jinja", "chat_template.jinja"),
+    ("image_processor", "preprocessor_config.json"),
+])
+def test_a_folder_without_template_or_image_processor(llava_dir: Path, pictures: list[Path], tmp_path: Path,
+                                                      drop: str, names: str) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(llava_dir, broken)
+    if drop == "image_processor":
+        config = json.loads((broken / "processor_config.json").read_text())
+        del config["image_processor"]
+        (broken / "processor_config.json").write_text(json.dumps(config))
+    else:
+        (broken / drop).unlink()
+    with pytest.raises(NodeFailed) as info:
+        run_graph(_caption_nodes(broken, pictures[0]), tmp_path / "out")
+    assert (info.value.problem.node, info.value.problem.field) == ("vlm", "path")
+    assert names in str(info.value)
+
+
+def test_a_prefix_is_not_an_instruction(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(NodeFailed) as info:
+        run_graph(_caption_nodes(llava_dir, pictures[0], prefix="a picture of"), tmp_path)
+    assert (info.value.problem.node, info.value.problem.field) == ("cap", "prefix")
