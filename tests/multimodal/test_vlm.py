@@ -14,32 +14,9 @@ import pytest
 import torch
 
 from nodegraph import NodeFailed
-from tests.multimodal.helpers import pil_images, run_graph
+from tests.multimodal.helpers import run_graph, vlm_inputs, vlm_reference
 
 QUESTIONS = ("what colour is the circle?", "what shape is on the left?")
-
-
-def _documented_inputs(folder: Path, picture: Path, text: str) -> tuple[Any, Any]:
-    """(processor, inputs) the way transformers' LLaVA docs build them: the chat template renders the
-    prompt string, then the processor tokenises it with the image (not the node's one-call route)."""
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    return processor, processor(images=pil_images([picture])[0], text=prompt, return_tensors="pt")
-
-
-def _reference(folder: Path, picture: Path, text: str, **settings: Any) -> str:
-    """LlavaForConditionalGeneration.generate() on the documented inputs, the reply decoded."""
-    from transformers import LlavaForConditionalGeneration
-
-    processor, inputs = _documented_inputs(folder, picture, text)
-    model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
-    with torch.no_grad():
-        out = model.generate(**inputs, do_sample=False, **settings)
-    n = inputs["input_ids"].shape[1]
-    return processor.decode(out[0, n:], skip_special_tokens=True).strip()
 
 
 def _caption_nodes(folder: Path, picture: Path, **fields: Any) -> dict[str, Any]:
@@ -62,7 +39,7 @@ def test_caption_equals_generate_greedy_and_beams(llava_dir: Path, pictures: lis
     for beams in (1, 3):
         nodes = _caption_nodes(llava_dir, pictures[0], max_new_tokens=8, num_beams=beams)
         ours = run_graph(nodes, tmp_path / f"out{beams}").outputs["cap"]["out"]
-        theirs = _reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8, num_beams=beams)
+        theirs = vlm_reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8, num_beams=beams)
         assert ours == theirs and theirs
         captions.append(ours)
     assert captions[0] != captions[1]  # a lost num_beams would show
@@ -74,8 +51,8 @@ def test_the_prompt_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp
     prompt = "describe the shape in the center."
     ours = run_graph(_caption_nodes(llava_dir, pictures[0], prompt=prompt, max_new_tokens=8),
                      tmp_path).outputs["cap"]["out"]
-    assert ours == _reference(llava_dir, pictures[0], prompt, max_new_tokens=8)
-    assert ours != _reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8)
+    assert ours == vlm_reference(llava_dir, pictures[0], prompt, max_new_tokens=8)
+    assert ours != vlm_reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8)
 
 
 def test_the_question_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp_path: Path,
@@ -103,11 +80,11 @@ def test_the_question_reaches_the_model(llava_dir: Path, pictures: list[Path], t
     assert len(seen) == 2
     assert seen[0].shape != seen[1].shape or not torch.equal(seen[0], seen[1])
     for ids, question, answer in zip(seen, QUESTIONS, answers, strict=True):
-        processor, documented = _documented_inputs(llava_dir, pictures[0], question)
+        processor, documented = vlm_inputs(llava_dir, pictures[0], question)
         assert torch.equal(ids, documented["input_ids"])
         assert question.split()[1] in processor.decode(ids[0])  # "colour" / "shape"
         assert (ids == processor.image_token_id).sum() == 16  # (32 / 8)^2 patches
-        assert answer == _reference(llava_dir, pictures[0], question, max_new_tokens=8)
+        assert answer == vlm_reference(llava_dir, pictures[0], question, max_new_tokens=8)
     assert answers[0] != answers[1]
 
 
@@ -117,7 +94,7 @@ def test_vqa_with_beams_equals_generate(llava_dir: Path, pictures: list[Path], t
              "ans": {"type": "vqa.answer", "model": "@vlm", "image": "@img", "question": QUESTIONS[0],
                      "max_new_tokens": 6, "num_beams": 3}}
     ours = run_graph(nodes, tmp_path).outputs["ans"]["out"]
-    assert ours == _reference(llava_dir, pictures[1], QUESTIONS[0], max_new_tokens=6, num_beams=3) and ours
+    assert ours == vlm_reference(llava_dir, pictures[1], QUESTIONS[0], max_new_tokens=6, num_beams=3) and ours
 
 
 def test_a_template_kept_by_the_tokenizer(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
