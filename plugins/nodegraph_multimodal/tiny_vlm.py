@@ -1,10 +1,11 @@
-"""A tiny random vision-language chat model (LLaVA architecture), built in-process (no hub), for tests.
+"""Tiny random vision-language chat models (LLaVA and Idefics3 architectures), built in-process (no hub).
 
-`LlavaForConditionalGeneration` with a toy CLIP vision tower and a toy Llama, and a `LlavaProcessor` a real
-llava-hf folder has the parts of: a `CLIPImageProcessor`, a fast tokenizer with an `<image>` token (a
-word-level vocabulary written here: the tinyworld words and those of the default prompts) and a
-LLaVA-1.5-style chat template. Its replies are random words, but exact, which is what the tests compare
-against transformers' own `generate()`.
+`LlavaForConditionalGeneration` (a toy CLIP vision tower and a toy Llama) with a `LlavaProcessor`, and
+`Idefics3ForConditionalGeneration` (SmolVLM-Instruct's architecture: a toy SigLIP-style tower, pixel
+shuffle, a toy Llama) with an `Idefics3Processor`: the parts a real folder has — an image processor, a
+fast tokenizer with the image tokens (a word-level vocabulary written here: the tinyworld words and those
+of the default prompts) and a chat template in the layout of the real models'. Their replies are random
+words, but exact, which is what the tests compare against transformers' own `generate()`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ CHAT_WORDS = ("describe this one sentence user assistant :").split()
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 IMAGE_TOKEN = "<image>"
 PATCH_SIZE = 8
+IDEFICS3_TOKENS = ("<|im_start|>", "<fake_token_around_image>", IMAGE_TOKEN, "<end_of_utterance>",
+                   "<global-img>")
+# SmolVLM-Instruct's layout ("<|im_start|>User:<image>...<end_of_utterance>\nAssistant:")
+IDEFICS3_TEMPLATE = ("<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+                     "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}"
+                     "{% else %}{{ ': ' }}{% endif %}"
+                     "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}"
+                     "{% elif item['type'] == 'image' %}<image>{% endif %}{% endfor %}<end_of_utterance>\n"
+                     "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
 # LLaVA-1.5's layout ("USER: <image>\n... ASSISTANT:"), image parts before text parts as users send them
 CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() }}: "
                  "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
@@ -26,8 +36,9 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() }}: "
                  "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 
-def tiny_chat_tokenizer() -> Any:
-    """A word-level fast tokenizer (lower-cased, split on whitespace and punctuation) with `<image>`."""
+def tiny_chat_tokenizer(special: tuple[str, ...] = (), eos: str = "</s>") -> Any:
+    """A word-level fast tokenizer (lower-cased, split on whitespace and punctuation) with `<image>` and
+    the model's other `special` tokens."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -36,9 +47,23 @@ def tiny_chat_tokenizer() -> Any:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens([IMAGE_TOKEN, *(t for t in special if t != IMAGE_TOKEN)])  # never split
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                   bos_token="<s>", eos_token="</s>",
+                                   bos_token="<s>", eos_token=eos,
                                    extra_special_tokens={"image_token": IMAGE_TOKEN})
+
+
+def _tiny_llama(tok: Any) -> dict[str, Any]:
+    """The toy Llama language model of both VLMs, over the tokenizer's vocabulary."""
+    return {"model_type": "llama", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 128, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+
+
+def _tiny_vision(**extra: Any) -> dict[str, Any]:
+    return {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, **extra}
 
 
 def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
@@ -48,15 +73,9 @@ def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tok = tiny_chat_tokenizer()
-    vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 37,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": IMAGE_SIZE,
-              "patch_size": PATCH_SIZE}
-    text = {"model_type": "llama", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 128, "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids(
-        IMAGE_TOKEN), vision_feature_layer=-1, vision_feature_select_strategy="default")
+    config = LlavaConfig(vision_config=_tiny_vision(model_type="clip_vision_model"),
+                         text_config=_tiny_llama(tok), image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     images = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
@@ -65,6 +84,34 @@ def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
     processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=PATCH_SIZE,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=CHAT_TEMPLATE)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
+    """A random `Idefics3ForConditionalGeneration` + `Idefics3Processor` (32 px images, not split; 16
+    patches pixel-shuffled into 4 image tokens; SmolVLM's chat layout) saved in `folder`."""
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
+
+    tok = tiny_chat_tokenizer(IDEFICS3_TOKENS, eos="<end_of_utterance>")
+    scale = 2
+    config = Idefics3Config(vision_config=_tiny_vision(), text_config=_tiny_llama(tok), scale_factor=scale,
+                            image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN))
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    images = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
+                                       max_image_size={"longest_edge": IMAGE_SIZE})
+    tokens_per_image = (IMAGE_SIZE // PATCH_SIZE) ** 2 // scale**2
+    processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=tokens_per_image,
+                                  chat_template=IDEFICS3_TEMPLATE)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -58,3 +58,11 @@ def llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # seed 5: greedy and 3-beam replies differ, and so do the replies to different questions
     return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tinyllava", seed=5)
+
+
+@pytest.fixture(scope="session")
+def idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_idefics3
+
+    # seed 0: as for llava_dir, greedy and beams differ, and so do the replies to different questions
+    return build_tiny_idefics3(tmp_path_factory.mktemp("idefics3") / "tinyidefics3", seed=0)

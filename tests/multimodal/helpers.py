@@ -1,5 +1,5 @@
 """Helpers of the multimodal tests: run graph dicts on the CPU in fp32, batch picture files, and what
-transformers itself gives for a LLaVA folder (the reference of the vision-language tests)."""
+transformers itself gives for a vision-language chat folder (the reference of the vision-language tests)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,13 @@ def vlm_inputs(folder: Path, picture: Path, text: str) -> tuple[Any, Any]:
     return processor, processor(images=pil_images([picture])[0], text=prompt, return_tensors="pt")
 
 
-def vlm_reference(folder: Path, picture: Path, text: str, **settings: Any) -> str:
-    """LlavaForConditionalGeneration.generate() on the documented inputs, the reply decoded."""
-    from transformers import LlavaForConditionalGeneration
+def vlm_reference(folder: Path, picture: Path, text: str, cls: str = "LlavaForConditionalGeneration",
+                  **settings: Any) -> str:
+    """`cls`.generate() (a transformers class) on the documented inputs, the reply decoded."""
+    import transformers
 
     processor, inputs = vlm_inputs(folder, picture, text)
-    model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    model = getattr(transformers, cls).from_pretrained(folder, local_files_only=True).eval()
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=False, **settings)
     n = inputs["input_ids"].shape[1]

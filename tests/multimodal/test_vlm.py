@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -19,27 +19,41 @@ from tests.multimodal.helpers import run_graph, vlm_inputs, vlm_reference
 QUESTIONS = ("what colour is the circle?", "what shape is on the left?")
 
 
+class Vlm(NamedTuple):
+    folder: Path
+    cls: str  # the transformers class caption.load should pick
+    image_tokens: int  # image placeholders in the prompt of one 32 px image
+
+
+@pytest.fixture(params=["llava", "idefics3"])
+def vlm(request: pytest.FixtureRequest) -> Vlm:
+    """Each tiny chat VLM: LLaVA (16 patch tokens) and Idefics3/SmolVLM (16 patches pixel-shuffled to 4)."""
+    folder = request.getfixturevalue(f"{request.param}_dir")
+    cls = {"llava": "LlavaForConditionalGeneration", "idefics3": "Idefics3ForConditionalGeneration"}
+    return Vlm(folder, cls[request.param], {"llava": 16, "idefics3": 4}[request.param])
+
+
 def _caption_nodes(folder: Path, picture: Path, **fields: Any) -> dict[str, Any]:
     return {"img": {"type": "core.load_image", "path": str(picture)},
             "vlm": {"type": "caption.load", "path": str(folder)},
             "cap": {"type": "caption.generate", "model": "@vlm", "image": "@img", **fields}}
 
 
-def test_caption_load_tells_a_chat_model(llava_dir: Path, tmp_path: Path) -> None:
-    result = run_graph({"vlm": {"type": "caption.load", "path": str(llava_dir)}}, tmp_path)
+def test_caption_load_tells_a_chat_model(vlm: Vlm, tmp_path: Path) -> None:
+    result = run_graph({"vlm": {"type": "caption.load", "path": str(vlm.folder)}}, tmp_path)
     handle = result.outputs["vlm"]["out"]
-    assert (handle.task, handle.architecture) == ("chat", "LlavaForConditionalGeneration")
+    assert (handle.task, handle.architecture) == ("chat", vlm.cls)
 
 
-def test_caption_equals_generate_greedy_and_beams(llava_dir: Path, pictures: list[Path],
-                                                  tmp_path: Path) -> None:
+def test_caption_equals_generate_greedy_and_beams(vlm: Vlm, pictures: list[Path], tmp_path: Path) -> None:
     from nodegraph_multimodal.vlm import DEFAULT_PROMPT
 
     captions = []
     for beams in (1, 3):
-        nodes = _caption_nodes(llava_dir, pictures[0], max_new_tokens=8, num_beams=beams)
+        nodes = _caption_nodes(vlm.folder, pictures[0], max_new_tokens=8, num_beams=beams)
         ours = run_graph(nodes, tmp_path / f"out{beams}").outputs["cap"]["out"]
-        theirs = vlm_reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8, num_beams=beams)
+        theirs = vlm_reference(vlm.folder, pictures[0], DEFAULT_PROMPT, vlm.cls, max_new_tokens=8,
+                               num_beams=beams)
         assert ours == theirs and theirs
         captions.append(ours)
     assert captions[0] != captions[1]  # a lost num_beams would show
@@ -55,24 +69,25 @@ def test_the_prompt_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp
     assert ours != vlm_reference(llava_dir, pictures[0], DEFAULT_PROMPT, max_new_tokens=8)
 
 
-def test_the_question_reaches_the_model(llava_dir: Path, pictures: list[Path], tmp_path: Path,
+def test_the_question_reaches_the_model(vlm: Vlm, pictures: list[Path], tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A spy on generate() records the ids the node sends: each question's ids are the documented ones
     (image tokens and question words in place), the two differ, and so do the answers."""
-    from transformers import LlavaForConditionalGeneration
+    import transformers
 
+    model_cls = getattr(transformers, vlm.cls)
     seen: list[torch.Tensor] = []
-    original = LlavaForConditionalGeneration.generate
+    original = model_cls.generate
 
     def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs["input_ids"].clone())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(LlavaForConditionalGeneration, "generate", spy)
+    monkeypatch.setattr(model_cls, "generate", spy)
     answers = []
     for i, question in enumerate(QUESTIONS):
         nodes = {"img": {"type": "core.load_image", "path": str(pictures[0])},
-                 "vlm": {"type": "caption.load", "path": str(llava_dir)},
+                 "vlm": {"type": "caption.load", "path": str(vlm.folder)},
                  "ans": {"type": "vqa.answer", "model": "@vlm", "image": "@img", "question": question,
                          "max_new_tokens": 8}}
         answers.append(run_graph(nodes, tmp_path / f"out{i}").outputs["ans"]["out"])
@@ -80,21 +95,22 @@ def test_the_question_reaches_the_model(llava_dir: Path, pictures: list[Path], t
     assert len(seen) == 2
     assert seen[0].shape != seen[1].shape or not torch.equal(seen[0], seen[1])
     for ids, question, answer in zip(seen, QUESTIONS, answers, strict=True):
-        processor, documented = vlm_inputs(llava_dir, pictures[0], question)
+        processor, documented = vlm_inputs(vlm.folder, pictures[0], question)
         assert torch.equal(ids, documented["input_ids"])
         assert question.split()[1] in processor.decode(ids[0])  # "colour" / "shape"
-        assert (ids == processor.image_token_id).sum() == 16  # (32 / 8)^2 patches
-        assert answer == vlm_reference(llava_dir, pictures[0], question, max_new_tokens=8)
+        assert (ids == processor.image_token_id).sum() == vlm.image_tokens
+        assert answer == vlm_reference(vlm.folder, pictures[0], question, vlm.cls, max_new_tokens=8)
     assert answers[0] != answers[1]
 
 
-def test_vqa_with_beams_equals_generate(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+def test_vqa_with_beams_equals_generate(vlm: Vlm, pictures: list[Path], tmp_path: Path) -> None:
     nodes = {"img": {"type": "core.load_image", "path": str(pictures[1])},
-             "vlm": {"type": "caption.load", "path": str(llava_dir)},
+             "vlm": {"type": "caption.load", "path": str(vlm.folder)},
              "ans": {"type": "vqa.answer", "model": "@vlm", "image": "@img", "question": QUESTIONS[0],
                      "max_new_tokens": 6, "num_beams": 3}}
     ours = run_graph(nodes, tmp_path).outputs["ans"]["out"]
-    assert ours == vlm_reference(llava_dir, pictures[1], QUESTIONS[0], max_new_tokens=6, num_beams=3) and ours
+    theirs = vlm_reference(vlm.folder, pictures[1], QUESTIONS[0], vlm.cls, max_new_tokens=6, num_beams=3)
+    assert ours == theirs and theirs
 
 
 def test_a_template_kept_by_the_tokenizer(llava_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
