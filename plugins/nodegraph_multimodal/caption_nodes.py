@@ -139,4 +139,7 @@ def generate(
         if not prompt.strip():
             raise InputError("the prompt is empty", field="prompt")
         return generate_text(ctx, model, image, index, prompt, max_new_tokens, num_beams)
+    if prompt != DEFAULT_PROMPT:  # a changed instruction would be dropped without a word
+        raise InputError(f"{model.architecture} takes no instruction: `prompt` is for vision-language chat "
+                         "models; BLIP/GIT caption conditionally with `prefix`", field="prompt")
     return generate_text(ctx, model, image, index, prefix or None, max_new_tokens, num_beams)

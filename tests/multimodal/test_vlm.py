@@ -151,3 +151,9 @@ def test_a_prefix_is_not_an_instruction(llava_dir: Path, pictures: list[Path], t
     with pytest.raises(NodeFailed) as info:
         run_graph(_caption_nodes(llava_dir, pictures[0], prefix="a picture of"), tmp_path)
     assert (info.value.problem.node, info.value.problem.field) == ("cap", "prefix")
+
+
+def test_blip_takes_no_instruction(blip_dir: Path, pictures: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(NodeFailed) as info:
+        run_graph(_caption_nodes(blip_dir, pictures[0], prompt="describe the colours."), tmp_path)
+    assert (info.value.problem.node, info.value.problem.field) == ("cap", "prompt")

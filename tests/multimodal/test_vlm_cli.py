@@ -80,3 +80,28 @@ def test_a_vlm_folder_missing_a_part(registry: Registry, llava_dir: Path, tmp_pa
     assert code == 2, text
     assert "Traceback" not in text and not (tmp_path / "out").exists()
     assert "vqa.yaml" in text and "node 'vqa', field 'path'" in text and file in text
+
+
+def test_a_processor_that_needs_a_missing_library(registry: Registry, llava_dir: Path,
+                                                  tmp_path: Path) -> None:
+    """A Qwen2-VL folder where torchvision is not installed: its processor builds a video processor that
+    needs it, so the run stops at the model with transformers' words, before any weights load."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: Qwen2-VL's processor loads")
+    folder = tmp_path / "qwen2-vl"
+    shutil.copytree(llava_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="qwen2_vl", architectures=["Qwen2VLForConditionalGeneration"])
+    (folder / "config.json").write_text(json.dumps(config))
+    merge = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "Qwen2VLProcessor",
+        "image_processor": {"image_processor_type": "Qwen2VLImageProcessor", **merge},
+        "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor", **merge}}))
+    (folder / "model.safetensors").unlink()  # the processor fails first: no weights are read
+    code, text = cli(registry, GRAPHS / "vqa.yaml", tmp_path / "out", f"model={folder}")
+    assert code == 2, text
+    assert "Traceback" not in text and not (tmp_path / "out").exists()
+    assert "node 'answer', field 'model'" in text and "torchvision" in text.lower()
