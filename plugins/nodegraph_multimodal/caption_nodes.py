@@ -18,13 +18,13 @@ from pydantic import Field
 
 from nodegraph.api import Image, InputError, NodeContext, node
 from nodegraph_multimodal.types import CaptionModelHandle, CaptionRef, Text
-from nodegraph_multimodal.vlm import CHAT_TASK, DEFAULT_PROMPT
+from nodegraph_multimodal.vlm import DEFAULT_PROMPT, VLM_TASKS
 
 # transformers architecture -> the task its head does (chat models: vlm.image_text_to_text_class)
 ARCHITECTURES = {"BlipForConditionalGeneration": "caption", "GitForCausalLM": "caption",
                  "BlipForQuestionAnswering": "vqa"}
 # node -> the tasks whose models it drives, and what to name when a model has none of them
-ACCEPTS = {"caption.generate": ("caption", CHAT_TASK), "vqa.answer": ("vqa", CHAT_TASK)}
+ACCEPTS = {"caption.generate": ("caption", *VLM_TASKS), "vqa.answer": ("vqa", *VLM_TASKS)}
 NEEDS = {"caption.generate": "BlipForConditionalGeneration, GitForCausalLM or a vision-language chat model",
          "vqa.answer": "BlipForQuestionAnswering or a vision-language chat model"}
 
@@ -33,24 +33,29 @@ Beams = Annotated[int, Field(ge=1, le=16, description="Beam search width (1: gre
 Index = Annotated[int, Field(ge=0, description="Which image of the batch")]
 
 
-def classify(folder: Any, config: dict[str, Any]) -> tuple[str, str]:
-    """(task, transformers class) of a model folder: BLIP/GIT heads by `architectures`, then chat models
-    by transformers' image-text-to-text table (their folder checked for a chat template and image
-    processor)."""
-    from nodegraph_multimodal.vlm import check_vlm_folder, image_text_to_text_class
+def handle_for(folder: Any, config: dict[str, Any]) -> CaptionModelHandle:
+    """The handle of a model folder: BLIP/GIT heads by `architectures`, then vision-language models by
+    transformers' image-text-to-text table (their folder checked for a chat template — or a plain prompt
+    in vlm.PLAIN_PROMPTS — and an image processor)."""
+    from nodegraph_diffusion.paths import fingerprint_path
 
+    from nodegraph_multimodal.vlm import CHAT_TASK, PROMPTED_TASK, check_vlm_folder, image_text_to_text_class
+
+    where = (str(folder.resolve()), fingerprint_path(folder))
     architectures = config.get("architectures") or []
     arch = next((a for a in architectures if a in ARCHITECTURES), None)
     if arch is not None:
-        return ARCHITECTURES[arch], arch
+        return CaptionModelHandle(*where, ARCHITECTURES[arch], arch)
     chat_class = image_text_to_text_class(config)
     if chat_class is None:
         raise InputError(f"'{folder}' is a {', '.join(architectures) or 'model of unknown architecture'} "
                          f"(model_type {config.get('model_type')!r}); caption.load reads "
                          f"{', '.join(ARCHITECTURES)} and image-text-to-text models "
                          "(AutoModelForImageTextToText)", field="path")
-    check_vlm_folder(folder)
-    return CHAT_TASK, chat_class
+    plain = check_vlm_folder(folder, str(config.get("model_type", "")))
+    if plain is None:
+        return CaptionModelHandle(*where, CHAT_TASK, chat_class)
+    return CaptionModelHandle(*where, PROMPTED_TASK, chat_class, plain.format, plain.caption)
 
 
 @node("caption.load", version="1.1.0")
@@ -65,23 +70,25 @@ def load(
                                                   "builtin:tinyblip / tinyblip-vqa (random)")],
 ) -> CaptionModelHandle:
     """Name a captioner, question answerer or vision-language chat model for caption.generate / vqa.answer."""
-    from nodegraph_diffusion.paths import fingerprint_path, resolve_model_ref
+    from nodegraph_diffusion.paths import resolve_model_ref
 
     from nodegraph_multimodal.models import check_model_folder, read_config
 
     folder = resolve_model_ref(str(path), ctx, kind="captioner")
     check_model_folder(folder, "captioning", "BlipForConditionalGeneration")
-    task, cls = classify(folder, read_config(folder))
-    return CaptionModelHandle(str(folder.resolve()), fingerprint_path(folder), task, cls)
+    return handle_for(folder, read_config(folder))
 
 
 def _processor_inputs(handle: CaptionModelHandle, processor: Any, picture: Any, text: str | None) -> Any:
-    """What the processor makes of the picture and text: a chat turn for chat models, BLIP/GIT's
-    `processor(images=, text=)` (text: the caption prefix or the question) otherwise."""
-    from nodegraph_multimodal.vlm import chat_inputs
+    """What the processor makes of the picture and text: a chat turn for chat models, the plain prompt
+    for prompted ones, BLIP/GIT's `processor(images=, text=)` (text: the caption prefix or the question)
+    otherwise."""
+    from nodegraph_multimodal.vlm import CHAT_TASK, PROMPTED_TASK, chat_inputs, plain_inputs
 
     if handle.task == CHAT_TASK:
         return chat_inputs(processor, picture, text or DEFAULT_PROMPT)
+    if handle.task == PROMPTED_TASK:
+        return plain_inputs(processor, picture, text or handle.caption_prompt, handle.prompt_format)
     return processor(images=picture, text=text, return_tensors="pt")
 
 
@@ -105,7 +112,7 @@ def generate_text(ctx: NodeContext, handle: CaptionModelHandle, image: Image, in
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                  do_sample=False)
-        ids = new_tokens(out, inputs["input_ids"]) if handle.task == CHAT_TASK else out[0]
+        ids = new_tokens(out, inputs["input_ids"]) if handle.task in VLM_TASKS else out[0]
         return Text(processor.decode(ids, skip_special_tokens=True).strip())
 
 
@@ -123,22 +130,24 @@ def generate(
     image: Annotated[Image, Field(description="The image to describe")],
     prefix: Annotated[str, Field(description="BLIP/GIT conditional captioning: the caption starts with this "
                                              "text (BLIP: 'a picture of'); empty = unconditional")] = "",
-    prompt: Annotated[str, Field(description="Vision-language chat models: the instruction sent with the "
-                                             "image (BLIP/GIT do not read it; they take `prefix`)")
-                      ] = DEFAULT_PROMPT,
+    prompt: Annotated[str, Field(description="Vision-language models: the instruction sent with the image "
+                                             "(left at the default, a model prompted without a chat "
+                                             "template gets its own task prompt: PaliGemma 'caption en'); "
+                                             "BLIP/GIT take `prefix` instead")] = DEFAULT_PROMPT,
     max_new_tokens: Tokens = 30,
     num_beams: Beams = 1,
     index: Index = 0,
 ) -> Text:
     """Describe an image in words (the model's `generate()`, greedy or beam search) -> Text."""
     require_task(model, "caption.generate")
-    if model.task == CHAT_TASK:
+    if model.task in VLM_TASKS:
         if prefix:
-            raise InputError("a vision-language chat model takes an instruction, not a caption prefix: put "
-                             "it in `prompt`", field="prefix")
+            raise InputError("a vision-language model takes an instruction, not a caption prefix: put it in "
+                             "`prompt`", field="prefix")
         if not prompt.strip():
             raise InputError("the prompt is empty", field="prompt")
-        return generate_text(ctx, model, image, index, prompt, max_new_tokens, num_beams)
+        instruction = model.caption_prompt if prompt == DEFAULT_PROMPT and model.caption_prompt else prompt
+        return generate_text(ctx, model, image, index, instruction, max_new_tokens, num_beams)
     if prompt != DEFAULT_PROMPT:  # a changed instruction would be dropped without a word
         raise InputError(f"{model.architecture} takes no instruction: `prompt` is for vision-language chat "
                          "models; BLIP/GIT caption conditionally with `prefix`", field="prompt")

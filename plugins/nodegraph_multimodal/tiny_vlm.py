@@ -1,11 +1,13 @@
-"""Tiny random vision-language chat models (LLaVA and Idefics3 architectures), built in-process (no hub).
+"""Tiny random vision-language models (LLaVA, Idefics3, PaliGemma architectures), built in-process (no hub).
 
 `LlavaForConditionalGeneration` (a toy CLIP vision tower and a toy Llama) with a `LlavaProcessor`, and
 `Idefics3ForConditionalGeneration` (SmolVLM-Instruct's architecture: a toy SigLIP-style tower, pixel
 shuffle, a toy Llama) with an `Idefics3Processor`: the parts a real folder has — an image processor, a
 fast tokenizer with the image tokens (a word-level vocabulary written here: the tinyworld words and those
-of the default prompts) and a chat template in the layout of the real models'. Their replies are random
-words, but exact, which is what the tests compare against transformers' own `generate()`.
+of the default prompts) and a chat template in the layout of the real models'; and
+`PaliGemmaForConditionalGeneration` (a toy SigLIP tower and a toy Gemma) with a `PaliGemmaProcessor` and,
+as google's folders, no chat template (it is prompted with task text: "caption en"). Their replies are
+random words, but exact, which is what the tests compare against transformers' own `generate()`.
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() }}: "
                  "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 
-def tiny_chat_tokenizer(special: tuple[str, ...] = (), eos: str = "</s>") -> Any:
+def tiny_chat_tokenizer(special: tuple[str, ...] = (), eos: str = "</s>", words: tuple[str, ...] = ()) -> Any:
     """A word-level fast tokenizer (lower-cased, split on whitespace and punctuation) with `<image>` and
-    the model's other `special` tokens."""
+    the model's other `special` tokens (and extra `words`)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted({*WORDS, *CHAT_WORDS})
-    vocab = {w: i for i, w in enumerate([*SPECIALS, *words])}
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *sorted({*WORDS, *CHAT_WORDS, *words})])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -112,6 +113,34 @@ def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
     tokens_per_image = (IMAGE_SIZE // PATCH_SIZE) ** 2 // scale**2
     processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=tokens_per_image,
                                   chat_template=IDEFICS3_TEMPLATE)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_paligemma(folder: Path, seed: int = 0) -> Path:
+    """A random `PaliGemmaForConditionalGeneration` + `PaliGemmaProcessor` (32 px, 16 image tokens; the
+    processor adds PaliGemma's 1,152 location/segmentation tokens) saved in `folder`, without a chat
+    template, as google's PaliGemma folders are."""
+    import torch
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+    )
+
+    tok = tiny_chat_tokenizer(words=("caption", "answer", "en"))
+    images = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    images.image_seq_length = (IMAGE_SIZE // PATCH_SIZE) ** 2  # saved with it, as google's configs have it
+    processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok)  # adds its tokens to `tok`
+    text = {**_tiny_llama(tok), "model_type": "gemma", "num_key_value_heads": 1, "head_dim": 8}
+    config = PaliGemmaConfig(vision_config=_tiny_vision(projection_dim=32), text_config=text,
+                             image_token_index=processor.image_token_id, projection_dim=32, hidden_size=32,
+                             vocab_size=len(tok), tie_word_embeddings=False)  # tied: replies echo the prompt
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

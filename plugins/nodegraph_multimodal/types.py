@@ -44,14 +44,18 @@ class ClipModelHandle:
 @dataclass(frozen=True)
 class CaptionModelHandle:
     """Where a BLIP-style captioner or VQA model, or a vision-language chat model, and its processor are;
-    `task` says which head it has (a chat model answers both captions and questions)."""
+    `task` says which head it has (a chat or prompted model answers both captions and questions)."""
 
     __nodegraph_resident__ = True
 
     path: str
     fingerprint: str
-    task: str  # "caption" | "vqa" | "chat"
+    task: str  # "caption" | "vqa" | "chat" | "prompted"
     architecture: str  # the transformers class that reads it (config.json `architectures`)
+    # "prompted" models (no chat template; their processor builds the prompt): how the text is written,
+    # and the caption instruction they are trained on (vlm.PLAIN_PROMPTS)
+    prompt_format: str = "{text}"
+    caption_prompt: str = ""
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,21 +8,39 @@ processor's chat template renders one user message (an image, then the text), th
 with the image (`apply_chat_template(..., tokenize=True, return_dict=True)`), `generate()` runs with the
 node's settings, and only the tokens after the prompt are decoded.
 
-Checked before any weights load, because a VLM without them cannot be prompted at all: the folder has an
-image processor and a chat template. transformers is imported inside the functions.
+Models whose processors build the prompt themselves from a plain task text, and whose folders ship no
+chat template, are "prompted" instead — a table by `model_type` (`PLAIN_PROMPTS`) of how their docs write
+that text: PaliGemma's processor takes "<image>" then the task ("caption en", "answer en QUESTION") and
+adds its BOS and newline. Checked before any weights load, because a VLM without them cannot be prompted
+at all: the folder has an image processor, and a chat template unless the table names its model type.
+transformers is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nodegraph.api import InputError
 
 CHAT_TASK = "chat"  # CaptionModelHandle.task of these models: caption.generate and vqa.answer both take it
+PROMPTED_TASK = "prompted"  # the same, for models prompted with plain text (PLAIN_PROMPTS)
+VLM_TASKS = (CHAT_TASK, PROMPTED_TASK)
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")  # what ProcessorMixin reads
 DEFAULT_PROMPT = "Describe this image in one sentence."
+
+
+class PlainPrompt(NamedTuple):
+    """How a model without a chat template is prompted: the text as its processor wants it, and the
+    caption instruction it is trained on (used when caption.generate's prompt is left at its default)."""
+
+    format: str  # with "{text}"
+    caption: str
+
+
+# model_type -> its plain prompt; only where a folder has no chat template (a template wins)
+PLAIN_PROMPTS = {"paligemma": PlainPrompt("<image>{text}", "caption en")}
 
 
 def image_text_to_text_class(config: dict[str, Any]) -> str | None:
@@ -60,19 +78,23 @@ def has_chat_template(folder: Path) -> bool:
                for name in ("processor_config.json", "tokenizer_config.json"))
 
 
-def check_vlm_folder(folder: Path) -> None:
+def check_vlm_folder(folder: Path, model_type: str) -> PlainPrompt | None:
     """Raise InputError (field `path`) naming the missing file unless the folder has an image processor
-    and a chat template — before any weights load."""
+    and a chat template (or is of a model type prompted with plain text) — before any weights load.
+    Returns how to prompt it when it has no chat template (None: through the template)."""
     processor_config, preprocessor = folder / "processor_config.json", folder / "preprocessor_config.json"
     if not preprocessor.is_file() and "image_processor" not in _json_keys(processor_config):
         raise InputError(f"'{folder}' has no image processor: neither '{preprocessor}' nor an "
                          f"`image_processor` entry in '{processor_config}'; save the model's processor into "
                          "the folder (processor.save_pretrained(folder))", field="path")
-    if not has_chat_template(folder):
-        raise InputError(f"'{folder}' has no chat template: no '{folder / CHAT_TEMPLATE_FILES[0]}' (nor "
-                         f"{CHAT_TEMPLATE_FILES[1]}, nor a `chat_template` in processor_config.json or "
-                         "tokenizer_config.json); caption.generate and vqa.answer build the model's prompt "
-                         "with it: copy the model's chat_template.jinja into the folder", field="path")
+    if has_chat_template(folder):
+        return None
+    if model_type in PLAIN_PROMPTS:
+        return PLAIN_PROMPTS[model_type]
+    raise InputError(f"'{folder}' has no chat template: no '{folder / CHAT_TEMPLATE_FILES[0]}' (nor "
+                     f"{CHAT_TEMPLATE_FILES[1]}, nor a `chat_template` in processor_config.json or "
+                     "tokenizer_config.json); caption.generate and vqa.answer build the model's prompt with "
+                     "it: copy the model's chat_template.jinja into the folder", field="path")
 
 
 def chat_template(processor: Any) -> str:
@@ -92,6 +114,12 @@ def chat_inputs(processor: Any, image: Any, text: str) -> Any:
     return processor.apply_chat_template(messages, chat_template=chat_template(processor),
                                          add_generation_prompt=True, tokenize=True, return_dict=True,
                                          return_tensors="pt")
+
+
+def plain_inputs(processor: Any, image: Any, text: str, prompt_format: str) -> Any:
+    """The processor's tensors for `text` written as the model's docs write it (`prompt_format`), with
+    the image: `processor(images=, text=)`, which adds the model's own image tokens and specials."""
+    return processor(images=image, text=prompt_format.format(text=text), return_tensors="pt")
 
 
 def new_tokens(output: Any, input_ids: Any) -> Any:

@@ -66,3 +66,11 @@ def idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # seed 0: as for llava_dir, greedy and beams differ, and so do the replies to different questions
     return build_tiny_idefics3(tmp_path_factory.mktemp("idefics3") / "tinyidefics3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def paligemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_paligemma
+
+    # seed 2: greedy and 3-beam captions differ, and so do the greedy answers to different questions
+    return build_tiny_paligemma(tmp_path_factory.mktemp("paligemma") / "tinypaligemma", seed=2)

@@ -52,3 +52,17 @@ def vlm_reference(folder: Path, picture: Path, text: str, cls: str = "LlavaForCo
         out = model.generate(**inputs, do_sample=False, **settings)
     n = inputs["input_ids"].shape[1]
     return processor.decode(out[0, n:], skip_special_tokens=True).strip()
+
+
+def plain_reference(folder: Path, picture: Path, prompt: str, cls: str, **settings: Any) -> tuple[str, Any]:
+    """(reply, input ids) as PaliGemma's docs prompt it: `processor(text=prompt, images=image)`,
+    `generate()`, decode of the ids after the prompt."""
+    import transformers
+
+    processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    inputs = processor(text=prompt, images=pil_images([picture])[0], return_tensors="pt")
+    model = getattr(transformers, cls).from_pretrained(folder, local_files_only=True).eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, **settings)
+    n = inputs["input_ids"].shape[1]
+    return processor.decode(out[0, n:], skip_special_tokens=True).strip(), inputs["input_ids"]
