@@ -41,21 +41,23 @@ def handle_for(folder: Any, config: dict[str, Any]) -> CaptionModelHandle:
 
     from nodegraph_multimodal.vlm import CHAT_TASK, PROMPTED_TASK, check_vlm_folder, image_text_to_text_class
 
-    where = (str(folder.resolve()), fingerprint_path(folder))
     architectures = config.get("architectures") or []
     arch = next((a for a in architectures if a in ARCHITECTURES), None)
+    plain = None
     if arch is not None:
-        return CaptionModelHandle(*where, ARCHITECTURES[arch], arch)
-    chat_class = image_text_to_text_class(config)
-    if chat_class is None:
-        raise InputError(f"'{folder}' is a {', '.join(architectures) or 'model of unknown architecture'} "
-                         f"(model_type {config.get('model_type')!r}); caption.load reads "
-                         f"{', '.join(ARCHITECTURES)} and image-text-to-text models "
-                         "(AutoModelForImageTextToText)", field="path")
-    plain = check_vlm_folder(folder, str(config.get("model_type", "")))
-    if plain is None:
-        return CaptionModelHandle(*where, CHAT_TASK, chat_class)
-    return CaptionModelHandle(*where, PROMPTED_TASK, chat_class, plain.format, plain.caption)
+        task, cls = ARCHITECTURES[arch], arch
+    else:
+        found = image_text_to_text_class(config)
+        if found is None:
+            raise InputError(f"'{folder}' is a {', '.join(architectures) or 'model of unknown architecture'} "
+                             f"(model_type {config.get('model_type')!r}); caption.load reads "
+                             f"{', '.join(ARCHITECTURES)} and image-text-to-text models "
+                             "(AutoModelForImageTextToText)", field="path")
+        plain = check_vlm_folder(folder, str(config.get("model_type", "")))
+        task, cls = (CHAT_TASK, found) if plain is None else (PROMPTED_TASK, found)
+    prompting = () if plain is None else (plain.format, plain.caption)
+    # fingerprinted last: a folder that is refused is not hashed first
+    return CaptionModelHandle(str(folder.resolve()), fingerprint_path(folder), task, cls, *prompting)
 
 
 @node("caption.load", version="1.1.0")
