@@ -145,3 +145,43 @@ def build_tiny_paligemma(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# the words of Florence-2's task prompts ("<MORE_DETAILED_CAPTION>" -> "Describe with a paragraph ...")
+FLORENCE2_WORDS = ("locate", "objects", "paragraph", "shown", "with", "name", "detail", "does", "describe")
+
+
+def build_tiny_florence2(folder: Path, seed: int = 0) -> Path:
+    """A random `Florence2ForConditionalGeneration` (a two-stage toy DaViT tower, a toy BART encoder-decoder)
+    + `Florence2Processor` (32 px: 4x4 features + 1 pooled = 17 image tokens) saved in `folder`, without a
+    chat template, as Florence-2 folders are: it is prompted with task tokens."""
+    import torch
+    from transformers import (
+        CLIPImageProcessorPil,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    tok = tiny_chat_tokenizer(words=FLORENCE2_WORDS)
+    images = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False)
+    images.image_seq_length = (IMAGE_SIZE // 8) ** 2 + 1  # stride 4 x 2; + the pooled (temporal) token
+    processor = Florence2Processor(image_processor=images, tokenizer=tok)
+    vision = {"depths": (1, 1), "patch_size": (7, 3), "patch_stride": (4, 2), "patch_padding": (3, 1),
+              "patch_prenorm": (False, True), "embed_dim": (16, 32), "num_heads": (2, 4),
+              "num_groups": (2, 4), "window_size": 2, "projection_dim": 32, "max_position_embeddings": 8,
+              "drop_path_rate": 0.0}
+    text = {"vocab_size": len(tok), "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37, "max_position_embeddings": 128, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+            "decoder_start_token_id": tok.eos_token_id, "forced_bos_token_id": None,
+            "forced_eos_token_id": None, "init_std": 0.2}  # BART's 0.02: replies would ignore the prompt
+    config = Florence2Config(vision_config=vision, text_config=text, image_token_id=processor.image_token_id,
+                             tie_word_embeddings=False)  # tied: a random model stops at once
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -11,9 +11,11 @@ node's settings, and only the tokens after the prompt are decoded.
 Models whose processors build the prompt themselves from a plain task text, and whose folders ship no
 chat template, are "prompted" instead — a table by `model_type` (`PLAIN_PROMPTS`) of how their docs write
 that text: PaliGemma's processor takes "<image>" then the task ("caption en", "answer en QUESTION") and
-adds its BOS and newline. Checked before any weights load, because a VLM without them cannot be prompted
-at all: the folder has an image processor, and a chat template unless the table names its model type.
-transformers is imported inside the functions.
+adds its BOS and newline; Florence-2's takes a task token ("<MORE_DETAILED_CAPTION>") or plain text and
+writes the prompt it stands for (an encoder-decoder: its output is the reply alone; its task
+post-processing, `post_process_generation`, is not applied). Checked before any weights load, because a
+VLM without them cannot be prompted at all: the folder has an image processor, and a chat template
+unless the table names its model type. transformers is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class PlainPrompt(NamedTuple):
 
 
 # model_type -> its plain prompt; only where a folder has no chat template (a template wins)
-PLAIN_PROMPTS = {"paligemma": PlainPrompt("<image>{text}", "caption en")}
+PLAIN_PROMPTS = {"paligemma": PlainPrompt("<image>{text}", "caption en"),
+                 "florence2": PlainPrompt("{text}", "<MORE_DETAILED_CAPTION>")}
 
 
 def image_text_to_text_class(config: dict[str, Any]) -> str | None:

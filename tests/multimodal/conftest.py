@@ -74,3 +74,11 @@ def paligemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # seed 2: greedy and 3-beam captions differ, and so do the greedy answers to different questions
     return build_tiny_paligemma(tmp_path_factory.mktemp("paligemma") / "tinypaligemma", seed=2)
+
+
+@pytest.fixture(scope="session")
+def florence2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_florence2
+
+    # seed 0: greedy and 3-beam captions differ, and so do the greedy answers to different questions
+    return build_tiny_florence2(tmp_path_factory.mktemp("florence2") / "tinyflorence2", seed=0)

@@ -55,8 +55,9 @@ def vlm_reference(folder: Path, picture: Path, text: str, cls: str = "LlavaForCo
 
 
 def plain_reference(folder: Path, picture: Path, prompt: str, cls: str, **settings: Any) -> tuple[str, Any]:
-    """(reply, input ids) as PaliGemma's docs prompt it: `processor(text=prompt, images=image)`,
-    `generate()`, decode of the ids after the prompt."""
+    """(reply, input ids) as PaliGemma's and Florence-2's docs prompt them: `processor(text=prompt,
+    images=image)`, `generate()`, decode of the ids after the prompt (PaliGemma, decoder-only) or of all
+    of them (Florence-2, encoder-decoder: `batch_decode(generated_ids)`)."""
     import transformers
 
     processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
@@ -64,5 +65,5 @@ def plain_reference(folder: Path, picture: Path, prompt: str, cls: str, **settin
     model = getattr(transformers, cls).from_pretrained(folder, local_files_only=True).eval()
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=False, **settings)
-    n = inputs["input_ids"].shape[1]
+    n = 0 if model.config.is_encoder_decoder else inputs["input_ids"].shape[1]
     return processor.decode(out[0, n:], skip_special_tokens=True).strip(), inputs["input_ids"]
