@@ -43,14 +43,17 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def _load(loader: Any, folder: str, what: str, field: str) -> Any:
-    """`loader.from_pretrained(folder)` offline, without transformers' own bar (the run shows progress)."""
+    """`loader.from_pretrained(folder)` offline, without transformers' own bar (the run shows progress).
+
+    ImportError too is the folder's problem to report: a processor may need a library this environment
+    lacks (Qwen2-VL's video processor needs torchvision), which the message names."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         return loader.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
         raise InputError(f"cannot load the {what} in '{folder}': {exc}", field=field) from exc
     finally:
         if was_enabled:

@@ -25,7 +25,8 @@ class ClipRef(ModelRef):
 
 
 class CaptionRef(ModelRef):
-    """A transformers BLIP folder (captioning or question answering) with its processor files."""
+    """A transformers BLIP/GIT folder (captioning or question answering), or a vision-language chat model
+    folder (image-text-to-text, with its chat template), with its processor files."""
 
     kind = "captioner"
 
@@ -42,14 +43,19 @@ class ClipModelHandle:
 
 @dataclass(frozen=True)
 class CaptionModelHandle:
-    """Where a BLIP-style captioner or VQA model and its processor are; `task` says which head it has."""
+    """Where a BLIP-style captioner or VQA model, or a vision-language chat model, and its processor are;
+    `task` says which head it has (a chat or prompted model answers both captions and questions)."""
 
     __nodegraph_resident__ = True
 
     path: str
     fingerprint: str
-    task: str  # "caption" | "vqa"
+    task: str  # "caption" | "vqa" | "chat" | "prompted"
     architecture: str  # the transformers class that reads it (config.json `architectures`)
+    # "prompted" models (no chat template; their processor builds the prompt): how the text is written,
+    # and the caption instruction they are trained on (vlm.PLAIN_PROMPTS)
+    prompt_format: str = "{text}"
+    caption_prompt: str = ""
 
 
 @dataclass(frozen=True, eq=False)

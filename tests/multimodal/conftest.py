@@ -50,3 +50,35 @@ def git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # seed 3: greedy and 2-beam captions differ on the test pictures, so a lost `num_beams` would show
     return build_tiny_git(tmp_path_factory.mktemp("git") / "tinygit", seed=3)
+
+
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_llava
+
+    # seed 5: greedy and 3-beam replies differ, and so do the replies to different questions
+    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tinyllava", seed=5)
+
+
+@pytest.fixture(scope="session")
+def idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_idefics3
+
+    # seed 0: as for llava_dir, greedy and beams differ, and so do the replies to different questions
+    return build_tiny_idefics3(tmp_path_factory.mktemp("idefics3") / "tinyidefics3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def paligemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_paligemma
+
+    # seed 2: greedy and 3-beam captions differ, and so do the greedy answers to different questions
+    return build_tiny_paligemma(tmp_path_factory.mktemp("paligemma") / "tinypaligemma", seed=2)
+
+
+@pytest.fixture(scope="session")
+def florence2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodegraph_multimodal.tiny_vlm import build_tiny_florence2
+
+    # seed 0: greedy and 3-beam captions differ, and so do the greedy answers to different questions
+    return build_tiny_florence2(tmp_path_factory.mktemp("florence2") / "tinyflorence2", seed=0)
