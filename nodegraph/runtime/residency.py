@@ -278,6 +278,7 @@ class ResidencyManager:
             entry.dtype = dtype if dtype is not None else entry.dtype
             entry.size = need
         plan = entry.streaming.stream(entry.value, target, max(room, 0))
+        self._make_room(target, plan.resident_bytes, key, "streamed in the smallest groups it has")
         entry.streamed, entry.stream_device = plan, target
         entry.derived.clear()
         self.stats.moves += 1
@@ -285,7 +286,6 @@ class ResidencyManager:
         self.stats.notes.append(
             f"{entry.label or key} ({format_size(need)}) does not fit the {format_size(max(room, 0))} free "
             f"of the {format_size(self.budget(target))} budget on {target}: streamed {plan.description}")
-        self._make_room(target, plan.resident_bytes, key, "streamed in the smallest groups it has")
 
     def _unstream(self, key: str, entry: _Entry) -> None:
         """Undo streaming; the weights are on the host already (each group leaves after it runs)."""
