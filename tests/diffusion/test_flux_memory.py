@@ -189,7 +189,9 @@ def test_a_streamed_transformer_placed_whole_later_loses_the_hooks(deep_flux: Pa
     manager.vram_budget = None
     with use() as placed, torch.no_grad():
         assert not is_streamed(placed) and manager.streamed("t") is None
-        assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in placed.modules())
+        hooked = [m for m in placed.modules() if getattr(m, "_diffusers_hook", None)
+                  and m._diffusers_hook.hooks]
+        assert hooked == []
         assert torch.equal(placed(**inputs)[0], whole)
     assert [e.event for e in manager.stats.events][-2:] == ["unstreamed", "placed"]
 
@@ -200,7 +202,8 @@ def test_sd3_streamed_equals_its_unbudgeted_run(tmp_path: Path) -> None:
     from diffusers import SD3Transformer2DModel
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
-    whole = module_bytes(SD3Transformer2DModel.from_pretrained(BUILTIN_DIR / "tinysd3", subfolder="transformer",
+    folder = BUILTIN_DIR / "tinysd3"
+    whole = module_bytes(SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer",
                                                                local_files_only=True))
     free = run(standin_engine(None), tmp_path / "free", "sd35.yaml", steps=2)
     tight = run(standin_engine(whole - 1), tmp_path / "tight", "sd35.yaml", steps=2)
