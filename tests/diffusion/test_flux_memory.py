@@ -209,3 +209,37 @@ def test_sd3_streamed_equals_its_unbudgeted_run(tmp_path: Path) -> None:
     tight = run(standin_engine(whole - 1), tmp_path / "tight", "sd35.yaml", steps=2)
     assert ("streamed", "transformer") in events(tight)
     assert torch.equal(tight.outputs["image"]["out"].pixels, free.outputs["image"]["out"].pixels)
+
+
+def test_the_cli_budget_reaches_the_manager_and_the_report_says_streamed(
+        tmp_path: Path, deep_flux: Path, sizes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nodegraph run --vram-budget N`: N becomes the manager's budget (here on the CPU stand-in, the CLI's
+    own Engine swapped for one whose manager plays a device on the CPU), the note and the residency
+    line say the transformer was streamed, report.json lists the events in order."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from nodegraph.cli import app as cli_app
+
+    budgets: list[int | None] = []
+
+    def engine(registry: Any, *, vram_budget: int | None = None, **kwargs: Any) -> Engine:
+        budgets.append(vram_budget)
+        made = standin_engine(vram_budget)
+        return Engine(registry, cache_mb=0, resources=made.resources)
+
+    monkeypatch.setattr(cli_app, "Engine", engine)
+    layout = sizes["layout"]
+    budget = layout.rest + layout.largest_group(2)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli_app.app, [
+        "run", str(GRAPHS / "flux.yaml"), "--out", str(out), "--set", f"model={deep_flux}",
+        "--set", "steps=2", "--vram-budget", str(budget), "--report", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert budgets == [budget]
+    assert "note: transformer" in result.output and "streamed in groups of 2 blocks" in result.output
+    assert "1 streamed in groups" in result.output
+    rows = json.loads((out / "report.json").read_text())["resources"]["events"]
+    kinds = [(r["event"], r["model"]) for r in rows]
+    assert kinds.index(("offloaded", "text_encoder_2")) < kinds.index(("streamed", "transformer"))
