@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodegraph.runtime.devices import default_vram_budget, device_key, format_size
-from nodegraph.runtime.residency_stats import ResidencyEvent, ResidencyStats
+from nodegraph.runtime.module_sizes import is_module, module_bytes, move_module, weights_place
+from nodegraph.runtime.residency_stats import ResidencyEvent, ResidencyStats, residency_report
 from nodegraph.runtime.streaming import Streaming, StreamPlan
 
 __all__ = ["ResidencyEvent", "ResidencyManager", "ResidencyStats", "StreamPlan", "Streaming", "is_module",
@@ -62,42 +63,6 @@ class _Entry:
         if self.streamed is not None and self.stream_device == location:
             return self.streamed.resident_bytes
         return self.size if self.location == location else 0
-
-
-def is_module(value: Any) -> bool:
-    """Torch modules (anything with `.to` and `.parameters`) are placed; other values stay on the host."""
-    return hasattr(value, "to") and hasattr(value, "parameters")
-
-
-def module_bytes(value: Any, dtype: Any = None) -> int:
-    """Bytes of a module's parameters and buffers, floating ones counted at `dtype` when given."""
-    if not is_module(value):
-        return 0
-    tensors = list(value.parameters())
-    if hasattr(value, "buffers"):
-        tensors += list(value.buffers())
-    total = 0
-    for t in {id(t): t for t in tensors}.values():
-        size = t.element_size()
-        if dtype is not None and t.is_floating_point():
-            size = dtype.itemsize
-        total += t.nelement() * size
-    return total
-
-
-def move_module(value: Any, device: str, dtype: Any) -> Any:
-    """Move a torch module in place (floating weights to `dtype` when given)."""
-    import torch
-
-    target = torch.device(device)
-    return value.to(device=target, dtype=dtype) if dtype is not None else value.to(target)
-
-
-def _weights(value: Any) -> tuple[str | None, Any]:
-    param = next(iter(value.parameters()), None) if is_module(value) else None
-    if param is None:
-        return None, None
-    return device_key(param.device), param.dtype
 
 
 class ResidencyManager:
@@ -232,7 +197,7 @@ class ResidencyManager:
 
     def _load(self, key: str, load: Callable[[], Any], label: str) -> _Entry:
         value = load()
-        location, dtype = _weights(value)
+        location, dtype = weights_place(value)
         if location in (None, "cpu"):  # loaders load into CPU memory: the host (a stand-in in tests)
             location = self.host
         entry = _Entry(value, location=location, dtype=dtype, loaded_dtype=dtype, label=label)
@@ -393,20 +358,3 @@ class ResidencyManager:
     def clear(self) -> None:
         with self._lock:
             self._entries = OrderedDict((k, e) for k, e in self._entries.items() if e.pins)
-
-
-def residency_report(manager: ResidencyManager, before: dict[str, Any]) -> dict[str, Any]:
-    """One run's residency figures for the run report: loads, offloads, drops, peaks, budgets, notes.
-
-    `peak_bytes` counts model weights resident per device; `cuda_peak_allocated` (when CUDA is in
-    use) is torch's own high-water mark, activations included.
-    """
-    import sys
-
-    report = manager.stats.since(before)
-    locations = set(report["peak_bytes"]) | {manager.host}
-    report["budgets"] = {loc: manager.budget(loc) for loc in sorted(locations)}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        report["cuda_peak_allocated"] = int(torch.cuda.max_memory_allocated())
-    return report

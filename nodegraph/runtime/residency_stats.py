@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodegraph.runtime.devices import format_size
+
+if TYPE_CHECKING:
+    from nodegraph.runtime.residency import ResidencyManager
 
 # loaded (into host memory) | placed (whole, on a device) | offloaded (to the host, to make room) |
 # dropped (removed for good) | streamed (run from the host in groups) | unstreamed (streaming undone)
@@ -71,3 +74,20 @@ class ResidencyStats:
             "notes": self.notes[before["notes"]:],
             "events": [e.row() for e in self.events[before.get("events", 0):]],
         }
+
+
+def residency_report(manager: ResidencyManager, before: dict[str, Any]) -> dict[str, Any]:
+    """One run's residency figures for the run report: loads, offloads, drops, peaks, budgets, notes.
+
+    `peak_bytes` counts model weights resident per device; `cuda_peak_allocated` (when CUDA is in
+    use) is torch's own high-water mark, activations included.
+    """
+    import sys
+
+    report = manager.stats.since(before)
+    locations = set(report["peak_bytes"]) | {manager.host}
+    report["budgets"] = {loc: manager.budget(loc) for loc in sorted(locations)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        report["cuda_peak_allocated"] = int(torch.cuda.max_memory_allocated())
+    return report
