@@ -59,9 +59,10 @@ class _Entry:
     stream_device: str | None = None  # where it is streamed to
 
     def bytes_on(self, location: str) -> int:
-        """Its bytes on `location`: whole where it is, its plan's most-at-once where it is streamed to."""
+        """Its bytes on `location`: whole where it is; where it is streamed to, its plan's most-at-once
+        while in use and nothing between uses (each group leaves the device after it runs)."""
         if self.streamed is not None and self.stream_device == location:
-            return self.streamed.resident_bytes
+            return self.streamed.resident_bytes if self.pins else 0
         return self.size if self.location == location else 0
 
 
@@ -333,7 +334,7 @@ class ResidencyManager:
         for e in self._entries.values():
             used[e.location] = used.get(e.location, 0) + e.size
             if e.streamed is not None and e.stream_device is not None:
-                used[e.stream_device] = used.get(e.stream_device, 0) + e.streamed.resident_bytes
+                used[e.stream_device] = used.get(e.stream_device, 0) + e.bytes_on(e.stream_device)
         for location, size in used.items():
             if size > self.stats.peak_bytes.get(location, 0):
                 self.stats.peak_bytes[location] = size

@@ -92,15 +92,20 @@ def test_streaming_is_kept_while_it_fits_and_undone_when_the_model_fits_whole() 
     assert manager.streamed("transformer") is None
 
 
-def test_making_room_unstreams_an_idle_streamed_model() -> None:
+def test_an_idle_streamed_model_holds_nothing_on_the_device() -> None:
+    """Its groups leave after each call: the VAE is placed beside it and it keeps its hooks for next time."""
     streaming = FakeStreaming(group=60)
-    manager = fake_manager({"transformer": 150, "vae": 50}, vram_budget=100)
+    manager = fake_manager({"transformer": 150, "vae": 90}, vram_budget=100)
     with use(manager, "transformer", streaming):
-        pass
+        assert manager.resident_bytes(GPU) == 60
+    assert manager.resident_bytes(GPU) == 0
     with use(manager, "vae"):
         pass
-    assert events(manager)[-2:] == [("unstreamed", "transformer"), ("placed", "vae")]
-    assert manager.stats.offloads == 1 and manager.resident_bytes(GPU) == 50
+    assert events(manager)[-1] == ("placed", "vae") and manager.stats.offloads == 0
+    with use(manager, "vae"), use(manager, "transformer", streaming):  # the VAE pinned: 10 B of room
+        pass
+    assert [c[0] for c in streaming.calls] == ["stream", "unstream", "stream"]
+    assert streaming.calls[-1] == ("stream", "transformer", 10)
 
 
 def test_without_an_adapter_a_model_past_the_budget_is_placed_anyway() -> None:
