@@ -243,3 +243,20 @@ def test_the_cli_budget_reaches_the_manager_and_the_report_says_streamed(
     rows = json.loads((out / "report.json").read_text())["resources"]["events"]
     kinds = [(r["event"], r["model"]) for r in rows]
     assert kinds.index(("offloaded", "text_encoder_2")) < kinds.index(("streamed", "transformer"))
+
+
+def test_a_lora_on_a_streamed_transformer_equals_the_unbudgeted_run(tmp_path: Path) -> None:
+    """The LoRA is injected after the hooks are made (diffusers' loader re-applies them); its pixels
+    equal the unbudgeted run's (which equals FluxPipeline.load_lora_weights: test_lora_flux.py)."""
+    from diffusers import FluxTransformer2DModel
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+
+    model = FluxTransformer2DModel.from_pretrained(BUILTIN_DIR / "tinyflux", subfolder="transformer",
+                                                   local_files_only=True)
+    whole = module_bytes(model)
+    free = run(standin_engine(None), tmp_path / "free", "flux_lora.yaml", steps=2)
+    tight = run(standin_engine(whole - 1), tmp_path / "tight", "flux_lora.yaml", steps=2)
+    assert ("streamed", "transformer") in events(tight)
+    plain = run(standin_engine(None), tmp_path / "plain", steps=2)
+    assert (free.outputs["image"]["out"].pixels - plain.outputs["image"]["out"].pixels).abs().max() > 1e-2
+    assert torch.equal(tight.outputs["image"]["out"].pixels, free.outputs["image"]["out"].pixels)
