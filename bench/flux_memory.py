@@ -230,6 +230,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
             skipped[f"diffusers_{kind}"] = f"{type(exc).__name__}: {exc}"
 
     results: dict[str, Any] = {}
+    streamed: dict[str, list[str]] = {name: [] for name in budgets}  # over all runs (the hooks stay between)
 
     def run_engine(name: str) -> Callable[[int], float]:
         def go(seed: int) -> float:
@@ -237,7 +238,10 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
             start = time.perf_counter()
             results[name] = engines[name].run(graph, {**overrides, "seed": seed}, options[name])
             sync(device)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            events = results[name].resources["events"]
+            streamed[name] += [e["detail"] for e in events if e["event"] == "streamed"]
+            return elapsed
         return go
 
     def run_pipe(kind: str) -> Callable[[int], float]:
@@ -290,8 +294,8 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
         if name in budgets:
             res = results[name].resources
             row.update(budget_bytes=budgets[name], peak_weight_bytes_on_device=res["peak_bytes"].get(key),
-                streamed=[e.get("detail") for e in res["events"] if e["event"] == "streamed"],
-                events=[f"{e['event']} {e['model']}" for e in res["events"]])
+                streamed=sorted(set(streamed[name])), streams=len(streamed[name]),
+                last_run_events=[f"{e['event']} {e['model']}" for e in res["events"]])
         if peaks[name]:
             row["cuda_peak_allocated_gib"] = round(max(peaks[name]), 2)
         report[name] = row
