@@ -4,7 +4,10 @@
     python bench/flux_memory.py --real-sizes --device cuda        # FLUX.1-dev architecture, 1024², bf16
     python bench/flux_memory.py --real-sizes --family sd35 --device cuda   # SD3.5-medium architecture
 
-Sides, in one process, alternating repetitions after a warm-up, min and median seconds per image:
+Sides, in one process, alternating repetitions after a warm-up (`--real-sizes`: one copy of the models
+for the engine and one for diffusers, set up anew per side, each side's repetitions in a row — a copy
+per side would not fit host RAM; `--one-copy` does that on the reduced model too), min and median
+seconds per image:
 - `engine` (graphs/flux.yaml or sd35.yaml, no budget), `engine_encoders_out` (budget = the transformer's
   size: the text encoders must leave before it is placed), `engine_streamed` (budget = what the rest of
   the transformer plus two blocks need: the manager streams it via diffusers' group offloading);
@@ -77,7 +80,7 @@ def build_reduced_flux(folder: Path) -> Path:
     return folder
 
 
-def build_sd35_medium(folder: Path, dtype: torch.dtype, layers: int | None) -> Path:
+def build_sd35_medium(folder: Path, dtype: torch.dtype, layers: int | None, t5_layers: int | None) -> Path:
     """SD3.5-medium's architecture with random weights (made in `dtype`), tiny tokenizers."""
     from diffusers import (
         AutoencoderKL,
@@ -114,10 +117,11 @@ def build_sd35_medium(folder: Path, dtype: torch.dtype, layers: int | None) -> P
         config = dict(SD35_MEDIUM_TRANSFORMER)
         if layers is not None:
             config.update(num_layers=layers, dual_attention_layers=tuple(range(min(13, layers))))
+        t5 = T5EncoderModel(T5Config(**{**T5_XXL, "num_layers": t5_layers or T5_XXL["num_layers"]}))
         pipe = StableDiffusion3Pipeline(
             transformer=SD3Transformer2DModel(**config), vae=AutoencoderKL(**SD3_VAE), text_encoder=clip_l,
             tokenizer=tok, text_encoder_2=clip_g, tokenizer_2=tok,
-            text_encoder_3=T5EncoderModel(T5Config(**T5_XXL)), tokenizer_3=build_t5_tokenizer(),
+            text_encoder_3=t5, tokenizer_3=build_t5_tokenizer(),
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
         target = folder / "sd35_medium_random"
         pipe.save_pretrained(target, safe_serialization=True)
@@ -160,9 +164,11 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     parser.add_argument("--real-sizes", action="store_true", help="FLUX.1-dev / SD3.5-medium architecture")
     parser.add_argument("--family", default="flux", choices=("flux", "sd35"), help="with --real-sizes")
     parser.add_argument("--layers", type=int, default=None, help="--real-sizes: cut the transformer's depth")
-    parser.add_argument("--t5-layers", type=int, default=None, help="--real-sizes flux: T5 encoder layers")
+    parser.add_argument("--t5-layers", type=int, default=None, help="--real-sizes: T5 encoder layers")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda with --real-sizes)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--one-copy", action="store_true",
+                        help="one engine and one pipeline set up anew per side (default with --real-sizes)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
     args = parser.parse_args(argv)
@@ -187,13 +193,22 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
 
         folder, what = build_flux_dev(tmp, dtype, args.layers, args.t5_layers), "FLUX.1-dev architecture"
     else:
-        folder, what = build_sd35_medium(tmp, dtype, args.layers), "SD3.5-medium architecture"
+        folder, what = build_sd35_medium(tmp, dtype, args.layers, args.t5_layers), "SD3.5-medium architecture"
     pipe_cls = FluxPipeline if family == "flux" else StableDiffusion3Pipeline
     graph, image_name = (GRAPHS / "flux.yaml", "flux.png") if family == "flux" else (GRAPHS / "sd35.yaml",
                                                                                      "sd35.png")
     guidance = {"guidance": 3.5} if family == "flux" else {"cfg": 4.5}
 
-    transformer = pipe_cls.from_pretrained(folder, local_files_only=True, dtype=dtype).transformer
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    denoiser_cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:  # sizes from the config alone: no second copy of the weights
+        with torch.device("meta"):
+            transformer = denoiser_cls.from_config(denoiser_cls.load_config(folder, subfolder="transformer"))
+    finally:
+        torch.set_default_dtype(default)
     layout = block_layout(transformer)
     whole = module_bytes(transformer)
     del transformer
@@ -204,36 +219,58 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
     overrides = {"model": str(folder), "steps": steps, "width": size, "height": size, **guidance}
     options = {name: RunOptions(out_dir=tmp / name, device=device, dtype=str(dtype).replace("torch.", ""),
                                 show_progress=False) for name in [*budgets, "floor"]}
-    engines = {name: engine_for(device, budget) for name, budget in budgets.items()}
+    # real sizes: one engine and one pipeline, set up anew for each side, which then runs its repetitions
+    # in a row (copies per side would need ~35 GB of host RAM each); reduced: a copy per side, alternating
+    shared = args.real_sizes or args.one_copy
+    one_engine = engine_for(device, None) if shared else None
+    engines = {name: one_engine or engine_for(device, budget) for name, budget in budgets.items()}
 
-    def pipeline(kind: str) -> Any:
+    def pipeline() -> Any:
         pipe = pipe_cls.from_pretrained(folder, local_files_only=True, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def configure(pipe: Any, kind: str) -> None:
+        from nodegraph_diffusion.group_offload import GroupOffload, is_streamed
+
+        pipe.remove_all_hooks()
+        if is_streamed(pipe.transformer):
+            GroupOffload().unstream(pipe.transformer)
         if kind == "model_offload":
             pipe.enable_model_cpu_offload(device=device)
         elif kind == "group_offload":
+            pipe.to("cpu")
             pipe.transformer.enable_group_offload(onload_device=torch.device(device), offload_device="cpu",
                                                   offload_type="block_level", num_blocks_per_group=per_group)
             for name, part in pipe.components.items():
-                if name != "transformer" and hasattr(part, "to"):
+                if name != "transformer" and isinstance(part, torch.nn.Module):
                     part.to(device)
         else:
             pipe.to(device)
-        return pipe
 
-    pipes: dict[str, Any] = {}
+    kinds = ("plain", "model_offload", "group_offload")
+    base = pipeline() if shared else None
+    pipes = {kind: base or pipeline() for kind in kinds}
     skipped: dict[str, str] = {}
-    for kind in ("plain", "model_offload", "group_offload"):
+    for kind in [] if shared else kinds:
         try:
-            pipes[kind] = pipeline(kind)
+            configure(pipes[kind], kind)
         except Exception as exc:  # noqa: BLE001 - say why a diffusers mode cannot run here
             skipped[f"diffusers_{kind}"] = f"{type(exc).__name__}: {exc}"
-
     results: dict[str, Any] = {}
     streamed: dict[str, list[str]] = {name: [] for name in budgets}  # over all runs (the hooks stay between)
 
+    def set_budget(engine: Any, budget: int | None) -> None:
+        """Give the engine `budget`; a changed one starts from everything on the host (as a new process
+        would: the manager re-decides a model's place when it is next used, not when the budget moves)."""
+        wanted = ({"cpu": budget} if budget else None) if device == "cpu" else budget
+        if engine.resources.vram_budget != wanted:
+            engine.resources.vram_budget = wanted
+            engine.resources.offload_idle()
+
     def run_engine(name: str) -> Callable[[int], float]:
         def go(seed: int) -> float:
+            set_budget(engines[name], budgets[name])
             sync(device)
             start = time.perf_counter()
             results[name] = engines[name].run(graph, {**overrides, "seed": seed}, options[name])
@@ -259,24 +296,45 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
         return go
 
     sides: dict[str, Callable[[int], float]] = {name: run_engine(name) for name in budgets}
-    sides.update({f"diffusers{'' if k == 'plain' else '_' + k}": run_pipe(k) for k in pipes})
+    sides.update({f"diffusers{'' if k == 'plain' else '_' + k}": run_pipe(k) for k in kinds
+                  if f"diffusers_{k}" not in skipped})
     peaks: dict[str, list[float]] = {name: [] for name in sides}
     times: dict[str, list[float]] = {name: [] for name in sides}
-    for side in sides.values():  # warm-up: loads, allocator, kernels
-        side(0)
-    order = list(sides)
-    for i in range(args.repeats):
-        for name in order[i % len(order):] + order[:i % len(order)]:
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            times[name].append(sides[name](1000 + i))
-            if device.startswith("cuda"):
-                peaks[name].append(torch.cuda.max_memory_allocated() / 2**30)
     last = 1000 + args.repeats - 1
-    for name in sides:  # the same seed everywhere for the pixel comparison
-        sides[name](last)
-    reference = png(tmp / "plain" / image_name) if "plain" in pipes else None
-    engine_floor = engine_for(device, floor)
+
+    def timed_run(name: str, seed: int) -> None:
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        times[name].append(sides[name](seed))
+        if device.startswith("cuda"):
+            peaks[name].append(torch.cuda.max_memory_allocated() / 2**30)
+
+    if shared:
+        for name in list(sides):
+            kind = {"diffusers": "plain"}.get(name, name.removeprefix("diffusers_"))
+            if kind in kinds:
+                try:
+                    configure(base, kind)
+                except Exception as exc:  # noqa: BLE001 - say why a diffusers mode cannot run here
+                    skipped[name] = f"{type(exc).__name__}: {exc}"
+                    del sides[name]
+                    continue
+            sides[name](0)  # warm-up
+            for i in range(args.repeats):
+                timed_run(name, 1000 + i)
+            sides[name](last)  # the same seed everywhere for the pixel comparison
+    else:
+        for side in sides.values():  # warm-up: loads, allocator, kernels
+            side(0)
+        order = list(sides)
+        for i in range(args.repeats):
+            for name in order[i % len(order):] + order[:i % len(order)]:
+                timed_run(name, 1000 + i)
+        for name in sides:  # the same seed everywhere for the pixel comparison
+            sides[name](last)
+    reference = png(tmp / "plain" / image_name) if "diffusers" in sides else None
+    engine_floor = one_engine or engine_for(device, floor)
+    set_budget(engine_floor, floor)
     floor_result = engine_floor.run(graph, {**overrides, "seed": last}, options["floor"])
 
     def side_dir(name: str) -> Path:
@@ -296,7 +354,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
             row.update(budget_bytes=budgets[name], peak_weight_bytes_on_device=res["peak_bytes"].get(key),
                 streamed=sorted(set(streamed[name])), streams=len(streamed[name]),
                 last_run_events=[f"{e['event']} {e['model']}" for e in res["events"]])
-        if peaks[name]:
+        if peaks.get(name):
             row["cuda_peak_allocated_gib"] = round(max(peaks[name]), 2)
         report[name] = row
     floor_peak = floor_result.resources["peak_bytes"].get(key, 0)
@@ -307,7 +365,7 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
         "cpu_stand_in": device == "cpu",
         "transformer_bytes": whole, "transformer_outside_blocks_bytes": layout.rest,
         "blocks": [len(b) for b in layout.lists], "largest_block_bytes": layout.largest_group(1),
-        "sides": report, "skipped": skipped,
+        "sides": report, "skipped": skipped, "alternating": not shared,
         "smallest_vram_budget_that_completes": {
             "bytes": floor, "peak_weight_bytes_on_device": floor_peak, "within_budget": floor_peak <= floor,
             "note": "the rest of the transformer + its largest block (streamed one block at a time); "
