@@ -16,6 +16,8 @@ from nodegraph.nodes.registry import PackRegistrar
 from nodegraph.nodes.spec import node
 from nodegraph.ports import InputFile, OutputFile, fingerprint_file
 from nodegraph.runtime.context import NodeContext
+from nodegraph.runtime.devices import format_size
+from nodegraph.runtime.streaming import Streaming, StreamPlan
 
 __all__ = [
     "Fact",
@@ -29,7 +31,10 @@ __all__ = [
     "NodegraphError",
     "OutputFile",
     "PackRegistrar",
+    "StreamPlan",
+    "Streaming",
     "fingerprint_file",
+    "format_size",
     "hookimpl",
     "node",
 ]

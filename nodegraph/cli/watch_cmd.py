@@ -29,8 +29,9 @@ def residency_line(result: RunResult) -> str:
     from nodegraph.runtime.devices import format_size
 
     peaks = ", ".join(f"{loc} {format_size(size)}" for loc, size in sorted(res.get("peak_bytes", {}).items()))
+    streamed = f", {res['streams']} streamed in groups" if res.get("streams") else ""
     return (f"models: {res.get('loads', 0)} loaded, {res.get('offloads', 0)} offloaded, "
-            f"{res.get('drops', 0)} dropped; peak resident: {peaks or 'none'}")
+            f"{res.get('drops', 0)} dropped{streamed}; peak resident: {peaks or 'none'}")
 
 
 def watch(

@@ -15,6 +15,7 @@ import torch
 from nodegraph.api import InputError, NodeContext
 from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
 from nodegraph_diffusion.families import DenoiseRequest, ModelFamily
+from nodegraph_diffusion.group_offload import run_device
 from nodegraph_diffusion.k_diffusion_import import KDiffusionMissing
 from nodegraph_diffusion.k_sampling import SAMPLERS, KLoopInput, comfy_noise, run_k_loop
 from nodegraph_diffusion.loading import use_unet
@@ -129,8 +130,7 @@ def sample_k(
         except PaddingError as exc:
             raise InputError(str(exc), field="negative") from exc
     with use_unet(ctx, unet) as model:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
+        device, dtype = run_device(model)  # a streamed model's weights are on the host
         batch, scale = shape[0], family.vae_scale
         pos = _entries(family, model, positive, batch, shape, scale, device, dtype, pos_pad)
         neg = (

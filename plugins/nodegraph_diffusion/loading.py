@@ -321,12 +321,18 @@ def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, source: Mo
 
 @contextmanager
 def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
-    """The handle's UNet on the run's device and dtype, with its LoRAs active, pinned for the block."""
+    """The handle's UNet (or transformer) on the run's device and dtype, with its LoRAs active, pinned
+    for the block; streamed in groups of blocks when it does not fit the VRAM budget (the residency
+    manager decides; compute on `group_offload.run_device(model)`, not where its weights are)."""
+    from nodegraph_diffusion.group_offload import GroupOffload
     from nodegraph_diffusion.optimize import prepare_unet
 
     source = handle.source
     key = component_key(source, "unet")
-    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype) as unet:
+    label = family_named(source.family).denoiser_component if source.family else "unet"
+    # past its VRAM budget the manager streams it in groups of blocks (group_offload.py)
+    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype,
+                           label=label, streaming=GroupOffload()) as unet:
         _apply_loras(unet, handle.loras, "unet", source, ctx)
         yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 
@@ -344,7 +350,7 @@ def use_text_encoder(ctx: NodeContext, handle: TextEncoderHandle, component: str
                            lambda: load_tokenizer(source, tokenizer_component)) as tokenizer, \
             ctx.resources.use(component_key(source, component),
                               lambda: load_text_encoder(source, ctx, component),
-                              device=ctx.device, dtype=ctx.dtype) as encoder:
+                              device=ctx.device, dtype=ctx.dtype, label=component) as encoder:
         if component in family_named(source.family).lora_components:
             _apply_loras(encoder, handle.loras, component, source, ctx)
         if handle.embeddings:
@@ -363,7 +369,8 @@ def use_tokenizer(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[Any]:
     only the second: `tokenizer_2`, the same CLIP BPE), without loading any text encoder."""
     source = handle.source
     component = family_named(source.family).tokenizers[0]
-    with ctx.resources.use(component_key(source, component), lambda: load_tokenizer(source, component)) as tok:
+    key = component_key(source, component)
+    with ctx.resources.use(key, lambda: load_tokenizer(source, component)) as tok:
         yield tok
 
 
@@ -374,7 +381,8 @@ def use_vae(ctx: NodeContext, handle: VaeHandle) -> Iterator[Any]:
 
     source = handle.source
     key = component_key(source, "vae")
-    with ctx.resources.use(key, lambda: load_vae(source, ctx), device=ctx.device, dtype=ctx.dtype) as vae:
+    with ctx.resources.use(key, lambda: load_vae(source, ctx), device=ctx.device, dtype=ctx.dtype,
+                           label="vae") as vae:
         yield prepare_vae(ctx, key, vae)
 
 

@@ -11,6 +11,7 @@ from nodegraph_diffusion import family_facts
 from nodegraph_diffusion.cond_padding import PaddingError, match_lengths
 from nodegraph_diffusion.conditions import Condition, NoiseDraws, draw_before_noise
 from nodegraph_diffusion.families import DenoiseRequest, ModelFamily, family_named
+from nodegraph_diffusion.group_offload import run_device
 from nodegraph_diffusion.loading import use_unet
 from nodegraph_diffusion.schedulers import make_scheduler
 from nodegraph_diffusion.types import (
@@ -190,8 +191,7 @@ def sample(
     pos_embeds, neg_embeds = guidance_embeds(positive, negative, cfg)
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
+        device, dtype = run_device(model)  # a streamed model's weights are on the host
         scale = family.vae_scale
         denoise_req = DenoiseRequest(shape[0], do_cfg, shape[-2] * scale, shape[-1] * scale, device, dtype)
         try:
