@@ -20,10 +20,11 @@ def nodegraph_register(registry: object) -> None:
         schedulers,
         skip_layers,
         text_nodes,
+        transformer_nodes,
         vae_nodes,
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers):
+                   embedding_nodes, skip_layers, transformer_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]

@@ -130,7 +130,8 @@ def sample_k(
             raise InputError(str(exc), field="negative") from exc
     with use_unet(ctx, unet) as model:
         param = next(model.parameters())
-        device, dtype = param.device, param.dtype
+        # the dtype it computes in: diffusers' answer (fp8-stored or GGUF weights compute in another)
+        device, dtype = param.device, getattr(model, "dtype", param.dtype)
         batch, scale = shape[0], family.vae_scale
         pos = _entries(family, model, positive, batch, shape, scale, device, dtype, pos_pad)
         neg = (

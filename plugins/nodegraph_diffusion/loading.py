@@ -172,6 +172,10 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         state = _single_file_state(source, "unet", ctx)
         unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
         return own_storage(unet.eval())
+    if source.format == "transformer_file":  # flux1-dev.safetensors, fp8, GGUF (transformer_files.py)
+        from nodegraph_diffusion.transformer_files import load_transformer_file
+
+        return load_transformer_file(source, ctx)
     raise InputError(f"'{path}' holds no UNet", field="path")
 
 
@@ -323,10 +327,11 @@ def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, source: Mo
 def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
     """The handle's UNet on the run's device and dtype, with its LoRAs active, pinned for the block."""
     from nodegraph_diffusion.optimize import prepare_unet
+    from nodegraph_diffusion.transformer_files import residency
 
     source = handle.source
-    key = component_key(source, "unet")
-    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype) as unet:
+    key, dtype = residency(source, ctx, component_key(source, "unet"))  # fp8/GGUF: placed, never cast
+    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=dtype) as unet:
         _apply_loras(unet, handle.loras, "unet", source, ctx)
         yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 

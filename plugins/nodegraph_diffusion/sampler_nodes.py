@@ -191,7 +191,8 @@ def sample(
     sched = make_scheduler(scheduler)
     with use_unet(ctx, unet) as model:
         param = next(model.parameters())
-        device, dtype = param.device, param.dtype
+        # the dtype it computes in: diffusers' answer (fp8-stored or GGUF weights compute in another)
+        device, dtype = param.device, getattr(model, "dtype", param.dtype)
         scale = family.vae_scale
         denoise_req = DenoiseRequest(shape[0], do_cfg, shape[-2] * scale, shape[-1] * scale, device, dtype)
         try:

@@ -1,0 +1,84 @@
+"""`diffusion.load_transformer`: a model's denoiser replaced by a transformer-only file.
+
+ComfyUI users keep Flux.1 as a transformer file (`flux1-dev.safetensors`, `flux1-dev-fp8.safetensors`,
+`flux1-dev-Q8_0.gguf`) next to separate text encoders and VAE; here the text encoders, VAE and scheduler
+come from a model loaded with `diffusion.load_model` and only its UNetHandle is replaced. The output is
+a light handle like the loader's (the weights load when a sampler uses it, through the residency
+manager), so `diffusion.load_lora` and ControlNets attach to it as to any UNetHandle. Reading the
+files: transformer_files.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from nodegraph.api import FactsRequest, InputError, NodeContext, node
+from nodegraph_diffusion.families import family_named
+from nodegraph_diffusion.family_facts import Facts, passthrough
+from nodegraph_diffusion.loading import CONFIGS_DIR, refuse_pickle
+from nodegraph_diffusion.paths import DiffusionModelRef, ModelRef, resolve_model_ref
+from nodegraph_diffusion.transformer_files import (
+    FORMAT,
+    check_fits,
+    read_header,
+    transformer_source,
+)
+from nodegraph_diffusion.types import UNetHandle
+
+ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def transformer_facts(req: FactsRequest) -> Facts:
+    """Of the family of the UNet it replaces (the file is checked against it when the node runs)."""
+    return passthrough(req, {"out": "unet"})
+
+
+def _config_root(ctx: NodeContext, config: str | None, unet: UNetHandle) -> Path:
+    """The folder whose denoiser config reads the file: `config` (a shipped config name, a diffusers
+    model folder or its transformer folder), else the folder `unet`'s own model was read with."""
+    if config is not None:
+        shipped = CONFIGS_DIR / config
+        if "/" not in config and "\\" not in config and shipped.is_dir():
+            return shipped
+        return resolve_model_ref(config, ctx, "checkpoint")
+    source = unet.source
+    if source.format == "diffusers":
+        return Path(source.path)
+    if source.config_dir and source.format in ("single_file", FORMAT):
+        return Path(source.config_dir)
+    raise InputError(f"cannot tell the transformer config of '{source.path}': set `config`", field="config")
+
+
+@node("diffusion.load_transformer", version="1.0.0", facts=transformer_facts)
+def load_transformer(
+    ctx: NodeContext,
+    path: Annotated[DiffusionModelRef, Field(description=(
+        "A transformer-only file: .safetensors in BFL/ComfyUI layout (flux1-dev.safetensors) or diffusers "
+        "layout, fp8 (e4m3fn) weights too, or a GGUF (flux1-dev-Q8_0.gguf)"))],
+    unet: Annotated[UNetHandle, Field(description="The model's UNet handle (diffusion.load_model) whose "
+                                                  "transformer the file replaces")],
+    config: Annotated[ModelRef | None, Field(description=(
+        "The transformer's config: a shipped config name (configs/NAME), a diffusers model folder or its "
+        "transformer folder; default: unet's own model"))] = None,
+    dtype: Annotated[ComputeDtype, Field(description=(
+        "What fp8/GGUF weights compute in (auto: the run's dtype); plain weights follow the run's "
+        "dtype"))] = "auto",
+) -> UNetHandle:
+    """Replace a model's transformer by a transformer-only file (BFL/ComfyUI, diffusers; fp8; GGUF)."""
+    family = family_named(unet.source.family)
+    if family.denoiser_component != "transformer":
+        raise InputError(f"'unet' is an {family.label} UNet: transformer files replace the transformer of "
+                         "a flow-matching model (Flux.1, SD3)", field="unet")
+    file = resolve_model_ref(path, ctx, "diffusion_model")
+    refuse_pickle(file, ctx)
+    if file.is_dir():
+        raise InputError(f"'{file}' is a folder: give the transformer file itself (.safetensors, .gguf); a "
+                         "diffusers folder loads with diffusion.load_model", field="path")
+    header = read_header(file)
+    root = _config_root(ctx, None if config is None else str(config), unet)
+    check_fits(file, header, family, root)
+    compute = dtype if header.storage else "auto"  # plain weights follow the run's dtype
+    return UNetHandle(transformer_source(file, header, family, root, unet.source.base, compute), unet.loras)
