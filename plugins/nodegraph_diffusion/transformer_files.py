@@ -155,9 +155,9 @@ def check_fits(path: Path, header: FileHeader, family: ModelFamily, root: Path) 
         raise InputError(f"'{path}' is not a transformer file of a family this installation reads ({known})",
                          field="path")
     if owner.name != family.name:
-        raise InputError(f"'{path}' holds an {owner.label} transformer, but 'unet' is an {family.label} "
-                         f"model: give an {family.label} file (or load_model an {owner.label} model)",
-                         field="path")
+        raise InputError(f"'{path}' is a transformer file for {owner.label} models, but 'unet' comes from "
+                         f"{family.label}: give a {family.label} transformer file (or load an {owner.label} "
+                         "model)", field="path")
     config = _denoiser_config(root, family)
     meta = {k: torch.empty(shape, device="meta") for k, shape in header.shapes.items()}
     try:
@@ -175,7 +175,7 @@ def check_fits(path: Path, header: FileHeader, family: ModelFamily, root: Path) 
     if missing:
         problems.append(f"{len(missing)} tensors missing ({', '.join(missing[:SHOWN])})")
     if extra:
-        problems.append(f"{len(extra)} it has no use for ({', '.join(extra[:SHOWN])})")
+        problems.append(f"{len(extra)} tensors the model has no use for ({', '.join(extra[:SHOWN])})")
     if wrong:
         shown = ", ".join(f"{k}: {tuple(converted[k].shape)} in the file, {expected[k]} in the model"
                           for k in wrong[:SHOWN])

@@ -18,7 +18,7 @@ from pydantic import Field
 from nodegraph.api import FactsRequest, InputError, NodeContext, node
 from nodegraph_diffusion.families import family_named
 from nodegraph_diffusion.family_facts import Facts, passthrough
-from nodegraph_diffusion.loading import CONFIGS_DIR, refuse_pickle
+from nodegraph_diffusion.loading import CONFIGS_DIR, PICKLE_SUFFIXES
 from nodegraph_diffusion.paths import DiffusionModelRef, ModelRef, resolve_model_ref
 from nodegraph_diffusion.transformer_files import (
     FORMAT,
@@ -73,7 +73,10 @@ def load_transformer(
         raise InputError(f"'unet' is an {family.label} UNet: transformer files replace the transformer of "
                          "a flow-matching model (Flux.1, SD3)", field="unet")
     file = resolve_model_ref(path, ctx, "diffusion_model")
-    refuse_pickle(file, ctx)
+    if file.suffix.lower() in PICKLE_SUFFIXES:  # never read: even --allow-pickle does not make it one
+        raise InputError(f"refusing to load pickled weights '{file}' (pickle files can run code): "
+                         "transformer files are read as .safetensors or .gguf; convert it to .safetensors",
+                         field="path")
     if file.is_dir():
         raise InputError(f"'{file}' is a folder: give the transformer file itself (.safetensors, .gguf); a "
                          "diffusers folder loads with diffusion.load_model", field="path")
