@@ -124,3 +124,34 @@ def test_stored_file_equals_pipeline_with_diffusers_loaded_transformer(
     print(f"{kind} vs float32 original: latents max abs {latent_gap:.6g}, pixels max abs {pixel_gap}")
     assert latent_gap > 0  # the storage does act: the bound is not vacuous
     assert latent_gap <= BOUNDS[kind][0] and pixel_gap <= BOUNDS[kind][1]
+
+
+SD3_GRAPH = """\
+version: 1
+nodes:
+  model:    {type: diffusion.load_model, path: "builtin:tinysd3"}
+  file:     {type: diffusion.load_transformer, path: "%s", unet: "@model.unet"}
+  positive: {type: diffusion.encode_text, encoder: "@model.text_encoder", text: "a red circle"}
+  negative: {type: diffusion.encode_text, encoder: "@model.text_encoder", text: ""}
+  empty:    {type: diffusion.empty_latents, width: 64, height: 64, unet: "@%s"}
+  latents:  {type: diffusion.sample, unet: "@%s", scheduler: "@model.scheduler", positive: "@positive",
+             negative: "@negative", latents: "@empty", seed: 2, steps: 2, cfg: 4.5}
+"""
+
+
+def test_sd3_transformer_file_equals_the_models_own(tmp_path: Path) -> None:
+    """An SD3 transformer file (diffusers layout) in place of builtin:tinysd3's own transformer: the same
+    latents (the graph with the model's own equals StableDiffusion3Pipeline: test_sd3.py)."""
+    from diffusers import SD3Transformer2DModel
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+
+    model = SD3Transformer2DModel.from_pretrained(BUILTIN_DIR / "tinysd3", subfolder="transformer",
+                                                  local_files_only=True)
+    file = write_safetensors(tmp_path / "sd3-transformer.safetensors", model.state_dict())
+
+    def latents(unet: str) -> torch.Tensor:
+        graph = tmp_path / f"{unet.replace('.', '_')}.yaml"
+        graph.write_text(SD3_GRAPH % (file, unet, unet))
+        return Engine().run(graph, {}, cpu_options(tmp_path / unet)).outputs["latents"]["out"].samples
+
+    assert torch.equal(latents("file"), latents("model.unet"))
