@@ -15,11 +15,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from nodegraph.api import FactsRequest, InputError, NodeContext, node
-from nodegraph_diffusion.families import family_named
-from nodegraph_diffusion.family_facts import Facts, passthrough
+from nodegraph.api import Fact, FactError, FactsRequest, InputError, NodeContext, node
+from nodegraph_diffusion.families import available_families, family_named
+from nodegraph_diffusion.family_facts import Facts, header_shapes, label, passthrough
+from nodegraph_diffusion.flux_bfl import COMFY_PREFIX
 from nodegraph_diffusion.loading import CONFIGS_DIR, PICKLE_SUFFIXES
-from nodegraph_diffusion.paths import DiffusionModelRef, ModelRef, resolve_model_ref
+from nodegraph_diffusion.paths import DiffusionModelRef, ModelRef, resolve_in, resolve_model_ref
 from nodegraph_diffusion.transformer_files import (
     FORMAT,
     check_fits,
@@ -32,8 +33,32 @@ ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 def transformer_facts(req: FactsRequest) -> Facts:
-    """Of the family of the UNet it replaces (the file is checked against it when the node runs)."""
+    """Of the family of the UNet it replaces; a .safetensors file whose header names another family's
+    transformer is refused here, before any weights load (the node checks every file when it runs)."""
+    unet_fact = req.upstream.get("unet")
+    family = unet_fact.facts.get("family") if isinstance(unet_fact, Fact) else None
+    file = _safetensors_at(req.literals.get("path"), req.base_dir)
+    if family is not None and file is not None:
+        try:
+            keys = [k.removeprefix(COMFY_PREFIX) for k in header_shapes(file)]
+        except (OSError, ValueError, MemoryError):  # a bad header: the node says what is wrong with it
+            keys = []
+        owner = next((f for f in available_families() if f.recognise_denoiser_keys(keys)), None)
+        if owner is not None and owner.name != family:
+            raise FactError(f"'path' names '{file.name}', a transformer file for {owner.label} models, but "
+                            f"'unet' comes from {label(family)} (node '{unet_fact.node}')", field="path")
     return passthrough(req, {"out": "unet"})
+
+
+def _safetensors_at(ref: object, base_dir: Path) -> Path | None:
+    """The .safetensors file a `path` literal names, if it is found without the model dirs."""
+    if not isinstance(ref, str) or not ref.lower().endswith(".safetensors"):
+        return None
+    try:
+        path = resolve_in(ref, base_dir, kind="diffusion_model")
+    except InputError:
+        return None
+    return path if path.is_file() else None
 
 
 def _config_root(ctx: NodeContext, config: str | None, unet: UNetHandle) -> Path:

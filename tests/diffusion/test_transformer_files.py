@@ -139,6 +139,7 @@ nodes:
 """
 
 
+@pytest.mark.slow  # two SD3 graph runs with CFG
 def test_sd3_transformer_file_equals_the_models_own(tmp_path: Path) -> None:
     """An SD3 transformer file (diffusers layout) in place of builtin:tinysd3's own transformer: the same
     latents (the graph with the model's own equals StableDiffusion3Pipeline: test_sd3.py)."""

@@ -203,20 +203,40 @@ def test_bad_files_fail_at_path_naming_the_file(make_ctx: Any, tmp_path: Path, b
     assert info.value.field == "unet"
 
 
-def test_cli_exits_2_on_a_file_of_another_family(tmp_path: Path) -> None:
+def test_cli_exits_2_on_bad_files(tmp_path: Path, bfl_file: Path) -> None:
+    """Another family's file (refused at validation) and a truncated one (refused when the node runs)."""
     from typer.testing import CliRunner
 
     from nodegraph.cli.app import app
 
-    sd3 = _sd3_file(tmp_path)
+    truncated = tmp_path / "flux1-cut.safetensors"
+    truncated.write_bytes(bfl_file.read_bytes()[:-4096])
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", str(GRAPHS / "flux_gguf.yaml"), "--set", f"transformer={sd3}",
-                                      "--set", "steps=1", "--out", str(out), "--no-cache", "-q"])
-    assert result.exit_code == 2, result.output
-    assert "sd3-transformer.safetensors" in result.output and "for SD3 models" in result.output
-    assert "Traceback" not in result.output
-    assert not list(out.glob("*.png")) if out.exists() else True
+    for file, words in ((_sd3_file(tmp_path), "for SD3 models"), (truncated, "corrupt or truncated")):
+        argv = ["run", str(GRAPHS / "flux_gguf.yaml"), "--set", f"transformer={file}", "--set", "steps=1",
+                "--out", str(out), "--no-cache", "-q"]
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert file.name in result.output and words in result.output, result.output
+        assert "Traceback" not in result.output
+        assert not out.exists() or not list(out.iterdir())
     missing = CliRunner().invoke(app, ["run", str(GRAPHS / "flux_gguf.yaml"), "--out", str(out), "--no-cache",
                                        "-q"])  # the default names the real file: not here, said so
     assert missing.exit_code == 2, missing.output
     assert "flux1-dev-Q8_0.gguf" in missing.output and "Traceback" not in missing.output
+
+
+def test_validate_refuses_another_familys_file_before_loading(tmp_path: Path) -> None:
+    """`nodegraph validate` reads the .safetensors header: an SD3 file for a Flux model fails at 'path'."""
+    from nodegraph.document.load import load_plan
+    from nodegraph.errors import GraphError
+    from nodegraph.nodes.registry import build_registry
+
+    sd3 = _sd3_file(tmp_path)
+    registry = build_registry()
+    load_plan(GRAPHS / "flux_gguf.yaml", registry)  # the default (a file not here): fine until it runs
+    with pytest.raises(GraphError) as info:
+        load_plan(GRAPHS / "flux_gguf.yaml", registry, {"transformer": str(sd3)})
+    (problem,) = info.value.problems
+    assert (problem.node, problem.field) == ("quant", "path")
+    assert "sd3-transformer.safetensors" in str(problem) and "for SD3 models" in str(problem)
