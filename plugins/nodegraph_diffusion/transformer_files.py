@@ -6,15 +6,18 @@ diffusers' names, `flux1-dev-fp8.safetensors` (float8_e4m3fn weights) and city96
 diffusers model folder or a shipped config, the rest of the model (text encoders, VAE, scheduler) from
 the model whose UNetHandle the file replaces (`diffusion.load_transformer`).
 
-How each is read — all through diffusers' `from_single_file` with a local config (offline):
+How each is read (offline, with a local config):
 - the layout: the family's `denoiser_state` converts the file's names by diffusers' converter (Flux:
   flux_bfl.py; SD3: Stability's `joint_blocks`), diffusers-named files pass as they are;
-- plain weights (fp32/bf16/fp16) load in float32 and follow the run's dtype like any model;
-- fp8 weights load at the compute dtype (fp8 -> fp32/bf16 is exact) and are stored back in fp8 by
-  diffusers' layerwise casting (`enable_layerwise_casting`): each layer is upcast for its own forward
-  only. The layers diffusers keeps out of it (norms, embeddings, Flux's modulation `norm*.linear`) stay
-  at the compute dtype. ComfyUI's *scaled* fp8 files (`scaled_fp8`, per-layer `scale_weight` /
-  `weight_scale`) mean weight x scale, which layerwise casting cannot apply: refused, saying so;
+- plain weights (fp32/bf16/fp16): diffusers' `from_single_file`, in float32, then the run's dtype like
+  any model;
+- fp8 weights stay fp8 under diffusers' layerwise casting (`enable_layerwise_casting`): each layer is
+  upcast for its own forward only; the layers diffusers keeps out of it (norms, embeddings, Flux's
+  modulation `norm*.linear`) are held at the compute dtype. `fp8_model` builds that state without
+  diffusers' intermediate whole model at the compute dtype, tensor for tensor what `from_single_file(
+  torch_dtype=compute)` + `enable_layerwise_casting` give (tested). ComfyUI's *scaled* fp8 files
+  (`scaled_fp8`, per-layer `scale_weight` / `weight_scale`) mean weight x scale, which layerwise
+  casting cannot apply: refused, saying so;
 - GGUF files by diffusers' GGUF quantizer (`GGUFQuantizationConfig(compute_dtype=...)`): weights stay
   quantized and are dequantized per layer at each call.
 fp8 and GGUF models keep their storage: the residency manager moves them without casting (`residency`)
@@ -235,10 +238,37 @@ def load_transformer_file(source: ModelSource, ctx: NodeContext) -> Any:
         kwargs.update(quantization_config=GGUFQuantizationConfig(compute_dtype=compute), torch_dtype=compute)
     else:
         state = read_state_dict(path, ctx)
-        if source.storage:
-            kwargs["torch_dtype"] = compute
-    state = family.denoiser_state(without_prefix(state), _denoiser_config(root, family))
-    model = getattr(diffusers, family.denoiser_class).from_single_file(state, **kwargs)
+    config = _denoiser_config(root, family)
+    state = family.denoiser_state(without_prefix(state), config)
+    cls = getattr(diffusers, family.denoiser_class)
     if source.storage in FP8.values():
-        model.enable_layerwise_casting(storage_dtype=getattr(torch, source.storage), compute_dtype=compute)
-    return own_storage(model.eval())
+        return own_storage(fp8_model(cls, config, state, getattr(torch, source.storage), compute))
+    return own_storage(cls.from_single_file(state, **kwargs).eval())
+
+
+def fp8_model(cls: Any, config: dict[str, Any], state: dict[str, Any], storage: Any, compute: Any) -> Any:
+    """A model of fp8 weights under diffusers' layerwise casting, never whole at the compute dtype.
+
+    diffusers' own way — `from_single_file(..., torch_dtype=compute)` then `enable_layerwise_casting`
+    — holds every weight at the compute dtype before casting the hooked layers back to fp8: for
+    FLUX.1-dev's 12 B parameters a 24 GB (bf16) model next to the 12 GB file. Here the file's tensors
+    are assigned as they are (`load_state_dict(assign=True)` into a model built on the meta device, as
+    owned.py does), layerwise casting stores the layers it hooks in fp8 (no-op for fp8 weights), and
+    only the layers it leaves out (norms, embeddings, Flux's modulation) are cast to the compute dtype.
+    Each tensor ends as diffusers' way leaves it (fp8 -> compute -> fp8 is exact), for classes that keep
+    no modules in float32 (`_keep_in_fp32_modules`: none for Flux's and SD3's transformers); the tests
+    compare the two bit for bit at float32 and bfloat16."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = cls.from_config(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.enable_layerwise_casting(storage_dtype=storage, compute_dtype=compute)
+    for module in model.modules():
+        hooks = getattr(module, "_diffusers_hook", None)
+        if hooks is not None and hooks.get_hook("layerwise_casting") is not None:
+            continue  # stored in fp8, upcast per call
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.is_floating_point() and tensor.dtype != compute:
+                tensor.data = tensor.data.to(compute)
+    return model.eval()

@@ -240,3 +240,33 @@ def test_validate_refuses_another_familys_file_before_loading(tmp_path: Path) ->
     (problem,) = info.value.problems
     assert (problem.node, problem.field) == ("quant", "path")
     assert "sd3-transformer.safetensors" in str(problem) and "for SD3 models" in str(problem)
+
+
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
+def test_fp8_model_equals_diffusers_way_tensor_for_tensor(tmp_path: Path, tiny_state: dict[str, torch.Tensor],
+                                                          compute: torch.dtype) -> None:
+    """fp8_model (no whole-model copy at the compute dtype) leaves every tensor as diffusers' way does
+    (`from_single_file(torch_dtype=compute)` + `enable_layerwise_casting`): same dtype, same bits; the
+    file mixes fp8 weights with bf16 and fp32 tensors, as downloaded fp8 files do."""
+    from diffusers import FluxTransformer2DModel
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+    from nodegraph_diffusion.transformer_files import fp8_model
+
+    state = fp8(tiny_state)
+    state = {k: v.to(torch.bfloat16) if k.endswith(".bias") and i % 2 else v
+             for i, (k, v) in enumerate(state.items())}
+    assert {v.dtype for v in state.values()} == {torch.float8_e4m3fn, torch.bfloat16, torch.float32}
+    file = write_safetensors(tmp_path / "mixed-fp8.safetensors", state)
+    theirs = FluxTransformer2DModel.from_single_file(str(file), config=str(BUILTIN_DIR / "tinyflux"),
+                                                     subfolder="transformer", local_files_only=True,
+                                                     torch_dtype=compute)
+    theirs.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+    ours = fp8_model(FluxTransformer2DModel, dict(theirs.config), dict(state), torch.float8_e4m3fn, compute)
+    theirs_state, ours_state = theirs.state_dict(), ours.state_dict()
+    assert set(ours_state) == set(theirs_state)
+    kinds = set()
+    for key, value in theirs_state.items():
+        assert ours_state[key].dtype == value.dtype, key
+        assert torch.equal(ours_state[key].view(torch.uint8), value.view(torch.uint8)), key
+        kinds.add(value.dtype)
+    assert kinds == {torch.float8_e4m3fn, compute}  # both storages present: the comparison covers both
