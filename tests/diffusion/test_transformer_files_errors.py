@@ -270,3 +270,28 @@ def test_fp8_model_equals_diffusers_way_tensor_for_tensor(tmp_path: Path, tiny_s
         assert torch.equal(ours_state[key].view(torch.uint8), value.view(torch.uint8)), key
         kinds.add(value.dtype)
     assert kinds == {torch.float8_e4m3fn, compute}  # both storages present: the comparison covers both
+
+
+@pytest.mark.slow  # three ControlNet graph runs
+def test_controlnet_attaches_to_replaced_transformer(tmp_path: Path, bfl_file: Path,
+                                                     tiny_state: dict[str, torch.Tensor]) -> None:
+    """graphs/flux_controlnet.yaml with its transformer from a BFL file: the latents of the model's own
+    transformer; from a GGUF file it runs too (and the ControlNet acts: strength 0 differs)."""
+    original = (GRAPHS / "flux_controlnet.yaml").read_text()
+    assert original.count('unet: "@model.unet", scheduler') == 1
+    gguf_file = write_gguf(tmp_path / "tiny-Q8_0.gguf", to_bfl(tiny_state), "Q8_0")
+    params = {"image": str(GRAPHS / "inputs" / "scene_64.png"), "steps": 2, "seed": 3}
+
+    def latents(file: Path | None, **more: Any) -> torch.Tensor:
+        text = original
+        if file is not None:
+            text = text.replace('unet: "@model.unet", scheduler', 'unet: "@file", scheduler').replace(
+                "nodes:\n", f'nodes:\n  file:     {{type: diffusion.load_transformer, path: "{file}", '
+                            'unet: "@model.unet"}\n')
+        graph = tmp_path / f"cn{len(list(tmp_path.glob('cn*.yaml')))}.yaml"
+        graph.write_text(text)
+        result = Engine().run(graph, {**params, **more}, cpu_options(tmp_path / graph.stem))
+        return result.outputs["latents"]["out"].samples
+
+    assert torch.equal(latents(bfl_file), latents(None))
+    assert (latents(gguf_file) - latents(gguf_file, strength=0.0)).abs().max().item() > 1e-4
