@@ -68,7 +68,11 @@ def _config_root(ctx: NodeContext, config: str | None, unet: UNetHandle) -> Path
         shipped = CONFIGS_DIR / config
         if "/" not in config and "\\" not in config and shipped.is_dir():
             return shipped
-        return resolve_model_ref(config, ctx, "checkpoint")
+        try:
+            return resolve_model_ref(config, ctx, "checkpoint")
+        except InputError as exc:  # said of `config`, not of the file
+            shipped = ", ".join(sorted(p.name for p in CONFIGS_DIR.iterdir() if p.is_dir()))
+            raise InputError(f"{exc} (nor is it a shipped config: {shipped})", field="config") from exc
     source = unet.source
     if source.format == "diffusers":
         return Path(source.path)

@@ -295,3 +295,27 @@ def test_controlnet_attaches_to_replaced_transformer(tmp_path: Path, bfl_file: P
 
     assert torch.equal(latents(bfl_file), latents(None))
     assert (latents(gguf_file) - latents(gguf_file, strength=0.0)).abs().max().item() > 1e-4
+
+
+def test_config_names_the_transformer_config(make_ctx: Any, bfl_file: Path) -> None:
+    """`config`: a diffusers model folder or its transformer folder work; a schnell config for a dev
+    file, or a name that is nothing, fail at the field that is wrong."""
+    from nodegraph_diffusion.model_nodes import load_model
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+    from nodegraph_diffusion.transformer_nodes import load_transformer
+
+    from nodegraph.api import InputError
+
+    ctx = make_ctx()
+    unet = load_model(ctx, "builtin:tinyflux").unet
+    for config in ("builtin:tinyflux", str(BUILTIN_DIR / "tinyflux" / "transformer")):
+        assert load_transformer(ctx, str(bfl_file), unet, config=config).source.format == "transformer_file"
+    with pytest.raises(InputError, match="tinyflux-schnell") as info:
+        load_transformer(ctx, str(bfl_file), unet, config="builtin:tinyflux-schnell")
+    assert info.value.field == "path"  # the file does not fit that config
+    with pytest.raises(InputError, match="shipped config") as info:
+        load_transformer(ctx, str(bfl_file), unet, config="no-such-config")
+    assert info.value.field == "config"
+    with pytest.raises(InputError, match="config.json") as info:
+        load_transformer(ctx, str(bfl_file), unet, config=str(BUILTIN_DIR / "tinyflux" / "scheduler"))
+    assert info.value.field == "config"
