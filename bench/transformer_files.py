@@ -116,7 +116,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
     for storage in args.storages.split(","):
         ours_file, theirs_file = write_files(state, storage, tmp)
         pipe.transformer = diffusers_transformer(theirs_file, storage, model, dtype).to(args.device)
-        params = {"transformer": str(ours_file), "model": str(model), "config": str(model), "seed": 1,
+        params = {"transformer": str(ours_file), "model": str(model), "seed": 1,
                   "steps": args.steps, "width": args.size, "height": args.size, "prompt": PROMPT}
 
         def graph() -> None:

@@ -191,9 +191,12 @@ def check_fits(path: Path, header: FileHeader, family: ModelFamily, root: Path) 
 def transformer_source(path: Path, header: FileHeader, family: ModelFamily, root: Path, base: str,
                        compute_dtype: str) -> ModelSource:
     """The source of a transformer file read with the config at `root`: the fingerprint covers the
-    file, the config and the storage, so another config or dtype is another resident model."""
+    file, the denoiser's config.json (not the rest of `root`) and the storage, so another config or
+    compute dtype is another resident model."""
+    folder, sub = denoiser_folder(root, family)
+    config = (folder / sub if sub else folder) / "config.json"
     digest = hashlib.sha256()
-    for part in (fingerprint_path(path), fingerprint_path(root), header.storage, compute_dtype):
+    for part in (fingerprint_path(path), fingerprint_path(config), header.storage, compute_dtype):
         digest.update(part.encode() + b"\0")
     return ModelSource(str(path), digest.hexdigest(), FORMAT, base, str(root), None, family.name,
                        storage=header.storage, compute_dtype=compute_dtype)

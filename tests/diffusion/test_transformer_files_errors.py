@@ -203,6 +203,7 @@ def test_bad_files_fail_at_path_naming_the_file(make_ctx: Any, tmp_path: Path, b
     assert info.value.field == "unet"
 
 
+@pytest.mark.slow  # two CLI runs (one reaches the loader)
 def test_cli_exits_2_on_bad_files(tmp_path: Path, bfl_file: Path) -> None:
     """Another family's file (refused at validation) and a truncated one (refused when the node runs)."""
     from typer.testing import CliRunner
