@@ -156,3 +156,20 @@ def test_sd3_transformer_file_equals_the_models_own(tmp_path: Path) -> None:
         return Engine().run(graph, {}, cpu_options(tmp_path / unet)).outputs["latents"]["out"].samples
 
     assert torch.equal(latents("file"), latents("model.unet"))
+
+
+@pytest.mark.slow  # a pipeline and a graph run per case
+@pytest.mark.parametrize(("quant", "rest"), [("Q5_1", "F16"), ("BF16", "F32"), ("Q4_1", "F32")])
+def test_other_gguf_types_equal_diffusers_loaded_transformer(tmp_path: Path, quant: str, rest: str) -> None:
+    """More of the types city96's files use (F16 small tensors, BF16, Q4_1/Q5_1 weights): the graph on
+    the BFL-layout file equals FluxPipeline with diffusers' load of the diffusers-layout one. (K-quants,
+    Q4_K_S & co., take the same path in diffusers; gguf-py cannot write them, so they are not tested.)"""
+    state = {k: v.contiguous() for k, v in tiny_transformer().state_dict().items()}
+    ours = write_gguf(tmp_path / f"flux1-tiny-{quant}.gguf", to_bfl(state), quant, rest)
+    theirs = write_gguf(tmp_path / f"tiny-diffusers-{quant}.gguf", state, quant, rest)
+    pipe = reference_pipe(diffusers_loaded(theirs, "Q"))
+    kwargs = {"height": 64, "width": 64, "num_inference_steps": STEPS, "guidance_scale": GUIDANCE}
+    generator = torch.Generator().manual_seed(SEED)
+    packed = pipe(PROMPT, **kwargs, output_type="latent", generator=generator).images
+    latents, _ = run_graph(tmp_path, ours)
+    assert (latents - pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)).abs().max().item() == 0.0

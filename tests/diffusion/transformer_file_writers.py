@@ -78,8 +78,9 @@ def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> Path:
     return path
 
 
-def write_gguf(path: Path, state: dict[str, torch.Tensor], quant: str = "Q8_0") -> Path:
-    """A GGUF file of `state` (arch "flux", as city96's convert.py tags it), 2-D weights as `quant`."""
+def write_gguf(path: Path, state: dict[str, torch.Tensor], quant: str = "Q8_0", rest: str = "F32") -> Path:
+    """A GGUF file of `state` (arch "flux", as city96's convert.py tags it), 2-D weights as `quant`, the
+    other tensors as `rest` (F32 or F16, as city96 keeps small ones)."""
     import gguf
     import numpy as np
 
@@ -91,7 +92,9 @@ def write_gguf(path: Path, state: dict[str, torch.Tensor], quant: str = "Q8_0") 
         if data.ndim == 2 and data.shape[-1] % block == 0:
             writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         else:
-            writer.add_tensor(name, np.ascontiguousarray(data), raw_dtype=gguf.GGMLQuantizationType.F32)
+            kind = getattr(gguf.GGMLQuantizationType, rest)
+            plain = data.astype(np.float16 if rest == "F16" else np.float32)
+            writer.add_tensor(name, np.ascontiguousarray(plain), raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
