@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 import torch
 from run_helpers import cpu_options, png_pixels
-from transformer_file_writers import fp8, tiny_transformer, to_bfl, write_gguf, write_safetensors
+from transformer_file_writers import (
+    fp8,
+    sd3_to_stability,
+    tiny_transformer,
+    to_bfl,
+    write_gguf,
+    write_safetensors,
+)
 
 from nodegraph import Engine
 
@@ -140,15 +147,20 @@ nodes:
 
 
 @pytest.mark.slow  # two SD3 graph runs with CFG
-def test_sd3_transformer_file_equals_the_models_own(tmp_path: Path) -> None:
-    """An SD3 transformer file (diffusers layout) in place of builtin:tinysd3's own transformer: the same
-    latents (the graph with the model's own equals StableDiffusion3Pipeline: test_sd3.py)."""
+@pytest.mark.parametrize("layout", ["diffusers", "stability"])
+def test_sd3_transformer_file_equals_the_models_own(tmp_path: Path, layout: str) -> None:
+    """An SD3 transformer file (diffusers layout, or Stability's `joint_blocks` read by diffusers'
+    converter) in place of builtin:tinysd3's own transformer: the same latents (the graph with the
+    model's own equals StableDiffusion3Pipeline: test_sd3.py)."""
     from diffusers import SD3Transformer2DModel
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
     model = SD3Transformer2DModel.from_pretrained(BUILTIN_DIR / "tinysd3", subfolder="transformer",
                                                   local_files_only=True)
-    file = write_safetensors(tmp_path / "sd3-transformer.safetensors", model.state_dict())
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if layout == "stability":
+        state = sd3_to_stability(state, COMFY)
+    file = write_safetensors(tmp_path / "sd3-transformer.safetensors", state)
 
     def latents(unet: str) -> torch.Tensor:
         graph = tmp_path / f"{unet.replace('.', '_')}.yaml"
