@@ -23,6 +23,7 @@ from nodegraph_diffusion.loading import CONFIGS_DIR, PICKLE_SUFFIXES
 from nodegraph_diffusion.paths import DiffusionModelRef, ModelRef, resolve_in, resolve_model_ref
 from nodegraph_diffusion.transformer_files import (
     FORMAT,
+    GGUF,
     check_fits,
     read_header,
     transformer_source,
@@ -113,4 +114,15 @@ def load_transformer(
     root = _config_root(ctx, None if config is None else str(config), unet)
     check_fits(file, header, family, root)
     compute = dtype if header.storage else "auto"  # plain weights follow the run's dtype
+    ctx.note(_storage_note(file, header.storage, header.kinds, compute))
     return UNetHandle(transformer_source(file, header, family, root, unet.source.base, compute), unet.loras)
+
+
+def _storage_note(file: Path, storage: str, kinds: tuple[str, ...], compute: str) -> str:
+    """What the run report says of the file: how its weights are held and what they compute in."""
+    at = "the run's dtype" if compute == "auto" else compute
+    if storage == GGUF:
+        return f"transformer from {file.name}: GGUF ({', '.join(kinds)}), dequantized per layer to {at}"
+    if storage:
+        return f"transformer from {file.name}: {storage} weights kept, upcast per layer to {at}"
+    return f"transformer from {file.name}: {', '.join(kinds)} weights, computing in {at}"

@@ -127,6 +127,8 @@ def test_storage_is_kept_when_placed(make_ctx: Any, tmp_path: Path,
              "gguf": write_gguf(tmp_path / "q4.gguf", to_bfl(tiny_state), "Q4_0"),
              "plain": write_safetensors(tmp_path / "plain.safetensors", to_bfl(tiny_state))}
     unet = load_model(ctx, "builtin:tinyflux").unet
+    notes: list[str] = []
+    ctx.note = notes.append  # type: ignore[method-assign]
     for kind, file in files.items():
         handle = load_transformer(ctx, str(file), unet, dtype="auto" if kind == "plain" else "float32")
         with use_unet(ctx, handle) as model:
@@ -137,6 +139,10 @@ def test_storage_is_kept_when_placed(make_ctx: Any, tmp_path: Path,
                 assert isinstance(qkv, GGUFParameter) and model.dtype == torch.float32
             else:
                 assert qkv.dtype == torch.bfloat16 and model.dtype == torch.bfloat16
+    assert notes == [
+        "transformer from fp8.safetensors: float8_e4m3fn weights kept, upcast per layer to float32",
+        "transformer from q4.gguf: GGUF (F32, Q4_0), dequantized per layer to float32",
+        "transformer from plain.safetensors: F32 weights, computing in the run's dtype"]
 
 
 def _sd3_file(tmp_path: Path) -> Path:
