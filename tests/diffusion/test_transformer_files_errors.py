@@ -326,3 +326,21 @@ def test_config_names_the_transformer_config(make_ctx: Any, bfl_file: Path) -> N
     with pytest.raises(InputError, match="config.json") as info:
         load_transformer(ctx, str(bfl_file), unet, config=str(BUILTIN_DIR / "tinyflux" / "scheduler"))
     assert info.value.field == "config"
+
+
+@pytest.mark.slow  # four graph runs
+def test_optimize_basic_skips_fusion_of_stored_weights(tmp_path: Path,
+                                                       tiny_state: dict[str, torch.Tensor]) -> None:
+    """`--optimize basic` fuses q/k/v of plain weights only: GGUF and fp8 transformers run unfused
+    (diffusers' fusion fails on them), with the latents of `none`, and the report says why."""
+    from dataclasses import replace
+
+    files = [write_gguf(tmp_path / "q8.gguf", to_bfl(tiny_state), "Q8_0"),
+             write_safetensors(tmp_path / "fp8.safetensors", fp8(to_bfl(tiny_state)))]
+    for file in files:
+        plain = _graph(tmp_path / f"{file.stem}-none", file)
+        options = replace(cpu_options(tmp_path / f"{file.stem}-basic"), optimize="basic")
+        params = {"transformer": str(file), "steps": 2, "seed": 1}
+        fused = Engine().run(GRAPHS / "flux_gguf.yaml", params, options)
+        assert torch.equal(fused.outputs["latents"]["out"].samples, plain.outputs["latents"]["out"].samples)
+        assert any("fused QKV skipped: its weights are stored quantized or in fp8" in n for n in fused.notes)
