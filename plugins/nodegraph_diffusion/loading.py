@@ -327,12 +327,13 @@ def _apply_loras(model: Any, loras: tuple[LoraPatch, ...], part: str, source: Mo
 def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
     """The handle's UNet on the run's device and dtype, with its LoRAs active, pinned for the block."""
     from nodegraph_diffusion.optimize import prepare_unet
-    from nodegraph_diffusion.transformer_files import residency
+    from nodegraph_diffusion.transformer_files import adapters_at_compute, residency
 
     source = handle.source
     key, dtype = residency(source, ctx, component_key(source, "unet"))  # fp8/GGUF: placed, never cast
     with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=dtype) as unet:
-        _apply_loras(unet, handle.loras, "unet", source, ctx)
+        with adapters_at_compute(unet, source, tuple(lora.name for lora in handle.loras)):  # fp8 storage
+            _apply_loras(unet, handle.loras, "unet", source, ctx)
         yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,32 @@ def fp8_model(cls: Any, config: dict[str, Any], state: dict[str, Any], storage: 
             if tensor.is_floating_point() and tensor.dtype != compute:
                 tensor.data = tensor.data.to(compute)
     return model.eval()
+
+
+
+@contextmanager
+def adapters_at_compute(model: Any, source: ModelSource, adapters: tuple[str, ...]) -> Iterator[None]:
+    """While new LoRA adapters are injected into an fp8-stored model, hold its layers at the compute
+    dtype, then store them back in fp8 (exact: their values came from fp8).
+
+    peft creates a LoRA's layers in its base layer's dtype and rounds the LoRA's weights to it — fp8
+    under layerwise casting, which CPU kernels cannot even compute in. diffusers' own order (the LoRA
+    loaded, then layerwise casting enabled) keeps the LoRA layers at the compute dtype: so do we. The
+    cost is one transient copy of the hooked layers at the compute dtype when a LoRA is first loaded
+    into the resident model; none when its adapters are already there (a changed weight)."""
+    import torch
+
+    loaded = getattr(model, "peft_config", None) or {}
+    if source.storage not in FP8.values() or all(name in loaded for name in adapters):
+        yield
+        return
+    storage, compute = getattr(torch, source.storage), model.dtype
+    hooked = [m for m in model.modules() if getattr(m, "_diffusers_hook", None) is not None
+              and m._diffusers_hook.get_hook("layerwise_casting") is not None]
+    for module in hooked:
+        module.to(compute)
+    try:
+        yield
+    finally:
+        for module in hooked:
+            module.to(storage)
