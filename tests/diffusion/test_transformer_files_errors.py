@@ -360,34 +360,41 @@ nodes:
 """
 
 
-@pytest.mark.slow  # two pipeline loads and runs, one graph run
-def test_lora_on_fp8_file_equals_diffusers_lora_then_layerwise_casting(
-        tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> None:
-    """A LoRA on a resident fp8 transformer gives the latents of diffusers' own order: the LoRA loaded
-    into the transformer (from the same fp8 file), then layerwise casting enabled (which leaves the
-    LoRA layers at the compute dtype)."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+@pytest.mark.slow  # a pipeline load and run, a graph run
+@pytest.mark.parametrize("kind", ["fp8", "Q8_0"])
+def test_lora_on_stored_file_equals_diffusers_order(tmp_path: Path, tiny_state: dict[str, torch.Tensor],
+                                                    kind: str) -> None:
+    """A LoRA on a resident fp8 or GGUF transformer gives the latents of diffusers' own order: the
+    transformer loaded from the same stored weights, the LoRA loaded into it (`load_lora_weights`),
+    then (fp8) layerwise casting enabled, which leaves the LoRA layers at the compute dtype."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel, GGUFQuantizationConfig
     from flux_lora_files import write_diffusers_lora
     from nodegraph_diffusion.owned import own_storage
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
     lora = write_diffusers_lora(tmp_path / "lora" / "flux_lora.safetensors", seed=3, text_encoder=False)
-    ours_file = write_safetensors(tmp_path / "flux1-fp8.safetensors", fp8(to_bfl(tiny_state)))
-    theirs_file = write_safetensors(tmp_path / "diffusers-fp8.safetensors", fp8(tiny_state))
-    graph = tmp_path / "fp8_lora.yaml"
+    kwargs: dict[str, Any] = {"config": str(BUILTIN_DIR / "tinyflux"), "subfolder": "transformer",
+                              "local_files_only": True, "torch_dtype": torch.float32}
+    if kind == "fp8":
+        ours_file = write_safetensors(tmp_path / "flux1-fp8.safetensors", fp8(to_bfl(tiny_state)))
+        theirs_file = write_safetensors(tmp_path / "diffusers-fp8.safetensors", fp8(tiny_state))
+    else:
+        ours_file = write_gguf(tmp_path / "flux1-Q8_0.gguf", to_bfl(tiny_state), kind)
+        theirs_file = write_gguf(tmp_path / "diffusers-Q8_0.gguf", tiny_state, kind)
+        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=torch.float32)
+    graph = tmp_path / "stored_lora.yaml"
     graph.write_text(FP8_LORA_GRAPH % (ours_file, lora))
     ours = Engine().run(graph, {}, cpu_options(tmp_path / "out")).outputs["latents"]["out"].samples
 
     pipe = FluxPipeline.from_pretrained(BUILTIN_DIR / "tinyflux", local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    pipe.transformer = FluxTransformer2DModel.from_single_file(
-        str(theirs_file), config=str(BUILTIN_DIR / "tinyflux"), subfolder="transformer",
-        local_files_only=True, torch_dtype=torch.float32)
-    for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-        own_storage(part)
+    pipe.transformer = FluxTransformer2DModel.from_single_file(str(theirs_file), **kwargs)
     pipe.load_lora_weights(str(lora), adapter_name="style")
-    own_storage(pipe.transformer)  # the LoRA's tensors too (views of its file: 1-ulp kernel paths)
-    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        own_storage(part)  # the LoRA's tensors too (views of its file: 1-ulp kernel paths)
+    if kind == "fp8":
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                  compute_dtype=torch.float32)
     packed = pipe("a red circle", height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
                   output_type="latent", generator=torch.Generator().manual_seed(1)).images
     theirs = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
