@@ -369,7 +369,8 @@ def use_tokenizer(ctx: NodeContext, handle: TextEncoderHandle) -> Iterator[Any]:
     only the second: `tokenizer_2`, the same CLIP BPE), without loading any text encoder."""
     source = handle.source
     component = family_named(source.family).tokenizers[0]
-    with ctx.resources.use(component_key(source, component), lambda: load_tokenizer(source, component)) as tok:
+    key = component_key(source, component)
+    with ctx.resources.use(key, lambda: load_tokenizer(source, component)) as tok:
         yield tok
 
 
