@@ -22,10 +22,11 @@ def nodegraph_register(registry: object) -> None:
         sd_upscale,
         skip_layers,
         text_nodes,
+        transformer_nodes,
         vae_nodes,
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale):
+                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale, transformer_nodes):
         registry.add_module(module)  # type: ignore[attr-defined]

@@ -111,7 +111,8 @@ def is_streamed(model: Any) -> bool:
 
 def run_device(model: Any) -> tuple[Any, Any]:
     """(device, dtype) a denoiser computes on: its weights' place, or a streamed model's onload device
-    (its weights are on the host between calls; diffusers' `ModelMixin.device` knows the difference)."""
+    (its weights are on the host between calls; diffusers' `ModelMixin.device` knows the difference), and
+    the dtype it computes in (diffusers' `dtype`: fp8-stored or GGUF weights compute in another)."""
     param = next(model.parameters())
     device = getattr(model, "device", param.device)
-    return device, param.dtype
+    return device, getattr(model, "dtype", param.dtype)

@@ -172,6 +172,10 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         state = _single_file_state(source, "unet", ctx)
         unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
         return own_storage(unet.eval())
+    if source.format == "transformer_file":  # flux1-dev.safetensors, fp8, GGUF (transformer_files.py)
+        from nodegraph_diffusion.transformer_files import load_transformer_file
+
+        return load_transformer_file(source, ctx)
     raise InputError(f"'{path}' holds no UNet", field="path")
 
 
@@ -326,14 +330,16 @@ def use_unet(ctx: NodeContext, handle: UNetHandle) -> Iterator[Any]:
     manager decides; compute on `group_offload.run_device(model)`, not where its weights are)."""
     from nodegraph_diffusion.group_offload import GroupOffload
     from nodegraph_diffusion.optimize import prepare_unet
+    from nodegraph_diffusion.transformer_files import adapters_at_compute, residency
 
     source = handle.source
-    key = component_key(source, "unet")
+    key, dtype = residency(source, ctx, component_key(source, "unet"))  # fp8/GGUF: placed, never cast
     label = family_named(source.family).denoiser_component if source.family else "unet"
     # past its VRAM budget the manager streams it in groups of blocks (group_offload.py)
-    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=ctx.dtype,
+    with ctx.resources.use(key, lambda: load_unet(source, ctx), device=ctx.device, dtype=dtype,
                            label=label, streaming=GroupOffload()) as unet:
-        _apply_loras(unet, handle.loras, "unet", source, ctx)
+        with adapters_at_compute(unet, source, tuple(lora.name for lora in handle.loras)):  # fp8 storage
+            _apply_loras(unet, handle.loras, "unet", source, ctx)
         yield prepare_unet(ctx, key, unet)  # the run's speed options (--optimize), set on every use
 
 

@@ -3,7 +3,8 @@
 Levels (each includes the ones before):
 - `none`: the model as loaded; results equal diffusers' pipelines bit for bit on CPU fp32.
 - `basic`: channels-last memory format (UNet and VAE) and fused QKV projections (diffusers'
-  `fuse_qkv_projections`; skipped while LoRA adapters are loaded, which wrap the separate q/k/v).
+  `fuse_qkv_projections`; skipped while LoRA adapters are loaded, which wrap the separate q/k/v, and
+  for GGUF/fp8-stored weights, which a fused plain layer could not compute with).
   Attention already runs through PyTorch SDPA (diffusers' default `AttnProcessor2_0`, kept), and
   classifier-free guidance is already one UNet call on a `[uncond, cond]` batch (`sampling.run_loop`).
 - `compile`: also `torch.compile` of the UNet and of the VAE's decode (made once per resident model and
@@ -48,6 +49,14 @@ def level_at_least(level: str, wanted: str) -> bool:
 def has_adapters(model: Any) -> bool:
     """Whether peft LoRA adapters are loaded into the module (fusing would bypass them)."""
     return bool(getattr(model, "peft_config", None))
+
+
+def stored_apart(model: Any) -> bool:
+    """Whether weights are stored in another dtype than they compute in (GGUF-quantized, or fp8 under
+    layerwise casting: transformer_files.py). Fusing q/k/v would concatenate the stored weights into a
+    plain layer that cannot compute with them (diffusers' fuse_qkv_projections fails on both)."""
+    compute = getattr(model, "dtype", None)
+    return any(not p.is_floating_point() or p.dtype != compute for p in model.parameters())
 
 
 def set_state(model: Any, channels_last: bool, fused: bool) -> None:
@@ -116,9 +125,10 @@ def prepare_unet(ctx: Any, key: str, unet: Any) -> Any:
     """The UNet to call at this run's optimize level (the module itself, or a compiled wrapper)."""
     level = getattr(ctx, "optimize", "none")
     basic = level_at_least(level, "basic")
-    fuse = basic and not has_adapters(unet)
+    fuse = basic and not has_adapters(unet) and not stored_apart(unet)
     if basic and not fuse:
-        ctx.note("fused QKV skipped: LoRA adapters are loaded into this UNet")
+        ctx.note("fused QKV skipped: " + ("LoRA adapters are loaded into this UNet" if has_adapters(unet) else
+                                          "its weights are stored quantized or in fp8"))
     set_state(unet, channels_last=basic, fused=fuse)
     if not level_at_least(level, "compile"):
         return unet

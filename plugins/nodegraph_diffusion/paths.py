@@ -25,11 +25,12 @@ from nodegraph.api import InputError, NodeContext, fingerprint_file
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 ENV_VAR = "NODEGRAPH_MODELS"
-EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 
 # kind -> sub-folders searched inside each search dir (ComfyUI layout first).
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("checkpoints", "diffusers", "Stable-diffusion"),
+    "diffusion_model": ("diffusion_models", "unet"),  # ComfyUI's folders of transformer-only files
     "lora": ("loras", "Lora"),
     "controlnet": ("controlnet", "ControlNet"),
     "vae": ("vae", "VAE"),
@@ -177,3 +178,9 @@ class TokenizerRef(ModelRef):
     """A tokenizer folder (vocab.json + merges.txt), for single-file checkpoints that do not carry one."""
 
     kind = "tokenizer"
+
+
+class DiffusionModelRef(ModelRef):
+    """A denoiser-only file (flux1-dev.safetensors, a GGUF; searched in `diffusion_models`, `unet`)."""
+
+    kind = "diffusion_model"

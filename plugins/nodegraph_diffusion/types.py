@@ -16,7 +16,7 @@ class ModelSource:
 
     path: str  # absolute path of the folder or file
     fingerprint: str  # content fingerprint; the residency key
-    format: str  # "diffusers" | "single_file"
+    format: str  # "diffusers" | "single_file" | "single_file_vae" | "transformer_file" | ...
     base: str = "sd15"  # shipped config name (configs/NAME) for single files
     config_dir: str | None = None  # local diffusers config folder used for single files
     tokenizer_dir: str | None = None  # tokenizer folder when the config folder has none (real SD1.5 files)
@@ -24,6 +24,11 @@ class ModelSource:
     # a standalone VAE file several families read alike (SD1.x's and SDXL's VAEs): family "" and the
     # (family, config) choices, decided where it is used (vae_files.in_context)
     vae_choices: tuple[tuple[str, str], ...] = ()
+    # a denoiser-only file (format "transformer_file", transformer_files.py): how its weights are stored
+    # ("" as the run's dtype; "float8_e4m3fn"/"float8_e5m2": fp8, upcast layer by layer; "gguf":
+    # quantized) and the dtype they compute in ("auto": the run's)
+    storage: str = ""
+    compute_dtype: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ time too; torch and diffusers are imported inside the methods that run models.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,18 @@ class ModelFamily:
         """Key prefixes of a single file that diffusers' converter needs for `component` (a folder
         name: unet, vae, text_encoder...), so only those are read; None: the whole file."""
         return None
+
+    def recognise_denoiser_keys(self, keys: Collection[str]) -> bool:
+        """Whether a denoiser-only file (flux1-dev.safetensors, a GGUF) with these tensor names (ComfyUI's
+        `model.diffusion_model.` prefix dropped) holds this family's denoiser, in a layout
+        `denoiser_state` reads (transformer_files.py)."""
+        return False
+
+    def denoiser_state(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        """A denoiser-only file's tensors in diffusers' names, converted from the layout they were
+        written in by diffusers' converter; `config` is the denoiser's config.json. Diffusers-named
+        states come back as they are. Tensors may be on the meta device (a header's shapes only)."""
+        return state
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """Whether a control model's config.json (a ControlNet's, a T2I-Adapter's) is made for this family."""

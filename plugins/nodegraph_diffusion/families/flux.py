@@ -19,7 +19,7 @@ Latents stay unpacked (B, 16, h, w) in the graph; packing happens inside each de
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,18 @@ class FluxFamily(ModelFamily):
         from nodegraph_diffusion.flux_lora import load_into_transformer
 
         load_into_transformer(state, alphas, model, adapter_name, metadata)
+
+    def recognise_denoiser_keys(self, keys: Collection[str]) -> bool:
+        """BFL/ComfyUI layout (`double_blocks.*`, `single_blocks.*`) or diffusers' (`single_transformer_
+        blocks.*`, which no other family's transformer has)."""
+        from nodegraph_diffusion.flux_bfl import is_bfl
+
+        return is_bfl(keys) or any(k.startswith("single_transformer_blocks.") for k in keys)
+
+    def denoiser_state(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        from nodegraph_diffusion.flux_bfl import bfl_to_diffusers, is_bfl
+
+        return bfl_to_diffusers(state, config) if is_bfl(state) else state
 
     def recognise_config(self, config: Mapping[str, Any]) -> bool:
         """Flux transformers and ControlNets (FluxControlNetModel: InstantX, XLabs, Union-Pro) have

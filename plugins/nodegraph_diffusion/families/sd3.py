@@ -21,7 +21,7 @@ layout (sd3_lora.py). Single files are not supported yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, PromptRequest
@@ -73,6 +73,22 @@ class SD3Family(ModelFamily):
         """SD3 transformers and ControlNets (SD3ControlNetModel) project captions
         (`caption_projection_dim`); the other families' models do not."""
         return "caption_projection_dim" in config
+
+    def recognise_denoiser_keys(self, keys: Collection[str]) -> bool:
+        """Stability's layout (`joint_blocks.*`, sd3.5_medium.safetensors's transformer) or diffusers'
+        (`transformer_blocks.*` with a patch embedding, `pos_embed.proj`)."""
+        keys = set(keys)
+        return any(k.startswith("joint_blocks.") for k in keys) or (
+            "pos_embed.proj.weight" in keys and any(k.startswith("transformer_blocks.") for k in keys))
+
+    def denoiser_state(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        """Stability's layout by diffusers' converter (it reads the widths off the tensors)."""
+        from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+        if not any(k.startswith("joint_blocks.") for k in state):
+            return state
+        state = dict(state)  # the converter pops what it converts
+        return dict(convert_sd3_transformer_checkpoint_to_diffusers(state))
 
     def conditioning_width(self, root: Any, index: Mapping[str, Any]) -> int | None:
         """Not compared with a UNet's cross-attention width: the transformer has none."""
