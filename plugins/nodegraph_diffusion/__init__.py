@@ -19,11 +19,12 @@ def nodegraph_register(registry: object) -> None:
         sampler_nodes,
         schedulers,
         skip_layers,
+        text_encoder_files,
         text_nodes,
         vae_nodes,
     )
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers):
+                   embedding_nodes, skip_layers, text_encoder_files):
         registry.add_module(module)  # type: ignore[attr-defined]
