@@ -68,6 +68,12 @@ class SD3Family(ModelFamily):
     denoiser_class = "SD3Transformer2DModel"
     t5_max_length = T5_LENGTH
     skip_layers = True  # SD3Transformer2DModel's `skip_layers` (skip_layers.py: skip-layer guidance)
+    config_names = tuple(CONFIGS.values())
+    vae_configs = ((128, "sd35-medium"), (8, "tinysd3"))  # 16 latent channels (vae_files tells by them)
+    t5_components = T5_ENCODER
+    encoder_files = (("clip_l", "text_encoder", True), ("clip_g", "text_encoder_2", True),
+                     ("t5", "text_encoder_3", False))  # without T5: zeros, as the pipeline
+    encoder_config = "sd35-medium"  # SD3.5 medium and large share their text encoders
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
