@@ -138,6 +138,9 @@ def make_source(
     shapes = read_shapes(path, ctx, field)
     found = file_family(shapes)
     if found is None:
+        problem = next((p for p in (f.file_problem(shapes) for f in available_families()) if p), None)
+        if problem:  # a denoiser of a known family, but no full model (e.g. transformer-only)
+            raise InputError(f"'{path}' {problem}", field=field)
         vae = vae_file_source(path, fingerprint_path(path), shapes, CONFIGS_DIR, tok, vae_family, field)
         if vae is not None:
             return vae
@@ -149,9 +152,6 @@ def make_source(
         if kind != "unknown":
             raise InputError(f"'{path}' is an {kind.upper()} checkpoint; single files of it are not "
                              "supported yet (use its diffusers folder)", field=field)
-        problem = next((p for p in (f.file_problem(shapes) for f in available_families()) if p), None)
-        if problem:
-            raise InputError(f"'{path}' {problem}", field=field)
         known = ", ".join(f.label for f in available_families())
         raise InputError(f"'{path}' is not a checkpoint of a supported family ({known})", field=field)
     family, config = found
@@ -176,8 +176,11 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         return _from_pretrained(cls, path, family.denoiser_component, ctx)
     if source.format == "single_file":
         state = component_state(source, family.denoiser_component, ctx)
-        return own_storage(cls.from_single_file(state, **_single_file_kwargs(source, family.denoiser_component))
-                           .eval())
+        try:
+            model = cls.from_single_file(state, **_single_file_kwargs(source, family.denoiser_component))
+        except (RuntimeError, ValueError, KeyError) as exc:  # diffusers' converters: shapes of no config
+            raise InputError(f"cannot read the {family.label} denoiser of '{path}' ({source.base}): {exc}") from exc
+        return own_storage(model.eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
 
 
