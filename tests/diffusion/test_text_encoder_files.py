@@ -215,3 +215,30 @@ def test_cli_exit_2_for_a_clip_file_given_as_t5(tmp_path: Path, flux_files: dict
     assert result.exit_code == 2, result.output
     assert "node 'encoders'" in result.output and "field 't5'" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out" / "flux_files.png").exists()
+
+
+def test_t5_tokenizer_is_asked_for_where_none_is_shipped(tmp_path: Path) -> None:
+    """Real configs carry no T5 tokenizer (no installed package has one): the error names the field and
+    where to find one; given a folder, it is used. CLIP's tokenizers are built from the shipped merges."""
+    from nodegraph_diffusion.file_loading import load_t5_tokenizer
+    from nodegraph_diffusion.loading import CONFIGS_DIR, load_tokenizer
+    from nodegraph_diffusion.paths import BUILTIN_DIR
+    from nodegraph_diffusion.types import ModelSource
+
+    from nodegraph.api import InputError
+
+    flux_dev = ModelSource(str(tmp_path / "t5xxl_fp16.safetensors"), "x", "component_files", "flux-dev",
+                           str(CONFIGS_DIR / "flux-dev"), None, "flux")
+    with pytest.raises(InputError) as caught:
+        load_tokenizer(flux_dev, "tokenizer_2")
+    assert caught.value.field == "t5_tokenizer" and "tokenizer_2 folder of black-forest-labs/FLUX.1-dev" in str(
+        caught.value)
+    given = ModelSource(**{**flux_dev.__dict__, "t5_tokenizer_dir": str(BUILTIN_DIR / "tinyflux" / "tokenizer_2")})
+    assert load_t5_tokenizer(given, "tokenizer_2")("a cat").input_ids[-1] == 1  # T5's </s>
+    clip = load_tokenizer(flux_dev, "tokenizer")
+    assert len(clip) == 49408 and clip.pad_token == "<|endoftext|>"
+    sd35 = ModelSource(**{**flux_dev.__dict__, "base": "sd35-large", "config_dir": str(CONFIGS_DIR / "sd35-large"),
+                          "family": "sd3"})
+    assert load_tokenizer(sd35, "tokenizer_2").pad_token == "!"  # CLIP-G pads with "!" (id 0), as SDXL's
+    with pytest.raises(InputError, match="t5_tokenizer"):
+        load_tokenizer(sd35, "tokenizer_3")
