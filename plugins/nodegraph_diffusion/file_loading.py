@@ -34,7 +34,8 @@ SCALE_SUFFIX = ".scale_weight"
 CLIP_PROBES = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight")
 T5_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
 LABELS = {"text_encoder": "text encoder (CLIP-L)", "text_encoder_2": "second text encoder",
-          "text_encoder_3": "third text encoder (T5)", "vae": "VAE", "transformer": "transformer", "unet": "UNet"}
+          "text_encoder_3": "third text encoder (T5)", "vae": "VAE", "transformer": "transformer",
+          "unet": "UNet"}
 
 
 def run_float_dtype(ctx: NodeContext) -> Any:
@@ -102,8 +103,9 @@ def component_state(source: ModelSource, component: str, ctx: NodeContext) -> di
 
     path = part_path(source, component)
     if path is None:
-        raise InputError(f"'{source.path}' holds no {LABELS.get(component, component)}: load it from its own "
-                         "file (diffusion.load_text_encoders for text encoders, diffusion.load_vae for a VAE)")
+        raise InputError(f"'{source.path}' holds no {LABELS.get(component, component)}: load it from its "
+                         "own file (diffusion.load_text_encoders for text encoders, diffusion.load_vae for "
+                         "a VAE)")
     family = family_named(source.family) if source.family else None
     prefixes = family.single_file_prefixes(component) if family else None
     if source.format == "component_files":
@@ -166,10 +168,12 @@ def load_t5_tokenizer(source: ModelSource, component: str) -> Any:
     else:
         folder = Path(source.config_dir or "") / component
     if not ((folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()):
-        where = (f"the folder '{folder}' holds neither tokenizer.json nor spiece.model" if source.t5_tokenizer_dir
+        where = (f"the folder '{folder}' holds neither tokenizer.json nor spiece.model"
+                 if source.t5_tokenizer_dir
                  else f"T5's tokenizer is not shipped with nodegraph (no installed package carries it) and "
                       f"'{source.path}' has none")
-        raise InputError(f"{where}; pass `t5_tokenizer:` a folder holding T5's tokenizer.json or spiece.model: "
-                         "the tokenizer_2 folder of black-forest-labs/FLUX.1-dev, the tokenizer_3 folder of "
-                         "stabilityai/stable-diffusion-3.5-medium, or google/t5-v1_1-xxl", field="t5_tokenizer")
+        raise InputError(f"{where}; pass `t5_tokenizer:` a folder holding T5's tokenizer.json or "
+                         "spiece.model: the tokenizer_2 folder of black-forest-labs/FLUX.1-dev, the "
+                         "tokenizer_3 folder of stabilityai/stable-diffusion-3.5-medium, or "
+                         "google/t5-v1_1-xxl", field="t5_tokenizer")
     return T5TokenizerFast.from_pretrained(folder)

@@ -30,7 +30,8 @@ def config_components(config_dir: Path) -> tuple[str, ...]:
                  if isinstance(entry, list) and entry[0] and not name.startswith(NOT_PARTS))
 
 
-def single_file_parts(family: Any, config_dir: Path, path: Path, keys: Iterable[str]) -> tuple[tuple[str, str], ...]:
+def single_file_parts(family: Any, config_dir: Path, path: Path,
+                      keys: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """(component, file) of each component of `config_dir` whose keys the single file at `path` holds,
     by the family's key prefixes (a family that reads the whole file for a component: present)."""
     names = tuple(keys)

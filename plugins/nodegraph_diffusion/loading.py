@@ -179,7 +179,8 @@ def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
         try:
             model = cls.from_single_file(state, **_single_file_kwargs(source, family.denoiser_component))
         except (RuntimeError, ValueError, KeyError) as exc:  # diffusers' converters: shapes of no config
-            raise InputError(f"cannot read the {family.label} denoiser of '{path}' ({source.base}): {exc}") from exc
+            raise InputError(f"cannot read the {family.label} denoiser of '{path}' ({source.base}): "
+                             f"{exc}") from exc
         return own_storage(model.eval())
     raise InputError(f"'{path}' holds no UNet", field="path")
 

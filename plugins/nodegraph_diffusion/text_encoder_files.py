@@ -54,13 +54,14 @@ def config_folder(family: ModelFamily, config: str, ctx: NodeContext | None) -> 
     """The folder whose text-encoder configs read the files: the family's shipped one (`auto`), a shipped
     config by name, or a diffusers folder of the family."""
     name = family.encoder_config if config == "auto" else config
-    if (CONFIGS_DIR / name / "model_index.json").is_file() and name in (*family.config_names, family.encoder_config):
+    shipped = (*family.config_names, family.encoder_config)
+    if (CONFIGS_DIR / name / "model_index.json").is_file() and name in shipped:
         return CONFIGS_DIR / name
     folder = resolve_model_ref(config, ctx, "checkpoint") if ctx is not None else Path(config)
     if not (folder / "model_index.json").is_file():
         known = ", ".join(dict.fromkeys((family.encoder_config, *family.config_names)))
-        raise InputError(f"config '{config}' is neither a shipped {family.label} config ({known}) nor a diffusers "
-                         "folder (model_index.json)", field="config")
+        raise InputError(f"config '{config}' is neither a shipped {family.label} config ({known}) nor a "
+                         "diffusers folder (model_index.json)", field="config")
     return folder
 
 
@@ -86,16 +87,20 @@ def load_text_encoders(
     ctx: NodeContext,
     family: Annotated[str, Field(min_length=1, description="Model family the encoders are for: flux "
                                  "(CLIP-L + T5) or sd3 (CLIP-L + CLIP-G, T5 optional)")],
-    clip_l: Annotated[TextEncoderRef | None, Field(description="CLIP-L file (ComfyUI's clip_l.safetensors)")] = None,
-    clip_g: Annotated[TextEncoderRef | None, Field(description="CLIP-G file (SD3: clip_g.safetensors)")] = None,
+    clip_l: Annotated[TextEncoderRef | None, Field(
+        description="CLIP-L file (ComfyUI's clip_l.safetensors)")] = None,
+    clip_g: Annotated[TextEncoderRef | None, Field(
+        description="CLIP-G file (SD3: clip_g.safetensors)")] = None,
     t5: Annotated[TextEncoderRef | None, Field(description="T5-XXL file (t5xxl_fp16.safetensors or the fp8 "
                                                "t5xxl_fp8_e4m3fn.safetensors, upcast as it loads)")] = None,
     config: Annotated[str, Field(min_length=1, description="Config that reads them: auto (the family's: "
-                                 "flux-dev, sd35-medium), a shipped config name or a diffusers folder")] = "auto",
+                                 "flux-dev, sd35-medium), a shipped config name or a diffusers "
+                                 "folder")] = "auto",
     tokenizer: Annotated[TokenizerRef | None, Field(description="CLIP tokenizer folder (default: CLIP's, "
                                                     "built from the shipped merges)")] = None,
-    t5_tokenizer: Annotated[TokenizerRef | None, Field(description="T5 tokenizer folder (tokenizer.json or "
-                                                       "spiece.model): not shippable, needed with t5")] = None,
+    t5_tokenizer: Annotated[TokenizerRef | None, Field(
+        description="T5 tokenizer folder (tokenizer.json or spiece.model): not shippable, needed with "
+                    "t5")] = None,
 ) -> TextEncoderHandle:
     """Load a Flux.1 or SD3 model's text encoders from separate files (ComfyUI's models/text_encoders)."""
     fam = _family(family)

@@ -78,8 +78,8 @@ def vae_file_source(path: Path, fingerprint: str, shapes: Mapping[str, tuple[int
     if not choices:
         if family != AUTO and vae_width(shapes) is not None:
             raise InputError(f"'{path}' is a VAE of encoder width {vae_width(shapes)} and "
-                             f"{vae_latent_channels(shapes)} latent channels, which no installed family has a "
-                             "config for", field=field)
+                             f"{vae_latent_channels(shapes)} latent channels, which no installed family "
+                             "has a config for", field=field)
         return None
     if family != AUTO:
         picked = [c for c in choices if c[0] == family]

@@ -38,7 +38,8 @@ SD3_TOP = {"pos_embed.pos_embed": "pos_embed", "pos_embed.proj.": "x_embedder.pr
            "time_text_embed.text_embedder.linear_2.": "y_embedder.mlp.2.",
            "context_embedder.": "context_embedder.", "proj_out.": "final_layer.linear.",
            "norm_out.linear.": "final_layer.adaLN_modulation.1."}
-FUSED = {"attn.to_": "x_block.attn.qkv", "attn.add_": "context_block.attn.qkv", "attn2.to_": "x_block.attn2.qkv"}
+FUSED = {"attn.to_": "x_block.attn.qkv", "attn.add_": "context_block.attn.qkv",
+         "attn2.to_": "x_block.attn2.qkv"}
 
 
 def _swap(value: torch.Tensor) -> torch.Tensor:
@@ -147,9 +148,9 @@ FLUX_DOUBLE = (("norm1.linear.", "img_mod.lin."), ("norm1_context.linear.", "txt
                ("attn.norm_k.weight", "img_attn.norm.key_norm.scale"),
                ("attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"),
                ("attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"),
-               ("ff.net.0.proj.", "img_mlp.0."), ("ff.net.2.", "img_mlp.2."), ("ff_context.net.0.proj.", "txt_mlp.0."),
-               ("ff_context.net.2.", "txt_mlp.2."), ("attn.to_out.0.", "img_attn.proj."),
-               ("attn.to_add_out.", "txt_attn.proj."))
+               ("ff.net.0.proj.", "img_mlp.0."), ("ff.net.2.", "img_mlp.2."),
+               ("ff_context.net.0.proj.", "txt_mlp.0."), ("ff_context.net.2.", "txt_mlp.2."),
+               ("attn.to_out.0.", "img_attn.proj."), ("attn.to_add_out.", "txt_attn.proj."))
 FLUX_SINGLE = (("norm.linear.", "modulation.lin."), ("attn.norm_q.weight", "norm.query_norm.scale"),
                ("attn.norm_k.weight", "norm.key_norm.scale"), ("proj_out.", "linear2."))
 

@@ -24,8 +24,7 @@ from tests.diffusion.flow_files import sd3_all_in_one
 from tests.diffusion.test_sd3 import GRAPHS, PROMPT, png, sd3_pipe
 
 
-@pytest.fixture(scope="module")
-def reference() -> Any:
+def identity_clip_l_pipe() -> Any:
     """The tiny SD3 pipeline with CLIP-L's projection set to the identity (see the module docstring)."""
     pipe = sd3_pipe()
     with torch.no_grad():
@@ -35,12 +34,18 @@ def reference() -> Any:
 
 
 @pytest.fixture(scope="module")
+def reference() -> Any:
+    return identity_clip_l_pipe()
+
+
+@pytest.fixture(scope="module")
 def files(reference: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sd3files")
     return {"full": sd3_all_in_one(reference.components, root / "sd3.5_tiny_incl_clips_t5.safetensors"),
             "no_t5": sd3_all_in_one(reference.components, root / "sd3.5_tiny_incl_clips.safetensors",
                                     with_t5=False),
-            "bare": sd3_all_in_one(reference.components, root / "sd3.5_tiny.safetensors", with_encoders=False)}
+            "bare": sd3_all_in_one(reference.components, root / "sd3.5_tiny.safetensors",
+                                   with_encoders=False)}
 
 
 def _run(tmp_path: Path, params: dict[str, Any]) -> Any:
@@ -52,7 +57,8 @@ def test_all_in_one_file_is_tinysd3_with_its_parts(ctx: Any, files: dict[str, Pa
     model = load_model(ctx, ModelRef(str(files["full"])))
     source = model.unet.source
     assert (source.family, source.format, source.base) == ("sd3", "single_file", "tinysd3")
-    assert dict(source.parts).keys() == {"transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"}
+    everything = {"transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"}
+    assert dict(source.parts).keys() == everything
     bare = load_model(ctx, ModelRef(str(files["bare"]))).unet.source
     assert dict(bare.parts).keys() == {"transformer", "vae"}
 

@@ -22,7 +22,7 @@ from nodegraph import Engine, RunOptions
 from nodegraph.errors import GraphError, NodeFailed
 from tests.diffusion.flow_files import encoder_file, sd3_all_in_one, vae_file
 from tests.diffusion.test_flux import PROMPT, flux_pipe
-from tests.diffusion.test_sd3_single_file import reference as sd3_reference  # noqa: F401 - fixture
+from tests.diffusion.test_sd3_single_file import identity_clip_l_pipe
 
 FLUX_GRAPH = {
     "version": 1,
@@ -74,7 +74,8 @@ def _flux_image(pipe: Any) -> torch.Tensor:
                 generator=torch.Generator().manual_seed(3)).images
 
 
-def test_flux_from_separate_files_equals_pipeline(tmp_path: Path, flux: Any, flux_files: dict[str, Path]) -> None:
+def test_flux_from_separate_files_equals_pipeline(tmp_path: Path, flux: Any,
+                                                  flux_files: dict[str, Path]) -> None:
     params = {k: str(flux_files[k]) for k in ("clip_l", "t5", "ae")}
     result = _run(tmp_path, FLUX_GRAPH, params)
     source = result.outputs["encoders"]["out"].source
@@ -86,16 +87,23 @@ def test_fp8_t5_file_is_upcast_and_equals_the_rounded_pipeline(tmp_path: Path, f
                                                                flux_files: dict[str, Path]) -> None:
     from diffusers import FluxPipeline
 
-    params = {"clip_l": str(flux_files["clip_l"]), "t5": str(flux_files["t5_fp8"]), "ae": str(flux_files["ae"])}
+    params = {"clip_l": str(flux_files["clip_l"]), "t5": str(flux_files["t5_fp8"]),
+              "ae": str(flux_files["ae"])}
     result = _run(tmp_path, FLUX_GRAPH, params)
     rounded = type(flux.text_encoder_2)(flux.text_encoder_2.config).eval()
-    state = {k: v.to(torch.float8_e4m3fn).to(torch.float32) for k, v in flux.text_encoder_2.state_dict().items()}
+    state = {k: v.to(torch.float8_e4m3fn).to(torch.float32)
+             for k, v in flux.text_encoder_2.state_dict().items()}
     rounded.load_state_dict(state)
     pipe = FluxPipeline(**{**flux.components, "text_encoder_2": rounded})
     pipe.set_progress_bar_config(disable=True)
     ours = result.outputs["image"]["out"].pixels
     assert (ours - _flux_image(pipe)).abs().max().item() == 0.0
     assert (ours - _flux_image(flux)).abs().max().item() > 0.0  # fp8 storage did round the weights
+
+
+@pytest.fixture(scope="module")
+def sd3_reference() -> Any:
+    return identity_clip_l_pipe()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +139,8 @@ def test_sd3_transformer_file_with_encoder_files_equals_pipeline(tmp_path: Path,
                                                                  sd3_files: dict[str, Path]) -> None:
     result = _run(tmp_path, SD3_GRAPH, {k: str(v) for k, v in sd3_files.items()})
     image = sd3_reference(PROMPT, negative_prompt="blurry", height=64, width=64, num_inference_steps=2,
-                          guidance_scale=4.0, output_type="pt", generator=torch.Generator().manual_seed(2)).images
+                          guidance_scale=4.0, output_type="pt",
+                          generator=torch.Generator().manual_seed(2)).images
     assert (result.outputs["image"]["out"].pixels - image).abs().max().item() == 0.0
 
 
@@ -176,7 +185,8 @@ def test_flux_needs_t5_and_takes_no_clip_g(tmp_path: Path, flux_files: dict[str,
     assert problem.problem.field == "clip_g" and "no clip_g encoder" in str(problem)
 
 
-def test_vae_files_of_the_wrong_kind_name_the_family(tmp_path: Path, ctx: Any, flux_files: dict[str, Path]) -> None:
+def test_vae_files_of_the_wrong_kind_name_the_family(tmp_path: Path, ctx: Any,
+                                                     flux_files: dict[str, Path]) -> None:
     from nodegraph_diffusion.paths import BUILTIN_DIR
 
     from tests.diffusion.flow_files import vae_to_original
@@ -184,9 +194,10 @@ def test_vae_files_of_the_wrong_kind_name_the_family(tmp_path: Path, ctx: Any, f
     sd1_vae = tmp_path / "sd1_vae.safetensors"  # 4 latent channels: no Flux VAE
     from diffusers import AutoencoderKL
 
-    save_file(vae_to_original(dict(AutoencoderKL.from_pretrained(BUILTIN_DIR / "tinyworld" / "vae").state_dict())),
-              str(sd1_vae))
-    problem = _refusal(tmp_path, FLUX_GRAPH, {k: str(flux_files[k]) for k in ("clip_l", "t5")} | {"ae": str(sd1_vae)})
+    sd1 = AutoencoderKL.from_pretrained(BUILTIN_DIR / "tinyworld" / "vae")
+    save_file(vae_to_original(dict(sd1.state_dict())), str(sd1_vae))
+    params = {k: str(flux_files[k]) for k in ("clip_l", "t5")} | {"ae": str(sd1_vae)}
+    problem = _refusal(tmp_path, FLUX_GRAPH, params)
     assert problem.problem.field == "family" and "not a VAE family 'flux' reads" in str(problem)
     from nodegraph_diffusion.model_nodes import load_vae
     from nodegraph_diffusion.paths import VaeRef
@@ -198,7 +209,7 @@ def test_vae_files_of_the_wrong_kind_name_the_family(tmp_path: Path, ctx: Any, f
     assert caught.value.field == "family" and "families with a config for it: sd3, flux" in str(caught.value)
     graph = yaml.safe_load(yaml.safe_dump(FLUX_GRAPH))
     graph["nodes"]["vae"]["family"] = "sd1"  # in a graph: validation already sees the families differ
-    with pytest.raises(GraphError, match="gets Flux.1 latents from node 'latents', but 'vae' is an SD1.x VAE"):
+    with pytest.raises(GraphError, match="Flux.1 latents from node 'latents', but 'vae' is an SD1.x VAE"):
         _run(tmp_path, graph, {k: str(flux_files[k]) for k in ("clip_l", "t5", "ae")})
 
 
@@ -209,9 +220,9 @@ def test_cli_exit_2_for_a_clip_file_given_as_t5(tmp_path: Path, flux_files: dict
 
     graph = _graph(tmp_path, {**FLUX_GRAPH, "nodes": {**FLUX_GRAPH["nodes"], "save": {
         "type": "core.save_image", "image": "@image", "path": "flux_files.png"}}})
-    result = CliRunner().invoke(app, ["run", str(graph), "--set", f"clip_l={flux_files['clip_l']}", "--set",
-                                      f"t5={flux_files['clip_l']}", "--set", f"ae={flux_files['ae']}", "--out",
-                                      str(tmp_path / "out"), "--no-cache", "-q"])
+    sets = [f"clip_l={flux_files['clip_l']}", f"t5={flux_files['clip_l']}", f"ae={flux_files['ae']}"]
+    args = ["run", str(graph), *(x for s in sets for x in ("--set", s))]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--no-cache", "-q"])
     assert result.exit_code == 2, result.output
     assert "node 'encoders'" in result.output and "field 't5'" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out" / "flux_files.png").exists()
@@ -231,14 +242,15 @@ def test_t5_tokenizer_is_asked_for_where_none_is_shipped(tmp_path: Path) -> None
                            str(CONFIGS_DIR / "flux-dev"), None, "flux")
     with pytest.raises(InputError) as caught:
         load_tokenizer(flux_dev, "tokenizer_2")
-    assert caught.value.field == "t5_tokenizer" and "tokenizer_2 folder of black-forest-labs/FLUX.1-dev" in str(
-        caught.value)
-    given = ModelSource(**{**flux_dev.__dict__, "t5_tokenizer_dir": str(BUILTIN_DIR / "tinyflux" / "tokenizer_2")})
+    assert caught.value.field == "t5_tokenizer"
+    assert "tokenizer_2 folder of black-forest-labs/FLUX.1-dev" in str(caught.value)
+    t5_folder = str(BUILTIN_DIR / "tinyflux" / "tokenizer_2")
+    given = ModelSource(**{**flux_dev.__dict__, "t5_tokenizer_dir": t5_folder})
     assert load_t5_tokenizer(given, "tokenizer_2")("a cat").input_ids[-1] == 1  # T5's </s>
     clip = load_tokenizer(flux_dev, "tokenizer")
     assert len(clip) == 49408 and clip.pad_token == "<|endoftext|>"
-    sd35 = ModelSource(**{**flux_dev.__dict__, "base": "sd35-large", "config_dir": str(CONFIGS_DIR / "sd35-large"),
-                          "family": "sd3"})
+    sd35 = ModelSource(**{**flux_dev.__dict__, "base": "sd35-large",
+                          "config_dir": str(CONFIGS_DIR / "sd35-large"), "family": "sd3"})
     assert load_tokenizer(sd35, "tokenizer_2").pad_token == "!"  # CLIP-G pads with "!" (id 0), as SDXL's
     with pytest.raises(InputError, match="t5_tokenizer"):
         load_tokenizer(sd35, "tokenizer_3")

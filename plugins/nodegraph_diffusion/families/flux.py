@@ -36,8 +36,8 @@ T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length default (and its maxim
 DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
 DENOISER_PREFIX = "model.diffusion_model."
-PART_PREFIXES = {"transformer": (DENOISER_PREFIX,), "vae": ("vae.",), "text_encoder": ("text_encoders.clip_l.",),
-                 "text_encoder_2": ("text_encoders.t5xxl.",)}
+PART_PREFIXES = {"transformer": (DENOISER_PREFIX,), "vae": ("vae.",),
+                 "text_encoder": ("text_encoders.clip_l.",), "text_encoder_2": ("text_encoders.t5xxl.",)}
 # (transformer width, guidance-distilled) -> shipped config (img_in: 64 inputs; Fill/Depth have none)
 CONFIGS = {(3072, True): "flux-dev", (3072, False): "flux-schnell", (32, True): "tinyflux"}
 CONTROLNET_KWARGS = ("controlnet_block_samples", "controlnet_single_block_samples",

@@ -97,10 +97,11 @@ class SD3Family(ModelFamily):
         if patch and int(patch[0]) == 1536 and not any(".x_block.attn2." in k for k in shapes):
             return "is an SD3 (3.0) medium transformer: only SD3.5 medium and large have shipped configs"
         if bare:
-            return ("is an SD3 transformer without the checkpoint prefixes (a transformer-only file): read it "
-                    "with diffusion.load_transformer")
+            return ("is an SD3 transformer without the checkpoint prefixes (a transformer-only file): "
+                    "read it with diffusion.load_transformer")
         if patch:
-            return f"is an SD3 transformer {patch[0]} wide, of no shipped config (SD3.5 medium 1536, large 2432)"
+            return (f"is an SD3 transformer {patch[0]} wide, of no shipped config (SD3.5 medium 1536, "
+                    "large 2432)")
         return None
 
     def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
