@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.clip_tokenizer import CLIP_TOKENIZER_PADS
 from nodegraph_diffusion.families import available_families, family_named, file_family, folder_family
 from nodegraph_diffusion.file_loading import (
     component_files_key,
@@ -37,15 +38,8 @@ from nodegraph_diffusion.vae_files import vae_file_source
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-# shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
-# tokenizer component -> pad token (SDXL's tokenizer_2 pads with "!", id 0; the others with EOS)
-_EOS = "<|endoftext|>"
 # the text encoder classes a diffusers folder may name (CLIP's; T5's encoder for SD3 and Flux)
 TEXT_ENCODER_CLASSES = ("CLIPText", "T5EncoderModel")
-_CLIP_G_PADS = {"tokenizer": _EOS, "tokenizer_2": "!"}
-CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS}, "sdxl": _CLIP_G_PADS, "sdxl_refiner": _CLIP_G_PADS,
-                       "flux-dev": {"tokenizer": _EOS}, "flux-schnell": {"tokenizer": _EOS},
-                       "sd35-medium": _CLIP_G_PADS, "sd35-large": _CLIP_G_PADS}
 
 
 def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
