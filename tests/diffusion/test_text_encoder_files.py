@@ -254,3 +254,37 @@ def test_t5_tokenizer_is_asked_for_where_none_is_shipped(tmp_path: Path) -> None
     assert load_tokenizer(sd35, "tokenizer_2").pad_token == "!"  # CLIP-G pads with "!" (id 0), as SDXL's
     with pytest.raises(InputError, match="t5_tokenizer"):
         load_tokenizer(sd35, "tokenizer_3")
+
+
+def test_scaled_fp8_weights_are_multiplied_back_by_their_scales() -> None:
+    """ComfyUI's t5xxl_fp8_e4m3fn_scaled: fp8 weights with a `.scale_weight` each and a `scaled_fp8`
+    marker; plain fp8 files have neither. Markers and scales are dropped once applied."""
+    from nodegraph_diffusion.file_loading import upcast_float8
+
+    weight = torch.randn(4, 3)
+    scale = torch.tensor(0.02)
+    stored = (weight / scale).to(torch.float8_e4m3fn)
+    marker = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    state = {"q.weight": stored, "q.scale_weight": scale, "scaled_fp8": marker, "norm.weight": torch.ones(3)}
+    out = upcast_float8(state, torch.float32)
+    assert set(out) == {"q.weight", "norm.weight"}
+    assert torch.equal(out["q.weight"], stored.to(torch.float32) * scale)
+    plain = upcast_float8({"q.weight": stored}, torch.bfloat16)
+    assert plain["q.weight"].dtype == torch.bfloat16
+    assert torch.equal(plain["q.weight"].float(), stored.float())
+
+
+def test_sd3_without_a_t5_file_guides_with_zeros_as_the_pipeline(tmp_path: Path, sd3_reference: Any,
+                                                                  sd3_files: dict[str, Path]) -> None:
+    from diffusers import StableDiffusion3Pipeline
+
+    graph = yaml.safe_load(yaml.safe_dump(SD3_GRAPH))
+    del graph["nodes"]["encoders"]["t5"], graph["params"]["t5"]
+    result = _run(tmp_path, graph, {k: str(v) for k, v in sd3_files.items() if k != "t5"})
+    parts = {**sd3_reference.components, "text_encoder_3": None, "tokenizer_3": None}
+    pipe = StableDiffusion3Pipeline(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(PROMPT, negative_prompt="blurry", height=64, width=64, num_inference_steps=2,
+                 guidance_scale=4.0, output_type="pt", generator=torch.Generator().manual_seed(2)).images
+    assert (result.outputs["image"]["out"].pixels - image).abs().max().item() == 0.0
+    assert not result.outputs["positive"]["out"].embeds[:, 77:].any()
