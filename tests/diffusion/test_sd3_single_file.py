@@ -19,7 +19,7 @@ from nodegraph_diffusion.model_nodes import load_model
 from nodegraph_diffusion.paths import ModelRef
 
 from nodegraph import Engine, RunOptions
-from nodegraph.errors import NodeFailed
+from nodegraph.errors import GraphError
 from tests.diffusion.flow_files import sd3_all_in_one
 from tests.diffusion.test_sd3 import GRAPHS, PROMPT, png, sd3_pipe
 
@@ -88,9 +88,21 @@ def test_all_in_one_without_t5_equals_pipeline_without_t5(tmp_path: Path, files:
     assert not result.outputs["positive"]["out"].embeds[:, 77:].any()  # T5's part: zeros
 
 
-def test_file_without_text_encoders_says_where_to_get_them(tmp_path: Path, files: dict[str, Path]) -> None:
-    with pytest.raises(NodeFailed, match="load_text_encoders"):
+def test_file_without_text_encoders_is_refused_at_validation(tmp_path: Path, ctx: Any,
+                                                             files: dict[str, Path]) -> None:
+    """Stability's sd3.5_medium.safetensors holds no text encoder: `nodegraph validate` says where to get
+    them; past validation (library use) the encoder's first use says it too."""
+    from nodegraph_diffusion.text_nodes import encode_text
+
+    from nodegraph.api import InputError
+
+    with pytest.raises(GraphError, match="node 'positive', field 'encoder'.*holds no text encoder "
+                                         r"\(text_encoder, text_encoder_2\): load them with "
+                                         "diffusion.load_text_encoders"):
         _run(tmp_path, {"model": str(files["bare"]), "steps": 1})
+    model = load_model(ctx, ModelRef(str(files["bare"])))
+    with pytest.raises(InputError, match="holds no text encoder \\(CLIP-L\\).*load_text_encoders"):
+        encode_text(ctx, model.text_encoder, PROMPT)
 
 
 def test_cli_refuses_a_transformer_only_file_with_exit_2(tmp_path: Path, files: dict[str, Path]) -> None:
