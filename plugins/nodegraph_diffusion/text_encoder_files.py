@@ -57,11 +57,14 @@ def config_folder(family: ModelFamily, config: str, ctx: NodeContext | None) -> 
     shipped = (*family.config_names, family.encoder_config)
     if (CONFIGS_DIR / name / "model_index.json").is_file() and name in shipped:
         return CONFIGS_DIR / name
-    folder = resolve_model_ref(config, ctx, "checkpoint") if ctx is not None else Path(config)
+    known = ", ".join(dict.fromkeys((family.encoder_config, *family.config_names)))
+    wanted = f"config '{config}' is neither a shipped {family.label} config ({known}) nor a diffusers folder"
+    try:
+        folder = resolve_model_ref(config, ctx, "checkpoint") if ctx is not None else Path(config)
+    except InputError as exc:  # not found: said at `config`, with where it looked
+        raise InputError(f"{wanted}: {exc.message}", field="config") from exc
     if not (folder / "model_index.json").is_file():
-        known = ", ".join(dict.fromkeys((family.encoder_config, *family.config_names)))
-        raise InputError(f"config '{config}' is neither a shipped {family.label} config ({known}) nor a "
-                         "diffusers folder (model_index.json)", field="config")
+        raise InputError(f"{wanted} (no model_index.json in '{folder}')", field="config")
     return folder
 
 

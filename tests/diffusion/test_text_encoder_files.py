@@ -288,3 +288,24 @@ def test_sd3_without_a_t5_file_guides_with_zeros_as_the_pipeline(tmp_path: Path,
                  guidance_scale=4.0, output_type="pt", generator=torch.Generator().manual_seed(2)).images
     assert (result.outputs["image"]["out"].pixels - image).abs().max().item() == 0.0
     assert not result.outputs["positive"]["out"].embeds[:, 77:].any()
+
+
+def test_config_may_be_a_diffusers_folder_or_is_refused_naming_config(ctx: Any,
+                                                                     flux_files: dict[str, Path]) -> None:
+    from nodegraph_diffusion.paths import TextEncoderRef
+    from nodegraph_diffusion.text_encoder_files import load_text_encoders
+
+    from nodegraph.api import InputError
+
+    files = {"clip_l": TextEncoderRef(str(flux_files["clip_l"])), "t5": TextEncoderRef(str(flux_files["t5"]))}
+    handle = load_text_encoders(ctx, "flux", config="builtin:tinyflux", **files)
+    assert handle.source.base == "tinyflux" and handle.source.config_dir.endswith("builtin/tinyflux")
+    with pytest.raises(InputError) as caught:  # the tiny files are no FLUX.1 encoders (768, 4096 wide)
+        load_text_encoders(ctx, "flux", **files)
+    assert caught.value.field == "clip_l" and "768 wide (config flux-dev)" in str(caught.value)
+    with pytest.raises(InputError) as caught:
+        load_text_encoders(ctx, "flux", config="sd35-large", **files)
+    assert caught.value.field == "config"
+    with pytest.raises(InputError) as caught:
+        load_text_encoders(ctx, "sd1", **files)
+    assert caught.value.field == "family"
