@@ -16,6 +16,7 @@ bf16, fp16 and fp32.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -176,4 +177,11 @@ def load_t5_tokenizer(source: ModelSource, component: str) -> Any:
                          "spiece.model: the tokenizer_2 folder of black-forest-labs/FLUX.1-dev, the "
                          "tokenizer_3 folder of stabilityai/stable-diffusion-3.5-medium, or "
                          "google/t5-v1_1-xxl", field="t5_tokenizer")
-    return T5TokenizerFast.from_pretrained(folder)
+    if not (folder / "tokenizer.json").is_file() and importlib.util.find_spec("sentencepiece") is None:
+        raise InputError(f"'{folder}' holds T5's spiece.model but no tokenizer.json, and reading "
+                         "spiece.model needs the sentencepiece package (pip install sentencepiece); or use a "
+                         "folder with tokenizer.json (FLUX.1-dev's tokenizer_2)", field="t5_tokenizer")
+    try:
+        return T5TokenizerFast.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as exc:  # a folder of something else
+        raise InputError(f"cannot read T5's tokenizer from '{folder}': {exc}", field="t5_tokenizer") from exc

@@ -254,6 +254,13 @@ def test_t5_tokenizer_is_asked_for_where_none_is_shipped(tmp_path: Path) -> None
     assert load_tokenizer(sd35, "tokenizer_2").pad_token == "!"  # CLIP-G pads with "!" (id 0), as SDXL's
     with pytest.raises(InputError, match="t5_tokenizer"):
         load_tokenizer(sd35, "tokenizer_3")
+    only_spiece = tmp_path / "t5-v1_1-xxl"
+    only_spiece.mkdir()
+    (only_spiece / "spiece.model").write_bytes(b"not read")
+    with pytest.raises(InputError) as caught:
+        bare = ModelSource(**{**flux_dev.__dict__, "t5_tokenizer_dir": str(only_spiece)})
+        load_t5_tokenizer(bare, "tokenizer_2")
+    assert caught.value.field == "t5_tokenizer"
 
 
 def test_scaled_fp8_weights_are_multiplied_back_by_their_scales() -> None:
