@@ -21,6 +21,7 @@ def nodegraph_register(registry: object) -> None:
         schedulers,
         sd_upscale,
         skip_layers,
+        text_encoder_files,
         text_nodes,
         transformer_nodes,
         vae_nodes,
@@ -28,5 +29,6 @@ def nodegraph_register(registry: object) -> None:
 
     for module in (model_nodes, schedulers, text_nodes, latent_nodes, sampler_nodes, k_sampler_nodes,
                    vae_nodes, inpaint_nodes, flux_nodes, flux_fill, flux_kontext,
-                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale, transformer_nodes):
+                   embedding_nodes, skip_layers, instruct_pix2pix, sd_upscale, transformer_nodes,
+                   text_encoder_files):
         registry.add_module(module)  # type: ignore[attr-defined]

@@ -23,6 +23,13 @@ from typing import Any
 from nodegraph_diffusion.tiny_tokenizer import bytes_to_unicode
 
 BPE_FILE = Path(__file__).parent / "clip_vocab" / "bpe_simple_vocab_16e6.txt.gz"
+# shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
+# tokenizer component -> pad token (SDXL's and SD3's tokenizer_2 pad with "!", id 0; the others with EOS)
+_EOS = "<|endoftext|>"
+_CLIP_G_PADS = {"tokenizer": _EOS, "tokenizer_2": "!"}
+CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS}, "sdxl": _CLIP_G_PADS, "sdxl_refiner": _CLIP_G_PADS,
+                       "flux-dev": {"tokenizer": _EOS}, "flux-schnell": {"tokenizer": _EOS},
+                       "sd35-medium": _CLIP_G_PADS, "sd35-large": _CLIP_G_PADS}
 MERGE_COUNT = 49152 - 256 - 2  # merges CLIP uses: vocab 49408 = 512 byte symbols + merges + 2 specials
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77

@@ -23,6 +23,7 @@ from nodegraph_diffusion.families import (
     folder_family,
     width_family,
 )
+from nodegraph_diffusion.file_parts import config_components, single_file_parts
 from nodegraph_diffusion.fill_facts import check_fill, denoiser_facts
 from nodegraph_diffusion.lora_fit import lora_misfit
 from nodegraph_diffusion.paths import resolve_in
@@ -173,7 +174,19 @@ def model_facts(req: FactsRequest) -> Facts:
         return {"unet": {}, "text_encoder": {}, "vae": {}}
     part = _of(found[0].name, req.node)
     unet, encoder = _details(*found)
+    missing = _missing_encoders(req.literals.get("path"), req.base_dir, *found)
+    if missing:  # e.g. Stability's sd3.5_medium.safetensors: transformer and VAE only
+        encoder = {**encoder, "missing": missing}
     return {"unet": {**part, **unet}, "text_encoder": {**part, **encoder}, "vae": part}
+
+
+def _missing_encoders(ref: Any, base_dir: Path, family: ModelFamily, root: Path) -> str:
+    """The text encoders a single file lacks that its family needs ('' for folders and whole files)."""
+    if not isinstance(ref, str) or not ref.lower().endswith(".safetensors"):
+        return ""
+    path = resolve_in(ref, base_dir)
+    held = dict(single_file_parts(family, root, path, header_shapes(path)))
+    return ", ".join(c for c in family.text_encoders if c in config_components(root) and c not in held)
 
 
 def vae_facts(req: FactsRequest) -> Facts:
@@ -239,6 +252,10 @@ def encode_facts(req: FactsRequest) -> Facts:
     made = fact.facts.get("made_by", fact.node) if isinstance(fact, Fact) else req.node
     width = {"width": fact.facts["width"]} if isinstance(fact, Fact) and "width" in fact.facts else {}
     family = _family(fact)
+    if isinstance(fact, Fact) and fact.facts.get("missing"):
+        raise FactError(f"'encoder' comes from node '{fact.node}', whose file holds no text encoder "
+                        f"({fact.facts['missing']}): load them with diffusion.load_text_encoders",
+                        field="encoder")
     if family is not None and req.literals.get("t5_max_length") is not None:
         try:
             found = family_named(family)

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.api import InputError, NodeContext
+from nodegraph_diffusion.clip_tokenizer import CLIP_TOKENIZER_PADS
 from nodegraph_diffusion.families import available_families, family_named, file_family, folder_family
+from nodegraph_diffusion.file_loading import (
+    component_files_key,
+    component_state,
+    file_text_encoder,
+    load_t5_tokenizer,
+)
+from nodegraph_diffusion.file_parts import single_file_parts
 from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
 from nodegraph_diffusion.owned import diffusers_from_folder, own_storage, read_safetensors
 from nodegraph_diffusion.paths import fingerprint_path
@@ -30,14 +38,8 @@ from nodegraph_diffusion.vae_files import vae_file_source
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-# shipped configs whose tokenizers are CLIP's, built from the shipped merges (single files carry none):
-# tokenizer component -> pad token (SDXL's tokenizer_2 pads with "!", id 0; the others with EOS)
-_EOS = "<|endoftext|>"
 # the text encoder classes a diffusers folder may name (CLIP's; T5's encoder for SD3 and Flux)
 TEXT_ENCODER_CLASSES = ("CLIPText", "T5EncoderModel")
-CLIP_TOKENIZER_PADS = {"sd15": {"tokenizer": _EOS},
-                       "sdxl": {"tokenizer": _EOS, "tokenizer_2": "!"},
-                       "sdxl_refiner": {"tokenizer": _EOS, "tokenizer_2": "!"}}
 
 
 def refuse_pickle(path: Path, ctx: NodeContext, field: str = "path") -> None:
@@ -98,13 +100,14 @@ def read_shapes(path: Path, ctx: NodeContext, field: str = "path") -> dict[str, 
 
 def make_source(
     path: Path, ctx: NodeContext, tokenizer: Path | None = None, field: str = "path",
-    vae_family: str = "auto",
+    vae_family: str = "auto", t5_tokenizer: Path | None = None,
 ) -> ModelSource:
     """Describe the weights at `path`: format, family, fingerprint and the config folder to read them.
 
     `vae_family`: the family a standalone VAE file is read as (`auto`: see vae_files.py)."""
     path = Path(path).resolve()
     tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
+    t5_tok = str(Path(t5_tokenizer).resolve()) if t5_tokenizer is not None else None
     if path.is_dir():
         if (path / "model_index.json").is_file():
             index = json.loads((path / "model_index.json").read_text())
@@ -118,7 +121,8 @@ def make_source(
                 missing = missing_component(path, component) if index.get(component, [None])[0] else None
                 if missing:
                     raise InputError(missing, field=field)
-            return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok, family.name)
+            return ModelSource(str(path), fingerprint_path(path), "diffusers", "sd15", None, tok, family.name,
+                               t5_tokenizer_dir=t5_tok)
         if (path / "config.json").is_file():
             # its own config.json has its scaling factor: of no family (vae_files.py)
             return ModelSource(str(path), fingerprint_path(path), "diffusers_component", "sd15", None, tok,
@@ -128,6 +132,9 @@ def make_source(
     shapes = read_shapes(path, ctx, field)
     found = file_family(shapes)
     if found is None:
+        problem = next((p for p in (f.file_problem(shapes) for f in available_families()) if p), None)
+        if problem:  # a denoiser of a known family, but no full model (e.g. transformer-only)
+            raise InputError(f"'{path}' {problem}", field=field)
         vae = vae_file_source(path, fingerprint_path(path), shapes, CONFIGS_DIR, tok, vae_family, field)
         if vae is not None:
             return vae
@@ -142,36 +149,33 @@ def make_source(
         known = ", ".join(f.label for f in available_families())
         raise InputError(f"'{path}' is not a checkpoint of a supported family ({known})", field=field)
     family, config = found
+    parts = single_file_parts(family, CONFIGS_DIR / config, path, shapes)
     return ModelSource(str(path), fingerprint_path(path), "single_file", config, str(CONFIGS_DIR / config),
-                       tok, family.name)
+                       tok, family.name, parts=parts, t5_tokenizer_dir=t5_tok)
 
 
 def _single_file_kwargs(source: ModelSource, subfolder: str) -> dict[str, Any]:
     return {"config": source.config_dir, "subfolder": subfolder, "local_files_only": True}
 
 
-def _single_file_state(source: ModelSource, component: str, ctx: NodeContext) -> dict[str, Any]:
-    """A single file's state dict, only as much of it as its family hands diffusers' converter for
-    `component` (SDXL: each part only its own keys, see `ModelFamily.single_file_prefixes`)."""
-    prefixes = family_named(source.family).single_file_prefixes(component) if source.family else None
-    return read_state_dict(Path(source.path), ctx, prefixes=prefixes)
-
-
 def load_unet(source: ModelSource, ctx: NodeContext) -> Any:
     """Load the denoiser of a model source on CPU (the residency manager places it): the UNet, or the
     transformer of a flow-matching family (its `denoiser_class` from its `denoiser_component` folder)."""
     import diffusers
-    from diffusers import UNet2DConditionModel
 
     path = Path(source.path)
+    family = family_named(source.family or "sd1")
+    cls = getattr(diffusers, family.denoiser_class)
     if source.format == "diffusers":
-        family = family_named(source.family)
-        cls = getattr(diffusers, family.denoiser_class)
         return _from_pretrained(cls, path, family.denoiser_component, ctx)
     if source.format == "single_file":
-        state = _single_file_state(source, "unet", ctx)
-        unet = UNet2DConditionModel.from_single_file(state, **_single_file_kwargs(source, "unet"))
-        return own_storage(unet.eval())
+        state = component_state(source, family.denoiser_component, ctx)
+        try:
+            model = cls.from_single_file(state, **_single_file_kwargs(source, family.denoiser_component))
+        except (RuntimeError, ValueError, KeyError) as exc:  # diffusers' converters: shapes of no config
+            raise InputError(f"cannot read the {family.label} denoiser of '{path}' ({source.base}): "
+                             f"{exc}") from exc
+        return own_storage(model.eval())
     if source.format == "transformer_file":  # flux1-dev.safetensors, fp8, GGUF (transformer_files.py)
         from nodegraph_diffusion.transformer_files import load_transformer_file
 
@@ -189,7 +193,7 @@ def load_vae(source: ModelSource, ctx: NodeContext) -> Any:
     if source.format == "diffusers_component":
         return _from_pretrained(AutoencoderKL, path, None, ctx)
     if source.format in ("single_file", "single_file_vae"):
-        state = _single_file_state(source, "vae", ctx) if source.format == "single_file" else \
+        state = component_state(source, "vae", ctx) if source.format == "single_file" else \
             read_state_dict(path, ctx)
         return own_storage(AutoencoderKL.from_single_file(state, **_single_file_kwargs(source, "vae")).eval())
     raise InputError(f"'{path}' holds no VAE", field="path")
@@ -201,7 +205,6 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "t
     A diffusers folder names the encoder's class in model_index.json (SDXL's second encoder is a
     `CLIPTextModelWithProjection`, which also gives the pooled embeds); that class is used."""
     import transformers
-    from transformers import CLIPTextModel
 
     path = Path(source.path)
     if source.format == "diffusers":
@@ -218,15 +221,8 @@ def load_text_encoder(source: ModelSource, ctx: NodeContext, component: str = "t
         with _no_transformers_bar():
             model = cls.from_pretrained(path, subfolder=component, local_files_only=True)
         return own_storage(model.eval())
-    if source.format == "single_file":
-        from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
-
-        index = json.loads((Path(source.config_dir or "") / "model_index.json").read_text())
-        cls = getattr(transformers, str((index.get(component) or [None, ""])[1]), CLIPTextModel)
-        state = _single_file_state(source, component, ctx)
-        return own_storage(create_diffusers_clip_model_from_ldm(
-            cls, state, subfolder=component, config=source.config_dir, local_files_only=True
-        ))
+    if source.format in ("single_file", "component_files"):
+        return file_text_encoder(source, component, ctx)
     raise InputError(f"'{path}' holds no text encoder", field="path")
 
 
@@ -244,19 +240,22 @@ def _no_transformers_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _tokenizer_class(folder: Path) -> Any:
-    """CLIP's tokenizer, or T5's when the folder's tokenizer_config.json names a T5 tokenizer (SD3's
-    tokenizer_3, Flux's tokenizer_2)."""
+def _tokenizer_class(folder: Path, t5: bool) -> Any:
+    """CLIP's tokenizer, or T5's for a family's T5 component or when the folder's tokenizer_config.json
+    names a T5 tokenizer (SD3's tokenizer_3, Flux's tokenizer_2)."""
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     config = folder / "tokenizer_config.json"
     named = str(json.loads(config.read_text()).get("tokenizer_class", "")) if config.is_file() else ""
-    return T5TokenizerFast if named.startswith("T5") else CLIPTokenizer
+    return T5TokenizerFast if t5 or named.startswith("T5") else CLIPTokenizer
 
 
 def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
-    """Load the tokenizer: the handle's own folder, the model's, the shipped config's, or for SD1.x
-    (A1111 single files carry none) CLIP's tokenizer built from the shipped merges (clip_tokenizer)."""
+    """Load the tokenizer: the handle's own folder (`t5_tokenizer` for T5), the model's, the shipped
+    config's, or, for CLIP (single files carry none), CLIP's tokenizer built from the shipped merges."""
+    t5_parts = family_named(source.family).t5_components if source.family else None
+    if t5_parts and component == t5_parts[0]:
+        return load_t5_tokenizer(source, component)
     if source.tokenizer_dir:
         folder = Path(source.tokenizer_dir)
     elif source.format == "diffusers":
@@ -278,7 +277,7 @@ def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
             "(e.g. the tokenizer/ folder of a diffusers model of the same family)",
             field="tokenizer",
         )
-    return _tokenizer_class(folder).from_pretrained(folder)
+    return _tokenizer_class(folder, False).from_pretrained(folder)
 
 
 def _has_safetensors(folder: Path) -> bool:
@@ -311,6 +310,8 @@ def component_key(source: ModelSource, component: str) -> str:
         extra = f":{fingerprint_path(Path(source.tokenizer_dir))}"
     if source.format == "single_file_vae":  # one VAE file read with SD1.x's or SDXL's config: two models
         extra = f":{source.base}"
+    if source.format == "component_files":  # each encoder its own file: a new T5 keeps the CLIPs
+        return component_files_key(source, component)
     return f"{source.fingerprint}:{component}{extra}"
 
 

@@ -47,18 +47,25 @@ class LoraOutputs(NamedTuple):
     text_encoder: TextEncoderHandle
 
 
-@node("diffusion.load_model", version="1.0.0", facts=family_facts.model_facts)
+# 1.1: SD3.5 and Flux.1 single files (their shipped configs), t5_tokenizer
+@node("diffusion.load_model", version="1.1.0", facts=family_facts.model_facts)
 def load_model(
     ctx: NodeContext,
     path: Annotated[ModelRef, Field(description="builtin:NAME, a diffusers folder, a .safetensors "
-                                                "checkpoint, or a name in the model dirs")],
-    tokenizer: Annotated[TokenizerRef | None, Field(description="Tokenizer folder (vocab.json + merges.txt) "
-                                                               "for single-file SD1.x checkpoints")] = None,
+                                                "checkpoint (SD1.x, SDXL, SD3.5, ComfyUI Flux.1 all-in-one), "
+                                                "or a name in the model dirs")],
+    tokenizer: Annotated[TokenizerRef | None, Field(
+        description="CLIP tokenizer folder (vocab.json + merges.txt) for single files (default: CLIP's, "
+                    "built from the shipped merges)")] = None,
+    t5_tokenizer: Annotated[TokenizerRef | None, Field(
+        description="T5 tokenizer folder (tokenizer.json or spiece.model) for SD3.5/Flux.1 single files "
+                    "with T5: not shippable")] = None,
 ) -> LoadedModel:
-    """Load an SD1.x model (diffusers folder or single file) as UNet, text encoder, VAE and scheduler."""
+    """Load a model (diffusers folder or single file) as denoiser, text encoders, VAE and scheduler."""
     where = resolve_model_ref(path, ctx, "checkpoint")
     tok = resolve_model_ref(tokenizer, ctx, "tokenizer") if tokenizer else None
-    source = make_source(where, ctx, tokenizer=tok)
+    t5_tok = resolve_model_ref(t5_tokenizer, ctx, "tokenizer") if t5_tokenizer else None
+    source = make_source(where, ctx, tokenizer=tok, t5_tokenizer=t5_tok)
     if source.format not in ("diffusers", "single_file"):
         raise InputError(f"'{where}' is not a full model (UNet + text encoder + VAE); use "
                          "diffusion.load_vae for a standalone VAE", field="path")
@@ -69,13 +76,15 @@ def load_model(
 
 
 # 1.1: `family` for standalone VAE files (SD1.x's and SDXL's share their architecture)
-@node("diffusion.load_vae", version="1.1.0", facts=family_facts.vae_facts)
+# 1.2: SD3's and Flux.1's 16-channel VAE files (ae.safetensors), told from SD1.x's by latent channels
+@node("diffusion.load_vae", version="1.2.0", facts=family_facts.vae_facts)
 def load_vae(
     ctx: NodeContext,
     path: Annotated[VaeRef, Field(description="A VAE folder, a standalone VAE file, or a full model "
                                               "whose VAE is taken")],
     family: Annotated[str, Field(min_length=1, description="Model family a standalone VAE file is for "
-                                 "(sd1, sdxl, ...): its scaling factor; auto = the family of the latents "
+                                 "(sd1, sdxl, sd3, flux: BFL's ae.safetensors): its scaling factor; "
+                                 "auto = the family of the latents "
                                  "it decodes (set it for encoding)")] = "auto",
 ) -> VaeHandle:
     """Load a VAE (to replace a model's own, e.g. a better decoder, or SDXL's fp16-fixed VAE)."""

@@ -37,6 +37,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "embedding": ("embeddings",),
     "adapter": ("t2i_adapter", "adapters", "ipadapter"),
     "tokenizer": ("tokenizers", "clip"),
+    "text_encoder": ("text_encoders", "clip"),
     "upscale_model": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 
@@ -172,6 +173,12 @@ class VaeRef(ModelRef):
     """A VAE reference (searched in `vae` folders)."""
 
     kind = "vae"
+
+
+class TextEncoderRef(ModelRef):
+    """A text-encoder file (CLIP-L, CLIP-G, T5-XXL; searched in `text_encoders` and `clip` folders)."""
+
+    kind = "text_encoder"
 
 
 class TokenizerRef(ModelRef):

@@ -16,7 +16,7 @@ class ModelSource:
 
     path: str  # absolute path of the folder or file
     fingerprint: str  # content fingerprint; the residency key
-    format: str  # "diffusers" | "single_file" | "single_file_vae" | "transformer_file" | ...
+    format: str  # "diffusers" | "single_file" | "component_files" | "single_file_vae" | "transformer_file"
     base: str = "sd15"  # shipped config name (configs/NAME) for single files
     config_dir: str | None = None  # local diffusers config folder used for single files
     tokenizer_dir: str | None = None  # tokenizer folder when the config folder has none (real SD1.5 files)
@@ -29,6 +29,10 @@ class ModelSource:
     # quantized) and the dtype they compute in ("auto": the run's)
     storage: str = ""
     compute_dtype: str = "auto"
+    # the components a single file holds, or the separate files of diffusion.load_text_encoders, as
+    # (component, file) pairs; () = every component from `path` (SD1.x/SDXL single files)
+    parts: tuple[tuple[str, str], ...] = ()
+    t5_tokenizer_dir: str | None = None  # T5's tokenizer folder (not shippable: single files need one)
 
 
 @dataclass(frozen=True)

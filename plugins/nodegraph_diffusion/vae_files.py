@@ -9,6 +9,10 @@ families, so the weights cannot say which config is right. The family is, in thi
    SDXL sampler's latents are decoded with SDXL's config). Encoding has no such context: an open VAE
    encodes as the first family claiming it (SD1.x), the latents record that, and a sampler of another
    family refuses them, saying to set `family:` on the VAE loader.
+SD3's and Flux.1's VAEs (16 latent channels) share an encoder width with SD1.x's (4): a shipped config
+claims a file only if its latent channels match too. SD3's and Flux.1's are the same architecture (only
+their scaling and shift factors differ): BFL's `ae.safetensors` cannot be told from an SD3.5 VAE by its
+weights, so the family is told or taken from the latents, as above.
 Diffusers VAE folders (a `vae/` folder, madebyollin's sdxl-vae-fp16-fix) carry their own config.json:
 they need none of this and belong to no family.
 
@@ -17,6 +21,7 @@ Light module (stdlib only): make_source calls it while loading; nothing here loa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +31,7 @@ from nodegraph_diffusion.families import available_families
 from nodegraph_diffusion.types import ModelSource, VaeHandle
 
 AUTO = "auto"
+CONFIGS_DIR = Path(__file__).parent / "configs"
 PREFIXES = ("", "first_stage_model.", "vae.")  # bare VAE files, and VAEs cut out of checkpoints
 
 
@@ -38,11 +44,27 @@ def vae_width(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     return None
 
 
+def vae_latent_channels(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The latent channels of a VAE file (its encoder's last conv gives mean and log-variance)."""
+    for prefix in PREFIXES:
+        shape = shapes.get(prefix + "encoder.conv_out.weight")
+        if shape:
+            return int(shape[0]) // 2
+    return None
+
+
+def _config_channels(config: str) -> int | None:
+    file = CONFIGS_DIR / config / "vae" / "config.json"
+    return int(json.loads(file.read_text()).get("latent_channels", 4)) if file.is_file() else None
+
+
 def vae_choices(shapes: Mapping[str, tuple[int, ...]]) -> tuple[tuple[str, str], ...]:
-    """(family, shipped config) of every family that can read a VAE file of these shapes, in order."""
-    width = vae_width(shapes)
+    """(family, shipped config) of every family that can read a VAE file of these shapes, in order:
+    its config has the file's encoder width and latent channels."""
+    width, channels = vae_width(shapes), vae_latent_channels(shapes)
     return tuple((f.name, dict(f.vae_configs)[width]) for f in available_families()
-                 if width is not None and width in dict(f.vae_configs))
+                 if width is not None and width in dict(f.vae_configs)
+                 and channels in (None, _config_channels(dict(f.vae_configs)[width])))
 
 
 def vae_file_source(path: Path, fingerprint: str, shapes: Mapping[str, tuple[int, ...]],
@@ -55,8 +77,9 @@ def vae_file_source(path: Path, fingerprint: str, shapes: Mapping[str, tuple[int
     choices = vae_choices(shapes)
     if not choices:
         if family != AUTO and vae_width(shapes) is not None:
-            raise InputError(f"'{path}' is a VAE of encoder width {vae_width(shapes)}, which no installed "
-                             "family has a config for", field=field)
+            raise InputError(f"'{path}' is a VAE of encoder width {vae_width(shapes)} and "
+                             f"{vae_latent_channels(shapes)} latent channels, which no installed family "
+                             "has a config for", field=field)
         return None
     if family != AUTO:
         picked = [c for c in choices if c[0] == family]

@@ -180,12 +180,13 @@ def test_single_files_family_is_known_at_validation(tmp_path: Path, xl_files: di
 
 def test_each_component_reads_only_its_own_keys(ctx: Any, xl_files: dict[str, Path]) -> None:
     """A real SDXL file is 6.9 GB: each component's load reads its own tensors, not the whole file."""
-    from nodegraph_diffusion.loading import _single_file_state, read_state_dict
+    from nodegraph_diffusion.file_loading import component_state
+    from nodegraph_diffusion.loading import read_state_dict
 
     source = load_model(ctx, ModelRef(str(xl_files["tinyxl"]))).unet.source
     whole = set(read_state_dict(xl_files["tinyxl"], ctx))
     names = ("unet", "vae", "text_encoder", "text_encoder_2")
-    parts = {c: set(_single_file_state(source, c, ctx)) for c in names}
+    parts = {c: set(component_state(source, c, ctx)) for c in names}
     heads = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
              "text_encoder": "conditioner.embedders.0.", "text_encoder_2": "conditioner.embedders.1."}
     for component, keys in parts.items():

@@ -82,6 +82,13 @@ class ModelFamily:
     # T5's default token count (the pipeline's `max_sequence_length`) for families with a T5 encoder;
     # None: no T5, and diffusion.encode_text refuses a t5_max_length
     t5_max_length: int | None = None
+    # (tokenizer, text encoder) components of the family's T5 encoder, if it has one: T5's tokenizer
+    # cannot be shipped, so single files and separate encoder files need the user's folder for it
+    t5_components: tuple[str, str] | None = None
+    # diffusion.load_text_encoders: (node field, component, required) of each separate encoder file, and
+    # the shipped config whose text-encoder configs read them; () = no separate encoder files
+    encoder_files: tuple[tuple[str, str, bool], ...] = ()
+    encoder_config: str = ""
     # whether `denoise` takes `extra["skip_layers"]` (block indices to skip: skip-layer guidance)
     skip_layers: bool = False
     # the conditions that feed a wide denoiser, by the channels they add (messages name the node)
@@ -117,6 +124,12 @@ class ModelFamily:
 
     def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         """The shipped config name for a single file with these tensor shapes, or None if not ours."""
+        return None
+
+    def file_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """Why a single file this family recognises no config for cannot load as a full model (e.g. a
+        transformer-only file: another node reads it), as the end of a sentence starting with the
+        file's name; None: not a file of this family."""
         return None
 
     def refines_only(self, index: Mapping[str, Any]) -> bool:

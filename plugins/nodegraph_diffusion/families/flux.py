@@ -15,6 +15,13 @@ Mirrors `FluxPipeline` operation for operation, so the same seed gives the same 
 - the schedule: flow-matching sigmas `linspace(1, 1/steps, steps)`, shifted by `mu` from the image's
   token count where the scheduler config says `use_dynamic_shifting` (flux_sampling.py).
 Latents stay unpacked (B, 16, h, w) in the graph; packing happens inside each denoiser call.
+
+Single files: ComfyUI's all-in-one checkpoints (Comfy-Org's `flux1-dev-fp8.safetensors`) hold the BFL
+transformer under `model.diffusion_model.` (`double_blocks`, `single_blocks`), the VAE under `vae.` and
+CLIP-L and T5-XXL under `text_encoders.clip_l/t5xxl.transformer.`. `guidance_in` tells dev from schnell
+(the shipped configs flux-dev, flux-schnell); a transformer 32 wide is the tiny test model. A file with
+the transformer alone (BFL's `flux1-dev.safetensors`, ComfyUI's `models/unet`) is not a full model:
+`diffusion.load_transformer` reads it, `diffusion.load_text_encoders` and `diffusion.load_vae` the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +35,11 @@ from nodegraph_diffusion.families.base import DenoiseRequest, ModelFamily, Promp
 T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length default (and its maximum)
 DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+DENOISER_PREFIX = "model.diffusion_model."
+PART_PREFIXES = {"transformer": (DENOISER_PREFIX,), "vae": ("vae.",),
+                 "text_encoder": ("text_encoders.clip_l.",), "text_encoder_2": ("text_encoders.t5xxl.",)}
+# (transformer width, guidance-distilled) -> shipped config (img_in: 64 inputs; Fill/Depth have none)
+CONFIGS = {(3072, True): "flux-dev", (3072, False): "flux-schnell", (32, True): "tinyflux"}
 CONTROLNET_KWARGS = ("controlnet_block_samples", "controlnet_single_block_samples",
                      "controlnet_blocks_repeat")
 
@@ -48,6 +60,40 @@ class FluxFamily(ModelFamily):
     denoiser_class = "FluxTransformer2DModel"
     t5_max_length = T5_MAX_LENGTH  # FLUX.1-schnell's users pass 256 (diffusers' example); the default is 512
     concat_conditions = ((80, "a Fill model (FLUX.1-Fill-dev): diffusion.flux_fill's condition"),)
+    config_names = tuple(CONFIGS.values())
+    vae_configs = ((128, "flux-dev"), (8, "tinyflux"))  # 16 latent channels (vae_files tells by them)
+    t5_components = ("tokenizer_2", "text_encoder_2")
+    encoder_files = (("clip_l", "text_encoder", True), ("t5", "text_encoder_2", True))
+    encoder_config = "flux-dev"  # FLUX.1-dev and schnell share their text encoders
+
+    def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """A ComfyUI all-in-one checkpoint: the transformer and its VAE or text encoders in one file."""
+        img_in = shapes.get(DENOISER_PREFIX + "img_in.weight")
+        if not img_in or DENOISER_PREFIX + "double_blocks.0.img_attn.norm.key_norm.scale" not in shapes:
+            return None
+        others = PART_PREFIXES["vae"] + PART_PREFIXES["text_encoder"] + PART_PREFIXES["text_encoder_2"]
+        if int(img_in[1]) != 64 or not any(k.startswith(others) for k in shapes):
+            return None
+        guidance = DENOISER_PREFIX + "guidance_in.in_layer.weight" in shapes
+        return CONFIGS.get((int(img_in[0]), guidance))
+
+    def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
+        return PART_PREFIXES.get(component)
+
+    def file_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        probe = "double_blocks.0.img_attn.norm.key_norm.scale"
+        img_in = shapes.get(DENOISER_PREFIX + "img_in.weight") or shapes.get("img_in.weight")
+        if not img_in or not (probe in shapes or DENOISER_PREFIX + probe in shapes):
+            return None
+        if int(img_in[1]) != 64:
+            return (f"is a Flux.1 transformer of {img_in[1]} input channels (Fill, Depth): not as a single "
+                    "file yet; use its diffusers folder")
+        others = PART_PREFIXES["vae"] + PART_PREFIXES["text_encoder"] + PART_PREFIXES["text_encoder_2"]
+        if not any(k.startswith(others) for k in shapes):
+            return ("holds a Flux.1 transformer alone (BFL/ComfyUI models/unet layout): read it with "
+                    "diffusion.load_transformer, the text encoders with diffusion.load_text_encoders and "
+                    "ae.safetensors with diffusion.load_vae (family: flux)")
+        return f"is a Flux.1 checkpoint {img_in[0]} wide, of no shipped config (FLUX.1-dev/schnell: 3072)"
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("Flux")

@@ -16,7 +16,16 @@ Mirrors `StableDiffusion3Pipeline` step for step so the same seed gives the same
 - latents: 16 channels; the VAE's `shift_factor` (vae_math.py applies it wherever a VAE has one).
 Only flow-matching schedulers fit these models (`check_scheduler`). SD3 ControlNets add
 `block_controlnet_hidden_states` (nodegraph_control/sd3_controlnet.py). LoRA files: diffusers/peft
-layout (sd3_lora.py). Single files are not supported yet.
+layout (sd3_lora.py).
+
+Single files (ComfyUI/Stability layout): the transformer under `model.diffusion_model.` (the original
+MMDiT names: `joint_blocks.N.x_block...`), the VAE under `first_stage_model.` and, where the file has
+them, CLIP-L, CLIP-G and T5-XXL under `text_encoders.clip_l/clip_g/t5xxl.transformer.` (transformers'
+own names). The transformer's width (`x_embedder.proj.weight`: 64 per block) picks the shipped config:
+1536 with dual-attention blocks (`x_block.attn2`) = SD3.5 medium, 2432 = SD3.5 large (and large-turbo,
+the same architecture), 32 = the tiny test model. SD3.0 medium (1536 without dual attention) has no
+shipped config and is refused. Files without text encoders (Stability's own `sd3.5_medium.safetensors`)
+take them from `diffusion.load_text_encoders`.
 """
 
 from __future__ import annotations
@@ -30,6 +39,13 @@ CLIP_ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"
 T5_ENCODER = ("tokenizer_3", "text_encoder_3")
 T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
 PATCH_SIZE = 2  # every SD3/SD3.5 transformer's (the dynamic-shift token count divides by it)
+DENOISER_PREFIX = "model.diffusion_model."
+# each component's key prefixes in a single file (ComfyUI's SD3 checkpoints)
+PART_PREFIXES = {"transformer": (DENOISER_PREFIX,), "vae": ("first_stage_model.",),
+                 "text_encoder": ("text_encoders.clip_l.",), "text_encoder_2": ("text_encoders.clip_g.",),
+                 "text_encoder_3": ("text_encoders.t5xxl.",)}
+# transformer width (x_embedder rows) -> shipped config; 1536 only with dual attention (SD3.5 medium)
+CONFIGS = {1536: "sd35-medium", 2432: "sd35-large", 32: "tinysd3"}
 
 
 def _root(source: Any) -> Any:
@@ -53,9 +69,41 @@ class SD3Family(ModelFamily):
     t5_max_length = T5_LENGTH
     skip_layers = True  # SD3Transformer2DModel's `skip_layers` (skip_layers.py: skip-layer guidance)
     concat_conditions = ()  # no SD3 model reads extra input channels from a condition
+    config_names = tuple(CONFIGS.values())
+    vae_configs = ((128, "sd35-medium"), (8, "tinysd3"))  # 16 latent channels (vae_files tells by them)
+    t5_components = T5_ENCODER
+    encoder_files = (("clip_l", "text_encoder", True), ("clip_g", "text_encoder_2", True),
+                     ("t5", "text_encoder_3", False))  # without T5: zeros, as the pipeline
+    encoder_config = "sd35-medium"  # SD3.5 medium and large share their text encoders
 
     def recognise_folder(self, index: Mapping[str, Any]) -> bool:
         return str(index.get("_class_name", "")).startswith("StableDiffusion3")
+
+    def recognise_keys(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        patch = shapes.get(DENOISER_PREFIX + "x_embedder.proj.weight")
+        if not patch or DENOISER_PREFIX + "joint_blocks.0.context_block.attn.qkv.weight" not in shapes:
+            return None
+        width = int(patch[0])
+        dual = any(k.startswith(DENOISER_PREFIX + "joint_blocks.") and ".x_block.attn2." in k for k in shapes)
+        if width == 1536 and not dual:
+            return None  # SD3.0 medium: no shipped config
+        return CONFIGS.get(width)
+
+    def single_file_prefixes(self, component: str) -> tuple[str, ...] | None:
+        return PART_PREFIXES.get(component)
+
+    def file_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        bare = "x_embedder.proj.weight" in shapes and "joint_blocks.0.context_block.attn.qkv.weight" in shapes
+        patch = shapes.get(DENOISER_PREFIX + "x_embedder.proj.weight") or shapes.get("x_embedder.proj.weight")
+        if patch and int(patch[0]) == 1536 and not any(".x_block.attn2." in k for k in shapes):
+            return "is an SD3 (3.0) medium transformer: only SD3.5 medium and large have shipped configs"
+        if bare:
+            return ("is an SD3 transformer without the checkpoint prefixes (a transformer-only file): "
+                    "read it with diffusion.load_transformer")
+        if patch:
+            return (f"is an SD3 transformer {patch[0]} wide, of no shipped config (SD3.5 medium 1536, "
+                    "large 2432)")
+        return None
 
     def lora_state_dict(self, source: Any, denoiser: Any = None) -> tuple[dict[str, Any], Any, Any]:
         """diffusers/peft files only, as the pipeline (sd3_lora.py)."""
@@ -105,6 +153,7 @@ class SD3Family(ModelFamily):
 
         import torch
 
+        from nodegraph_diffusion.file_parts import has_component
         from nodegraph_diffusion.loading import use_text_encoder
         from nodegraph_diffusion.types import Conditioning
 
@@ -124,7 +173,7 @@ class SD3Family(ModelFamily):
         clip = torch.cat(states, dim=-1)
         text_3 = request.text if request.text_3 is None else request.text_3
         length = request.t5_length or T5_LENGTH
-        if (root / T5_ENCODER[1]).is_dir():
+        if has_component(handle.source, T5_ENCODER[1]):
             with use_text_encoder(ctx, handle, T5_ENCODER[1], T5_ENCODER[0]) as (tokenizer, model):
                 device = next(model.parameters()).device
                 ids = tokenizer(text_3, padding="max_length", max_length=length, truncation=True,
