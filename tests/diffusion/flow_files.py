@@ -21,6 +21,8 @@ import torch
 from nodegraph_diffusion.single_file import vae_key_to_original
 from safetensors.torch import save_file
 
+from tests.diffusion.transformer_file_writers import to_bfl as flux_transformer_to_bfl
+
 SD3_BLOCK = (  # diffusers name in transformer_blocks.N -> original name in joint_blocks.N (unfused parts)
     ("attn.norm_q.", "x_block.attn.ln_q."), ("attn.norm_k.", "x_block.attn.ln_k."),
     ("attn.norm_added_q.", "context_block.attn.ln_q."), ("attn.norm_added_k.", "context_block.attn.ln_k."),
@@ -133,57 +135,6 @@ def vae_file(vae: Any, path: Path) -> Path:
     """Write a VAE as BFL's `ae.safetensors`: LDM names, no prefix."""
     save_file({k: v.contiguous() for k, v in vae_to_original(dict(vae.state_dict())).items()}, str(path))
     return path
-
-
-FLUX_TOP = {"time_text_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
-            "time_text_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
-            "time_text_embed.text_embedder.linear_1.": "vector_in.in_layer.",
-            "time_text_embed.text_embedder.linear_2.": "vector_in.out_layer.",
-            "time_text_embed.guidance_embedder.linear_1.": "guidance_in.in_layer.",
-            "time_text_embed.guidance_embedder.linear_2.": "guidance_in.out_layer.",
-            "context_embedder.": "txt_in.", "x_embedder.": "img_in.", "proj_out.": "final_layer.linear.",
-            "norm_out.linear.": "final_layer.adaLN_modulation.1."}
-FLUX_DOUBLE = (("norm1.linear.", "img_mod.lin."), ("norm1_context.linear.", "txt_mod.lin."),
-               ("attn.norm_q.weight", "img_attn.norm.query_norm.scale"),
-               ("attn.norm_k.weight", "img_attn.norm.key_norm.scale"),
-               ("attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"),
-               ("attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"),
-               ("ff.net.0.proj.", "img_mlp.0."), ("ff.net.2.", "img_mlp.2."),
-               ("ff_context.net.0.proj.", "txt_mlp.0."), ("ff_context.net.2.", "txt_mlp.2."),
-               ("attn.to_out.0.", "img_attn.proj."), ("attn.to_add_out.", "txt_attn.proj."))
-FLUX_SINGLE = (("norm.linear.", "modulation.lin."), ("attn.norm_q.weight", "norm.query_norm.scale"),
-               ("attn.norm_k.weight", "norm.key_norm.scale"), ("proj_out.", "linear2."))
-
-
-def flux_transformer_to_bfl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A FluxTransformer2DModel state dict in BFL's names (the reverse of diffusers'
-    `convert_flux_transformer_checkpoint_to_diffusers`: q/k/v fused, single blocks' q/k/v/mlp fused into
-    linear1, the final layer's scale/shift swapped)."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if m := re.match(r"transformer_blocks\.(\d+)\.(.*)", key):
-            rest, head = m[2], f"double_blocks.{m[1]}."
-            if qkv := re.match(r"attn\.(to_|add_)([qkv])(?:_proj)?\.(weight|bias)$", rest):
-                side = "img_attn" if qkv[1] == "to_" else "txt_attn"
-                fused.setdefault(f"{head}{side}.qkv.{qkv[3]}", {})[qkv[2]] = value
-                continue
-            table = FLUX_DOUBLE
-        elif m := re.match(r"single_transformer_blocks\.(\d+)\.(.*)", key):
-            rest, head = m[2], f"single_blocks.{m[1]}."
-            if part := re.match(r"(?:attn\.to_([qkv])|proj_(mlp))\.(weight|bias)$", rest):
-                fused.setdefault(f"{head}linear1.{part[3]}", {})[part[1] or part[2]] = value
-                continue
-            table = FLUX_SINGLE
-        else:
-            top = next(h for h in FLUX_TOP if key.startswith(h))
-            out[FLUX_TOP[top] + key[len(top):]] = _swap(value) if top == "norm_out.linear." else value
-            continue
-        old, new = next((o, n) for o, n in table if rest.startswith(o))
-        out[head + new + rest[len(old):]] = value
-    for name, parts in fused.items():
-        out[name] = torch.cat([parts[p] for p in ("q", "k", "v", "mlp") if p in parts], dim=0)
-    return out
 
 
 def flux_all_in_one(components: dict[str, Any], path: Path) -> Path:

@@ -102,44 +102,10 @@ def write_gguf(path: Path, state: dict[str, torch.Tensor], quant: str = "Q8_0", 
     return path
 
 
-SD3_TOP = {"pos_embed.pos_embed": "pos_embed", "pos_embed.proj.": "x_embedder.proj.",
-           "time_text_embed.timestep_embedder.linear_1.": "t_embedder.mlp.0.",
-           "time_text_embed.timestep_embedder.linear_2.": "t_embedder.mlp.2.",
-           "time_text_embed.text_embedder.linear_1.": "y_embedder.mlp.0.",
-           "time_text_embed.text_embedder.linear_2.": "y_embedder.mlp.2.",
-           "context_embedder.": "context_embedder.", "proj_out.": "final_layer.linear.",
-           "norm_out.linear.": "final_layer.adaLN_modulation.1."}
-SD3_BLOCK = {"attn.to_out.0.": "x_block.attn.proj.", "attn.to_add_out.": "context_block.attn.proj.",
-             "norm1.linear.": "x_block.adaLN_modulation.1.",
-             "norm1_context.linear.": "context_block.adaLN_modulation.1.",
-             "ff.net.0.proj.": "x_block.mlp.fc1.", "ff.net.2.": "x_block.mlp.fc2.",
-             "ff_context.net.0.proj.": "context_block.mlp.fc1.",
-             "ff_context.net.2.": "context_block.mlp.fc2."}
-SD3_QKV = {"x_block.attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-           "context_block.attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
-
-
 def sd3_to_stability(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """A diffusers SD3 transformer state (no qk-norm, no dual attention: tinysd3's) in Stability's
-    layout (sd3.5_medium.safetensors's `joint_blocks.*`): q, k, v fused as `qkv`; the last block's
-    context modulation and the final layer's put shift before scale."""
-    out: dict[str, torch.Tensor] = {}
-    last = max(int(k.split(".")[1]) for k in state if k.startswith("transformer_blocks."))
-    for key, value in state.items():
-        if key.startswith("transformer_blocks."):
-            _, index, rest = key.split(".", 2)
-            head = f"joint_blocks.{index}."
-            if any(rest.startswith(p + ".") for parts in SD3_QKV.values() for p in parts):
-                continue  # fused below
-            name = next(new + rest[len(old):] for old, new in SD3_BLOCK.items() if rest.startswith(old))
-            swapped = int(index) == last and rest.startswith("norm1_context.")
-            out[prefix + head + name] = _swap(value) if swapped else value
-        else:
-            name = next(new + key[len(old):] for old, new in SD3_TOP.items() if key.startswith(old))
-            out[prefix + name] = _swap(value) if key.startswith("norm_out.") else value
-    for index in range(last + 1):
-        for fused, parts in SD3_QKV.items():
-            for kind in ("weight", "bias"):
-                keys = [f"transformer_blocks.{index}.{p}.{kind}" for p in parts]
-                out[f"{prefix}joint_blocks.{index}.{fused}.{kind}"] = torch.cat([state[k] for k in keys])
-    return {k: v.contiguous() for k, v in out.items()}
+    """A diffusers SD3 transformer state in Stability's layout (sd3.5_medium.safetensors's
+    `joint_blocks.*`), as flow_files writes SD3.5 single files."""
+    from tests.diffusion.flow_files import sd3_transformer_to_original
+
+    blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("transformer_blocks."))
+    return {prefix + k: v.contiguous() for k, v in sd3_transformer_to_original(state, blocks).items()}
