@@ -60,9 +60,9 @@ PROMPT_PARAMS = ("prompt", "source", "edited")
 # test_flux.py, test_instruct_pix2pix.py, test_sd_upscale.py compare them with diffusers' pipelines)
 RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux", "builtin:tinyworld-ip2p",
                    "builtin:tinyworld-x4")
-# graphs where a random multimodal model decides what is drawn or kept (no trained demo CLIP/captioner
-# yet): builtin:tinyblip's caption is caption_regenerate's prompt, builtin:tinyclip picks best_of_n's
-# images; tests/multimodal compares those models with transformers instead
+# graphs where a multimodal model decides what is drawn or kept: builtin:tinyclip picks best_of_n's
+# images; builtin:tinyblip's caption is caption_regenerate's prompt (test_caption_regenerate_draws_...
+# below, once training/ shipped it); tests/multimodal compares those models with transformers
 RANDOM_JUDGES = {"best_of_n": "builtin:tinyclip", "caption_regenerate": "builtin:tinyblip"}
 
 
@@ -191,3 +191,21 @@ def test_headline_pose_is_whole_and_the_controlled_figure_as_clean(tmp_path: Pat
     assert not (limbs[0].any() or limbs[-1].any() or limbs[:, 0].any() or limbs[:, -1].any())
     assert mean[1.0]["coverage"] >= 0.9 and mean[1.0]["precision"] >= 0.9, mean
     assert mean[1.0]["purity"] >= mean[0.0]["purity"], mean
+
+
+@pytest.mark.skipif(not (BUILTIN_DIR / "tinyblip" / MARKER).exists(),
+                    reason="built-in tinyblip is the random model (not shipped by training/)")
+def test_caption_regenerate_draws_what_the_captioner_read(tmp_path: Path) -> None:
+    """At its defaults the graph captions a held-out world scene in the demo grammar, naming what the
+    picture shows, and tinyworld draws that caption again."""
+    from nodegraph import Engine, RunOptions
+
+    result = Engine().run(GRAPHS / "caption_regenerate.yaml", {},
+                          RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False))
+    caption = parse(result.outputs["caption"]["out"])
+    with PILImage.open(GRAPHS / defaults("caption_regenerate")["image"]) as im:
+        picture = np.asarray(im.convert("RGB"))
+    caption.pop("size", None)
+    assert caption == shown(picture, caption), (result.outputs["caption"]["out"], shown(picture, caption))
+    with PILImage.open(tmp_path / "caption_regenerate.png") as im:
+        assert shown(np.asarray(im.convert("RGB")), caption) == caption
