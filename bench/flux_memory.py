@@ -48,18 +48,6 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 from bench.common import GRAPHS, emit, scratch_dir, sync  # noqa: E402
 
 PROMPT = "a big red circle in the center, blue background"
-SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {  # stabilityai/stable-diffusion-3.5-medium transformer/config.json
-    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
-    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 384,
-    "dual_attention_layers": tuple(range(13)), "qk_norm": "rms_norm",
-}
-SD3_VAE: dict[str, Any] = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 16, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4, "use_quant_conv": False, "use_post_quant_conv": False,
-    "scaling_factor": 1.5305, "shift_factor": 0.0609, "sample_size": 1024,
-}
 
 
 def build_reduced_flux(folder: Path) -> Path:
@@ -78,58 +66,6 @@ def build_reduced_flux(folder: Path) -> Path:
     FluxPipeline(**parts).save_pretrained(folder, safe_serialization=True)
     write_tokenizer(folder / "tokenizer")
     return folder
-
-
-def build_sd35_medium(folder: Path, dtype: torch.dtype, layers: int | None, t5_layers: int | None) -> Path:
-    """SD3.5-medium's architecture with random weights (made in `dtype`), tiny tokenizers."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from nodegraph_diffusion.tiny_t5 import build_t5_tokenizer
-    from nodegraph_diffusion.tiny_tokenizer import write_tokenizer
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-        T5Config,
-        T5EncoderModel,
-    )
-
-    from bench.flux import T5_XXL
-
-    torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        write_tokenizer(folder / "_tok")
-        tok = CLIPTokenizer.from_pretrained(folder / "_tok")
-        ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-               "pad_token_id": tok.pad_token_id, "vocab_size": 49408, "max_position_embeddings": 77}
-        clip_l = CLIPTextModelWithProjection(CLIPTextConfig(
-            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-            projection_dim=768, hidden_act="quick_gelu", **ids))
-        clip_g = CLIPTextModelWithProjection(CLIPTextConfig(
-            hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
-            projection_dim=1280, hidden_act="gelu", **ids))
-        config = dict(SD35_MEDIUM_TRANSFORMER)
-        if layers is not None:
-            config.update(num_layers=layers, dual_attention_layers=tuple(range(min(13, layers))))
-        t5 = T5EncoderModel(T5Config(**{**T5_XXL, "num_layers": t5_layers or T5_XXL["num_layers"]}))
-        pipe = StableDiffusion3Pipeline(
-            transformer=SD3Transformer2DModel(**config), vae=AutoencoderKL(**SD3_VAE), text_encoder=clip_l,
-            tokenizer=tok, text_encoder_2=clip_g, tokenizer_2=tok,
-            text_encoder_3=t5, tokenizer_3=build_t5_tokenizer(),
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
-        target = folder / "sd35_medium_random"
-        pipe.save_pretrained(target, safe_serialization=True)
-        for name in ("tokenizer", "tokenizer_2"):
-            write_tokenizer(target / name)
-        return target
-    finally:
-        torch.set_default_dtype(default)
 
 
 def engine_for(device: str, budget: int | None) -> Any:
@@ -193,6 +129,8 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
 
         folder, what = build_flux_dev(tmp, dtype, args.layers, args.t5_layers), "FLUX.1-dev architecture"
     else:
+        from bench.sd35 import build_sd35_medium
+
         folder, what = build_sd35_medium(tmp, dtype, args.layers, args.t5_layers), "SD3.5-medium architecture"
     pipe_cls = FluxPipeline if family == "flux" else StableDiffusion3Pipeline
     graph, image_name = (GRAPHS / "flux.yaml", "flux.png") if family == "flux" else (GRAPHS / "sd35.yaml",

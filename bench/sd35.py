@@ -87,6 +87,8 @@ def build_sd35_medium(folder: Path, dtype: torch.dtype, layers: int | None, t5_l
             scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(scheduler_dir))
         target = folder / "sd35_medium_random"
         pipe.save_pretrained(target, safe_serialization=True)
+        for name in ("tokenizer", "tokenizer_2"):
+            write_tokenizer(target / name)
         return target
     finally:
         torch.set_default_dtype(default)
