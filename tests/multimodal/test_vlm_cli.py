@@ -50,7 +50,7 @@ def test_a_vlm_caption_is_the_prompt_of_the_new_image(registry: Registry, llava_
 
     graph = GRAPHS / "caption_regenerate.yaml"
     caption = vlm_reference(llava_dir, PICTURE, DEFAULT_PROMPT, max_new_tokens=20)
-    sets = (f"captioner={llava_dir}", f"vqa={llava_dir}", "steps=3")
+    sets = (f"captioner={llava_dir}", f"vqa={llava_dir}", f"image={PICTURE}", "steps=3")
     linked = cli(registry, graph, tmp_path / "linked", *sets)
     typed = cli(registry, graph, tmp_path / "typed", *sets, f"positive.text={caption}")
     other = cli(registry, graph, tmp_path / "other", *sets, "positive.text=a big red circle in the center")
