@@ -11,19 +11,23 @@ StableDiffusionInstructPix2PixPipeline -- which graphs/instruct_edit.yaml equals
 Rows "unchanged" (the picture itself as the output: success 0 by construction) and "target" (the
 edited scene as drawn: the scorer's own ceiling) frame the model's figures.
 
-`python -m training.eval_ip2p FOLDER [FOLDER ...] [--n 42] [--json out.json]`
+`python -m training.eval_ip2p FOLDER [FOLDER ...] [--n 42] [--json out.json]`;
+`--ship` then installs the first FOLDER's UNet as builtin:tinyworld-ip2p with a `training.json` marker
+holding the report (decide from the table first: ship only a model clearly better than the stand-in).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from nodegraph_diffusion.paths import BUILTIN_DIR
 
 from training.common import setup_threads
 from training.scoring import analyse_object
@@ -101,6 +105,16 @@ def evaluate(folders: Sequence[Path], n: int, log: Callable[[str], None] = print
     return report
 
 
+def ship(folder: Path, report: dict[str, Any], builtin: Path = BUILTIN_DIR / "tinyworld-ip2p") -> Path:
+    """Replace `builtin`'s UNet with `folder`'s (the rest is tinyworld's, unchanged) and write the marker."""
+    shutil.rmtree(builtin / "unet")
+    shutil.copytree(folder / "unet", builtin / "unet")
+    marker = {"trained_by": "python -m training.train_ip2p", "evaluated_by": "python -m training.eval_ip2p",
+              "dtype": "float32", "report": report}
+    (builtin / "training.json").write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    return builtin
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: print (and optionally store) the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=42)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ship", action="store_true", help="install FOLDERS[0] as builtin:tinyworld-ip2p")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     report = evaluate(args.folders, args.n)
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
+    if args.ship:
+        ship(args.folders[0], report)
     return 0
 
 
