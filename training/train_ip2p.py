@@ -164,8 +164,12 @@ def save_folder(out: Path, unet: Any, template: Path = BUILTIN_DIR / "tinyworld-
 
 
 def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int = 1_000_000, batch: int = 32,
-               lr: float = 3e-4, seed: int = 1, save_every: int = 500) -> Path:
-    """Train on `count` pairs for `minutes`; writes RUN/tinyworld-ip2p (the EMA UNet) and RUN/ip2p.log."""
+               lr: float = 3e-4, seed: int = 1, save_every: int = 500, init: Path | None = None,
+               conv_in_lr: float = 1.0, out_name: str = "tinyworld-ip2p") -> Path:
+    """Train on `count` pairs for `minutes`; writes RUN/OUT_NAME (the EMA UNet) and RUN/ip2p.log.
+
+    init: continue from that folder's 8-channel UNet instead of widening tinyworld's; conv_in_lr: a
+    factor on conv_in's learning rate (the picture's weights start at zero and learn slowest)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -188,15 +192,23 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
         embeds = torch.cat([text_encoder(ids[i:i + 256])[0] for i in range(0, len(pairs), 256)])
         empty = text_encoder(tokenize(tokenizer, [""]))[0][0]
     torch.manual_seed(seed)
-    unet = widened_unet(base).train()
+    if init is not None:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(init, subfolder="unet", local_files_only=True).train()
+    else:
+        unet = widened_unet(base).train()
     ema = Ema(unet, 0.998)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    first = list(unet.conv_in.parameters())
+    rest = [q for q in unet.parameters() if all(q is not f for f in first)]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": first, "lr": lr * conv_in_lr}], lr=lr,
+                            weight_decay=1e-2)
     deadline = Deadline(minutes, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 100, deadline, decay=True))
     scheduler = noise_scheduler()
     gen = torch.Generator().manual_seed(seed)
     pick = np.random.default_rng(seed + 1)
-    out = run / "tinyworld-ip2p"
+    out = run / out_name
 
     def save() -> None:
         save_folder(out, ema.model)
@@ -226,10 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, help="continue from this folder's UNet")
+    parser.add_argument("--conv-in-lr", type=float, default=1.0, help="factor on conv_in's learning rate")
+    parser.add_argument("--out", default="tinyworld-ip2p", help="output folder name under RUN")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
-    train_ip2p(args.run, args.count, args.minutes, args.steps, args.batch, args.lr)
+    train_ip2p(args.run, args.count, args.minutes, args.steps, args.batch, args.lr, init=args.init,
+               conv_in_lr=args.conv_in_lr, out_name=args.out)
     return 0
 
 
