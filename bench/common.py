@@ -121,3 +121,14 @@ def alternate(runs: dict[str, Callable[[int], Any]], repeats: int, device: str) 
     return {name: {"min_s": round(min(t), 4), "median_s": round(statistics.median(t), 4),
                    "peak_gib": max((p for p in peaks[name] if p is not None), default=None)}
             for name, t in times.items()}
+
+
+def engine_vs_diffusers(sides: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The figures a graph-vs-pipeline script reports from `alternate`'s result: min and median of each
+    side, the ratio of medians and seconds per step (the whole run divided by the steps)."""
+    engine_s, pipe_s = sides["engine"]["median_s"], sides["diffusers"]["median_s"]
+    return {"engine_min_s": sides["engine"]["min_s"], "engine_median_s": engine_s,
+            "diffusers_min_s": sides["diffusers"]["min_s"], "diffusers_median_s": pipe_s,
+            "ratio_median": round(engine_s / pipe_s, 4),
+            "engine_s_per_step": round(engine_s / steps, 4), "diffusers_s_per_step": round(pipe_s / steps, 4),
+            "peak_gib": {name: side["peak_gib"] for name, side in sides.items()}}

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's nodegraph
     sys.path.insert(0, str(ROOT))
-from bench.common import alternate, emit, scratch_dir  # noqa: E402
+from bench.common import alternate, emit, engine_vs_diffusers, scratch_dir  # noqa: E402
 
 GRAPH = ROOT / "graphs" / "flux.yaml"
 PROMPT = "a big red circle in the center, blue background"
@@ -140,16 +140,11 @@ def bench(tmp: Path, argv: list[str] | None) -> int:
         image.save(tmp / "pipeline.png")
 
     sides = alternate({"engine": run_engine, "diffusers": run_pipeline}, args.repeats, device)
-    engine_s, pipe_s = sides["engine"]["median_s"], sides["diffusers"]["median_s"]
     model = "builtin:tinyflux" if not big else str(args.model) if args.model else "flux-dev-random-init"
     emit({
         "model": model, "layers": args.layers, "t5_layers": args.t5_layers, "steps": steps,
         "size": f"{size}x{size}", "dtype": str(dtype).replace("torch.", ""), "repeats": args.repeats,
-        "engine_min_s": sides["engine"]["min_s"], "engine_median_s": engine_s,
-        "diffusers_min_s": sides["diffusers"]["min_s"], "diffusers_median_s": pipe_s,
-        "ratio_median": round(engine_s / pipe_s, 4),
-        "engine_s_per_step": round(engine_s / steps, 4), "diffusers_s_per_step": round(pipe_s / steps, 4),
-        "peak_gib": {name: side["peak_gib"] for name, side in sides.items()},
+        **engine_vs_diffusers(sides, steps),
     }, device)
     return 0
 
