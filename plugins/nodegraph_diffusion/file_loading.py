@@ -156,18 +156,22 @@ def component_files_key(source: ModelSource, component: str) -> str:
     return f"{fingerprint_path(Path(path))}:{component}:{source.base}"
 
 
+def tokenizer_folder(source: ModelSource, component: str, given: str | None) -> Path:
+    """Where a tokenizer is read from: the folder the user gave, else the model's own `component`
+    folder (a diffusers model) or the shipped config's (a single file)."""
+    if given:
+        return Path(given)
+    base = source.path if source.format == "diffusers" else source.config_dir or ""
+    return Path(base) / component
+
+
 def load_t5_tokenizer(source: ModelSource, component: str) -> Any:
     """T5's tokenizer: the `t5_tokenizer` folder given, else the model's (a diffusers folder, or a tiny
     shipped config that has one). It is a sentencepiece model no installed package ships, so a real
     single file, or separate encoder files, need the user's folder."""
     from transformers import T5TokenizerFast
 
-    if source.t5_tokenizer_dir:
-        folder = Path(source.t5_tokenizer_dir)
-    elif source.format == "diffusers":
-        folder = Path(source.path) / component
-    else:
-        folder = Path(source.config_dir or "") / component
+    folder = tokenizer_folder(source, component, source.t5_tokenizer_dir)
     if not ((folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()):
         where = (f"the folder '{folder}' holds neither tokenizer.json nor spiece.model"
                  if source.t5_tokenizer_dir

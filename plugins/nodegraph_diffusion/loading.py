@@ -27,6 +27,7 @@ from nodegraph_diffusion.file_loading import (
     component_state,
     file_text_encoder,
     load_t5_tokenizer,
+    tokenizer_folder,
 )
 from nodegraph_diffusion.file_parts import single_file_parts
 from nodegraph_diffusion.load_errors import missing_component, pickle_load_problem, weight_files
@@ -256,12 +257,7 @@ def load_tokenizer(source: ModelSource, component: str = "tokenizer") -> Any:
     t5_parts = family_named(source.family).t5_components if source.family else None
     if t5_parts and component == t5_parts[0]:
         return load_t5_tokenizer(source, component)
-    if source.tokenizer_dir:
-        folder = Path(source.tokenizer_dir)
-    elif source.format == "diffusers":
-        folder = Path(source.path) / component
-    else:
-        folder = Path(source.config_dir or "") / component
+    folder = tokenizer_folder(source, component, source.tokenizer_dir)
     found = (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
     if not found and not source.tokenizer_dir and source.base in CLIP_TOKENIZER_PADS:
         from nodegraph_diffusion.clip_tokenizer import sd15_clip_tokenizer
