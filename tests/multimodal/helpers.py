@@ -67,3 +67,19 @@ def plain_reference(folder: Path, picture: Path, prompt: str, cls: str, **settin
         out = model.generate(**inputs, do_sample=False, **settings)
     n = 0 if model.config.is_encoder_decoder else inputs["input_ids"].shape[1]
     return processor.decode(out[0, n:], skip_special_tokens=True).strip(), inputs["input_ids"]
+
+
+def broken_vlm_folder(folder: Path, into: Path, drop: str) -> Path:
+    """A copy of a VLM folder missing one part: `drop` a file name (chat_template.jinja), or
+    "image_processor" to take the image processor out of processor_config.json."""
+    import json
+    import shutil
+
+    shutil.copytree(folder, into)
+    if drop == "image_processor":
+        config = json.loads((into / "processor_config.json").read_text())
+        del config["image_processor"]
+        (into / "processor_config.json").write_text(json.dumps(config))
+    else:
+        (into / drop).unlink()
+    return into

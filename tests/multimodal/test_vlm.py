@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nodegraph import NodeFailed
-from tests.multimodal.helpers import run_graph, vlm_inputs, vlm_reference
+from tests.multimodal.helpers import broken_vlm_folder, run_graph, vlm_inputs, vlm_reference
 
 QUESTIONS = ("what colour is the circle?", "what shape is on the left?")
 
@@ -133,14 +133,7 @@ def test_a_template_kept_by_the_tokenizer(llava_dir: Path, pictures: list[Path],
 ])
 def test_a_folder_without_template_or_image_processor(llava_dir: Path, pictures: list[Path], tmp_path: Path,
                                                       drop: str, names: str) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(llava_dir, broken)
-    if drop == "image_processor":
-        config = json.loads((broken / "processor_config.json").read_text())
-        del config["image_processor"]
-        (broken / "processor_config.json").write_text(json.dumps(config))
-    else:
-        (broken / drop).unlink()
+    broken = broken_vlm_folder(llava_dir, tmp_path / "broken", drop)
     with pytest.raises(NodeFailed) as info:
         run_graph(_caption_nodes(broken, pictures[0]), tmp_path / "out")
     assert (info.value.problem.node, info.value.problem.field) == ("vlm", "path")

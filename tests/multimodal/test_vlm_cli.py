@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from nodegraph.cli.app import app
 from nodegraph.nodes.registry import Registry, build_registry
-from tests.multimodal.helpers import vlm_reference
+from tests.multimodal.helpers import broken_vlm_folder, vlm_reference
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 PICTURE = GRAPHS / "inputs" / "scene_64.png"
@@ -68,14 +68,7 @@ def test_a_vlm_caption_is_the_prompt_of_the_new_image(registry: Registry, llava_
                                             ("image_processor", "preprocessor_config.json")])
 def test_a_vlm_folder_missing_a_part(registry: Registry, llava_dir: Path, tmp_path: Path, drop: str,
                                      file: str) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(llava_dir, broken)
-    if drop == "image_processor":
-        config = json.loads((broken / "processor_config.json").read_text())
-        del config["image_processor"]
-        (broken / "processor_config.json").write_text(json.dumps(config))
-    else:
-        (broken / drop).unlink()
+    broken = broken_vlm_folder(llava_dir, tmp_path / "broken", drop)
     code, text = cli(registry, GRAPHS / "vqa.yaml", tmp_path / "out", f"model={broken}")
     assert code == 2, text
     assert "Traceback" not in text and not (tmp_path / "out").exists()
