@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# the words of the tinyworld captions, so BLIP's tokenizer knows the demo prompts
+# the words of the tinyworld captions and questions, so BLIP's tokenizer knows the demo prompts
+# (new words go at the end: a trained model's token ids stay what they were)
 WORDS = ("a an the of in on at to is what colour shape size small big circle square triangle person "
          "shirt pants and left right top bottom center background red green blue yellow orange purple "
-         "pink cyan white black picture photo image there , . ?").split()
+         "pink cyan white black picture photo image there , . ? where are").split()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 IMAGE_SIZE = 32
 
