@@ -5,7 +5,10 @@ Layout (what `pipe.load_ip_adapter` reads, as h94/IP-Adapter ships it):
   (`{id}.to_k_ip.weight` / `{id}.to_v_ip.weight` per cross-attention layer) keys; or the original pickled
   `.bin` (a dict `{"image_proj": {...}, "ip_adapter": {...}}`), read only with `--allow-pickle`;
 - the image encoder: a `CLIPVisionModelWithProjection` folder (`config.json` + weights), by default the
-  `image_encoder/` folder beside the adapter file or one level up (h94's `models/image_encoder`).
+  `image_encoder/` folder beside the adapter file or one level up (h94's `models/image_encoder`); or a
+  whole `CLIPModel` folder -- the one `clip.load` names for ranking -- whose vision tower and visual
+  projection are that same encoder (h94's SD1.5 encoder *is* laion/CLIP-ViT-H-14-laion2B-s32B-b79K's
+  vision half), so one CLIP folder serves both; its text half is not loaded.
 A reference may also name a folder holding exactly one adapter file (the built-in
 `builtin:tinyworld-ip-adapter` is such a folder, with its `image_encoder/`).
 
@@ -36,7 +39,7 @@ from nodegraph_diffusion.paths import ModelRef, fingerprint_path
 from nodegraph.api import InputError, NodeContext
 
 ADAPTER_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
-ENCODER_CLASSES = ("CLIPVisionModelWithProjection",)
+ENCODER_CLASSES = ("CLIPVisionModelWithProjection", "CLIPModel")
 PARTS = ("image_proj", "ip_adapter")
 
 
@@ -132,7 +135,8 @@ def _encoder_config(folder: Path, ctx: NodeContext) -> dict[str, Any]:
     classes = config.get("architectures") or []
     if classes and not set(classes) & set(ENCODER_CLASSES):
         raise InputError(
-            f"image encoder '{folder}' is a {classes[0]}, not a CLIPVisionModelWithProjection",
+            f"image encoder '{folder}' is a {classes[0]}, not a CLIPVisionModelWithProjection "
+            "(or a CLIPModel)",
             field="image_encoder",
         )
     weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", *PICKLE_SUFFIXES)]
@@ -142,7 +146,17 @@ def _encoder_config(folder: Path, ctx: NodeContext) -> dict[str, Any]:
         )
     if not any(p.suffix == ".safetensors" for p in weights):
         refuse_pickle(weights[0], ctx, field="image_encoder")
-    return dict(config)
+    return vision_part(dict(config))
+
+
+def vision_part(config: dict[str, Any]) -> dict[str, Any]:
+    """The vision tower's config of a CLIPModel config (with the model's projection width, which
+    CLIPConfig keeps at the top level); any other config as it is."""
+    if config.get("model_type") != "clip":
+        return config
+    vision = dict(config.get("vision_config") or {})
+    vision["projection_dim"] = config.get("projection_dim", vision.get("projection_dim"))
+    return vision
 
 
 def describe_ip_adapter(path: Path, encoder: Path | None, ctx: NodeContext) -> IPAdapterHandle:
@@ -203,11 +217,24 @@ def load_image_encoder(handle: IPAdapterHandle, ctx: NodeContext | None) -> Any:
         )
     try:
         model = CLIPVisionModelWithProjection.from_pretrained(
-            folder, local_files_only=True, use_safetensors=safe
+            folder, local_files_only=True, use_safetensors=safe, **_whole_clip_config(folder)
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load image encoder '{folder}': {exc}", field="image_encoder") from exc
     return own_storage(model.eval())
+
+
+def _whole_clip_config(folder: Path) -> dict[str, Any]:
+    """`{"config": ...}` for a CLIPModel folder: its vision config with the projection width (without
+    it transformers would build the projection at its default width and drop the saved one)."""
+    from transformers import CLIPVisionConfig
+
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "clip":
+        return {}
+    vision = vision_part(config)
+    vision.pop("model_type", None)
+    return {"config": CLIPVisionConfig(**vision)}
 
 
 def feature_extractor(handle: IPAdapterHandle, encoder: Any) -> Any:
