@@ -3,11 +3,15 @@
 Data: pairs drawn from the world's object scenes (never a held-out combination): a source scene, an
 instruction from a three-rule grammar, and the edited scene -- the same scene with one attribute
 changed (`dataclasses.replace`) and drawn again with `draw_scene`, so nothing else moves:
-- "make the <shape> <colour>"          (the object's colour),
+- "make it a <colour> <shape>"         (the object's colour),
 - "turn the <shape> into a <shape>"    (the object's shape),
-- "make the background <colour>"       (the background).
-"make", "turn" and "into" are not words of the project's tokenizer; they tokenize down to bytes, as any
-other text does, and the frozen text encoder still tells the rules apart (the UNet learns to read it).
+- "give it a <colour> background"      (the background).
+The colour comes before the word it belongs to, as in the world's captions ("a red circle", "blue
+background"): the frozen text encoder is causal, so "background" and the shape word carry their colour
+the way the UNet learned to read it. With the colour after its noun ("make the background red", the
+first grammar) the model mostly painted the colour on the wrong thing (logs/ip2p_eval*.json).
+"make", "turn", "give", "into" are not words of the project's tokenizer; they tokenize down to bytes,
+as any other text does, and the frozen text encoder still tells the rules apart.
 
 Model (the InstructPix2Pix paper's recipe): builtin:tinyworld's trained UNet with conv_in widened to 8
 input channels, the 4 new channels' weights zero, so at step 0 it is exactly tinyworld (which ignores
@@ -63,7 +67,7 @@ def edit_scene(scene: Scene, edit: str, rng: np.random.Generator) -> EditPair:
     if edit == "color":
         target = _choice(rng, [c for c in COLORS if c != obj.color and not _too_close(c, scene.background)])
         new_obj, background = dataclasses.replace(obj, color=target), scene.background
-        instruction = f"make the {obj.shape} {target}"
+        instruction = f"make it a {target} {obj.shape}"
     elif edit == "shape":
         target = _choice(rng, [s for s in SHAPES if s != obj.shape])
         new_obj, background = dataclasses.replace(obj, shape=target), scene.background
@@ -71,7 +75,7 @@ def edit_scene(scene: Scene, edit: str, rng: np.random.Generator) -> EditPair:
     elif edit == "background":
         target = _choice(rng, [c for c in COLORS if c != scene.background and not _too_close(c, obj.color)])
         new_obj, background = obj, target
-        instruction = f"make the background {target}"
+        instruction = f"give it a {target} background"
     else:
         raise ValueError(f"unknown edit {edit!r}; one of {EDITS}")
     caption = caption_for(background, new_obj, None, False)

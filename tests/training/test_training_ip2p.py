@@ -24,7 +24,7 @@ def test_pairs_change_exactly_the_named_attribute() -> None:
         src, dst = p.source, p.edited
         assert src.obj is not None and dst.obj is not None
         if p.edit == "color":
-            assert p.instruction == f"make the {src.obj.shape} {p.target}"
+            assert p.instruction == f"make it a {p.target} {src.obj.shape}"
             assert dst.obj == dataclasses.replace(src.obj, color=p.target)
             assert dst.background == src.background
             assert p.target != src.obj.color and not _too_close(p.target, src.background)
@@ -33,7 +33,7 @@ def test_pairs_change_exactly_the_named_attribute() -> None:
             assert dst.obj == dataclasses.replace(src.obj, shape=p.target) and p.target in SHAPES
             assert p.target != src.obj.shape and dst.background == src.background
         else:
-            assert p.instruction == f"make the background {p.target}" and p.target in COLORS
+            assert p.instruction == f"give it a {p.target} background" and p.target in COLORS
             assert dst.obj == src.obj and dst.background == p.target != src.background
             assert not _too_close(p.target, src.obj.color)
         assert dst.caption.endswith(f"{dst.background} background") and dst.obj.color in dst.caption

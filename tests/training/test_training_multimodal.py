@@ -137,3 +137,29 @@ def test_shipped_tinyblip_names_the_attributes_of_held_out_scenes() -> None:
     table, _captions = eval_caption(BUILTIN_DIR / "tinyblip", scenes)
     for kind, floor in floors.items():
         assert table[kind]["accuracy"] >= floor, (kind, table)
+
+
+def test_shipped_tinyblip_vqa_answers_questions_about_held_out_scenes() -> None:
+    from training.train_vqa import eval_vqa
+
+    floors = _measured("tinyblip-vqa")
+    scenes, _ = world_scenes(EVAL_SEED, 40, held=True)
+    table = eval_vqa(BUILTIN_DIR / "tinyblip-vqa", scenes)
+    for kind, floor in floors.items():
+        assert table[kind]["accuracy"] >= floor, (kind, table)
+
+
+def test_answer_table_scores_each_question_kind() -> None:
+    from training.vqa_data import answer_table, questions
+
+    scenes, _ = world_scenes(EVAL_SEED, 40, held=True)
+    truth_of = {(i, q.text): q.answer for i, s in enumerate(scenes) for q in questions(s)}
+    right = answer_table(lambda idx, texts: [truth_of[(i, t)] for i, t in zip(idx, texts, strict=True)], scenes)
+    assert all(row["accuracy"] == 1.0 for row in right.values())
+    assert right["all"]["n"] == sum(len(questions(s)) for s in scenes)
+    # always "red": right only where red is the answer; "left" only for places on the left
+    red = answer_table(lambda idx, texts: ["red"] * len(idx), scenes)
+    assert red["shape"]["accuracy"] == 0.0 and 0.0 < red["background"]["accuracy"] < 0.5
+    shape_of = answer_table(lambda idx, texts: [t.split()[-1].rstrip("?") for t in texts], scenes)
+    assert shape_of["shape"]["accuracy"] == 0.0 and shape_of["color"]["accuracy"] == 0.0
+    assert {q.kind for s in scenes for q in questions(s)} == set(right) - {"all"}
