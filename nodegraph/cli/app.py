@@ -156,6 +156,10 @@ def run(
                       ] = False,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Ray workers (default: one per GPU, else one per CPU slot)")] = None,
+    rank_by: Annotated[str | None, typer.Option(
+        "--rank-by", help="Rank sweep variants by the score this node reports (e.g. best_of_n's "
+                          "best_scores): ranking.json and best_contact_sheet.png")] = None,
+    keep: Annotated[int, typer.Option("--keep", help="Variants on the best contact sheet (--rank-by)")] = 4,
     optimize: Annotated[str | None, typer.Option(
         "--optimize", help="Speed options: none, basic (channels-last, fused QKV; the CPU choice), compile, "
                            "max (torch.compile: for GPUs, minutes of one-time cost on the CPU) (default: the "
@@ -174,7 +178,7 @@ def run(
     stdout, err = consoles()
     from nodegraph.sweep.cli import SweepArgs, check_args, sweep_command
 
-    sweep_args = SweepArgs(sweep or [], zipped, executor, address, resume, workers)
+    sweep_args = SweepArgs(sweep or [], zipped, executor, address, resume, workers, rank_by, keep)
     with user_errors(err):
         check_output_folder(out)  # a bad --out fails now, not after the whole graph has computed
         check_args(sweep_args)

@@ -87,6 +87,7 @@ class RunContext:
     output_nodes: dict[Path, str] = field(default_factory=dict)  # staged path -> id of the node writing it
     placement: NodePlacement | None = None  # per-node devices/dtypes (the graph's runtime block)
     notes: list[str] = field(default_factory=list)  # fallbacks taken, said in the run report
+    scores: dict[str, float] = field(default_factory=dict)  # node id -> the figure it reported (score())
     _device: Any = None
     _dtype: Any = None
     _outputs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -155,6 +156,12 @@ class NodeContext:
     def note(self, message: str) -> None:
         """Say something the user should know (a fallback taken); it appears in the run report."""
         self.run.notes.append(f"{self.node_id}: {message}")
+
+    def score(self, value: float) -> None:
+        """Report this run's figure of merit under the node's id (a CLIP score of the best image, say):
+        it is in the run report, and a sweep keeps it in its manifest and ranks variants by it
+        (`--rank-by NODE`). Side-effect nodes call it, so it is reported on cached runs too."""
+        self.run.scores[self.node_id] = float(value)
 
     @property
     def metadata(self) -> dict[str, Any]:

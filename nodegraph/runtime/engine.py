@@ -112,6 +112,7 @@ class Engine:
             result = execute(plan, run, self.cache, staging, observer)
         result.resources = residency_report(self.resources, before)
         result.notes = [*placement.notes, *run.notes, *result.resources["notes"], *self.cache.end_run()]
+        result.scores = dict(run.scores)
         return result
 
     run_file = run

@@ -39,6 +39,7 @@ class RunResult:
     resources: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # fallbacks taken (tiled decode after OOM, ...)
     written_by: dict[Path, str] = field(default_factory=dict)  # written file -> id of the node that wrote it
+    scores: dict[str, float] = field(default_factory=dict)  # node id -> figure reported with ctx.score()
 
     @property
     def executed(self) -> list[str]:
@@ -63,6 +64,7 @@ class RunResult:
             "versions": self.metadata.get("versions", {}),
             "resources": self.resources,
             "notes": self.notes,
+            "scores": self.scores,
         }
 
 

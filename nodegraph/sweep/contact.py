@@ -81,7 +81,8 @@ def render_sheet(axes: Sequence[Axis], zipped: bool, variants: Sequence[Variant]
         n_cols = min(len(variants), max(1, math.ceil(math.sqrt(len(variants)))) if len(variants) > 8 else
                      len(variants))
         n_rows = math.ceil(len(variants) / n_cols)
-        rows, cols, left, top, caption = [], [], PAD, PAD, line_h * max(1, len(axes))
+        lines = max(1, len(axes), *(len(v.overrides) for v in variants))  # a cell's caption: its values
+        rows, cols, left, top, caption = [], [], PAD, PAD, line_h * lines
     sheet = Image.new("RGB", (left + n_cols * (cw + PAD), top + n_rows * (ch + caption + PAD)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for c, label in enumerate(cols):

@@ -99,6 +99,7 @@ class SweepFolder:
                         "executed": [e["node"] for e in outcome.events if e["status"] == "executed"],
                         **outcome.extra},
             "notes": outcome.notes,
+            "scores": outcome.scores,
             "worker": outcome.worker,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

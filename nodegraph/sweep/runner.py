@@ -19,6 +19,7 @@ from nodegraph.runtime.context import Cancelled, RunOptions
 from nodegraph.runtime.engine import Engine
 from nodegraph.sweep.contact import first_image, render_sheet
 from nodegraph.sweep.outputs import SweepFolder, write_atomic
+from nodegraph.sweep.ranking import RankBy, Ranking, rank_variants
 from nodegraph.sweep.spec import Axis
 from nodegraph.sweep.variants import Variant, build_variants
 from nodegraph.sweep.worker import VariantJob, VariantOutcome, run_variant
@@ -63,6 +64,7 @@ class SweepSummary:
     contact_sheet: Path | None
     manifest: Path
     entries: list[dict[str, Any]] = field(default_factory=list)
+    ranking: Ranking | None = None  # with --rank-by
 
 
 def prepare_sweep(engine: Engine, graph: Path | str, axes: list[Axis], zipped: bool,
@@ -99,8 +101,9 @@ class LocalExecutor:
 
 
 def run_sweep(spec: SweepSpec, executor: Executor, out_dir: Path | str, resume: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> SweepSummary:
-    """Run the variants not yet done; `progress(done, total)` after each. Ctrl-C -> `SweepInterrupted`."""
+              progress: Callable[[int, int], None] | None = None, rank: RankBy | None = None) -> SweepSummary:
+    """Run the variants not yet done; `progress(done, total)` after each. Ctrl-C -> `SweepInterrupted`.
+    With `rank`, the finished variants are then ranked by that node's score (nodegraph.sweep.ranking)."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     folder = SweepFolder(out_dir, resume)
@@ -128,8 +131,9 @@ def run_sweep(spec: SweepSpec, executor: Executor, out_dir: Path | str, resume: 
             f"(manifest {folder.manifest.name}); run again with --resume to do the rest") from exc
     sheet = write_sheet(spec, folder)
     entries = [e for e in folder.entries_for(spec.variants) if e is not None]
+    ranking = rank_variants(spec.variants, folder, rank) if rank is not None else None
     return SweepSummary(len(spec.variants), finished[0] - skipped, skipped, time.perf_counter() - t0, sheet,
-                        folder.manifest, entries)
+                        folder.manifest, entries, ranking)
 
 
 def write_sheet(spec: SweepSpec, folder: SweepFolder) -> Path | None:

@@ -48,6 +48,7 @@ class VariantOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
     # the run's notes (fallbacks taken; what nodes reported, e.g. clip.rank's scores), kept in the manifest
     notes: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)  # node id -> ctx.score() figure (--rank-by)
 
 
 def registry_for(packs: tuple[str, ...] | None) -> Registry:
@@ -69,7 +70,7 @@ def run_variant(engine: Engine, job: VariantJob, options: RunOptions,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return VariantOutcome(job.index, job.key, files, result.report, (time.perf_counter() - t0) * 1000, worker,
-                          notes=list(result.notes))
+                          notes=list(result.notes), scores=dict(result.scores))
 
 
 class SweepWorker:

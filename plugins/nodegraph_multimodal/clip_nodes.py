@@ -140,14 +140,15 @@ def contact_sheet(
     return grid(image, columns, label_height)
 
 
-@node("clip.save_scores", version="1.0.0", side_effects=True)
+@node("clip.save_scores", version="1.1.0", side_effects=True)
 def save_scores(
     ctx: NodeContext,
     scores: Annotated[list[float], Field(description="Scores of the kept images, best first (clip.rank)")],
     indices: Annotated[list[int], Field(description="Their indices in the scored batch (clip.rank)")],
     path: Annotated[OutputFile, Field(description="JSON file inside the output folder")] = "scores.json",
 ) -> str:
-    """Write the ranking as JSON and say it in the run report (a sweep keeps both in its manifest).
+    """Write the ranking as JSON and say it in the run report; the best score is the run's score, which a
+    sweep keeps in its manifest and ranks variants by (`nodegraph run ... --sweep seed=1..8 --rank-by NODE`).
 
     A side-effect node, so it runs (and reports) on every run, also when the ranking came from the cache."""
     import json
@@ -157,6 +158,8 @@ def save_scores(
     pairs = zip(indices, scores, strict=True)
     rows = [{"rank": n + 1, "index": i, "score": s} for n, (i, s) in enumerate(pairs)]
     ctx.note("kept " + ", ".join(f"#{r['rank']} image {r['index']} score {r['score']:.4f}" for r in rows))
+    if rows:
+        ctx.score(rows[0]["score"])  # the run's figure: a sweep ranks its variants by it (--rank-by)
     target = ctx.output_path(str(path))
     try:
         with open(target, "x", encoding="utf-8") as file:  # a new file only (see core.save_image)

@@ -1,5 +1,6 @@
 """graphs/best_of_n.yaml: a batch ranked by CLIP (scores equal to CLIPModel's on the decoded batch), and
-over a seed sweep every variant's kept images and scores in manifest.jsonl."""
+over a seed sweep every variant's kept images and scores in manifest.jsonl, and the variants ranked by
+their best score (`--rank-by`)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_best_of_n_keeps_the_clipmodel_top_k(tmp_path: Path) -> None:
     assert [r["index"] for r in written] == indices.tolist()
     # a second run takes the ranking from the cache and still writes and reports it
     again = engine.run(GRAPH, FAST, cpu_options(tmp_path / "again"))
-    assert "best" in again.cached and any(n.startswith("scores_json: kept #1") for n in again.notes)
+    assert "best" in again.cached and any(n.startswith("best_scores: kept #1") for n in again.notes)
     assert (tmp_path / "again" / "best_of_n_scores.json").read_text() == json.dumps(written, indent=1)
 
 
@@ -55,8 +56,42 @@ def test_a_seed_sweep_records_each_variants_scores_in_the_manifest(tmp_path: Pat
     lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [line["params"]["seed"] for line in lines] == ["1", "2"]
     for line in lines:
-        kept = [n for n in line["notes"] if n.startswith("scores_json: kept #1 image")]
+        kept = [n for n in line["notes"] if n.startswith("best_scores: kept #1 image")]
         assert len(kept) == 1 and "#2 image" in kept[0] and "score" in kept[0]
         assert sum("/best_of_n/rank" in o["path"] for o in line["outputs"]) == 2
         assert any(o["path"].endswith("/best_of_n_scores.json") for o in line["outputs"])
     assert lines[0]["notes"] != lines[1]["notes"]  # other seeds, other images, other scores
+
+
+def test_a_seed_sweep_is_ranked_by_each_variants_best_score(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    args = ["run", str(GRAPH), "--out", str(out), "--no-cache", "-q", "--sweep", "seed=1,2,3",
+            "--rank-by", "best_scores", "--keep", "2", *(f"--set={k}={v}" for k, v in FAST.items())]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = {json.loads(line)["params"]["seed"]: json.loads(line)
+             for line in (out / "manifest.jsonl").read_text().splitlines()}
+    best = {seed: json.loads((out / next(o["path"] for o in line["outputs"]
+                                         if o["path"].endswith("best_of_n_scores.json"))).read_text())[0]
+            for seed, line in lines.items()}
+    for seed, line in lines.items():  # the manifest's score is the variant's best kept image's
+        assert line["scores"] == {"best_scores": best[seed]["score"]}
+    ranking = json.loads((out / "ranking.json").read_text())
+    order = sorted(best, key=lambda seed: -best[seed]["score"])
+    assert ranking["rank_by"] == "best_scores"
+    assert [r["params"]["seed"] for r in ranking["variants"]] == order and len(set(order)) == 3
+    assert [r["score"] for r in ranking["variants"]] == [best[s]["score"] for s in order]
+    assert all((out / r["image"]).is_file() for r in ranking["variants"])
+    assert (out / "best_contact_sheet.png").is_file()
+    assert f"#1 seed={order[0]}" in result.output and "ranking.json" in result.output
+
+
+def test_rank_by_a_node_the_graph_lacks_fails_before_anything_runs(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    args = ["run", str(GRAPH), "--out", str(out), "-q", "--sweep", "seed=1,2", "--rank-by", "nope"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--rank-by 'nope' is no node of best_of_n.yaml" in result.output and "best_scores" in result.output
+    assert not (out / "manifest.jsonl").exists()
+    alone = CliRunner().invoke(app, ["run", str(GRAPH), "--out", str(out), "--rank-by", "best_scores"])
+    assert alone.exit_code == 2 and "apply to sweeps" in alone.output
