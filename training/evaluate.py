@@ -105,12 +105,12 @@ def generate(pipe: Any, prompts: list[str], seeds: list[int], control: np.ndarra
     out = []
     for i in range(0, len(prompts), batch):
         args: dict[str, Any] = dict(prompt=prompts[i:i + batch], height=SIZE, width=SIZE, num_inference_steps=20,
-                                    guidance_scale=CFG, output_type="np",
+                                    guidance_scale=kwargs.get("guidance_scale", CFG), output_type="np",
                                     generator=[torch.Generator().manual_seed(s) for s in seeds[i:i + batch]])
         if control is not None:
             args["image"] = [tensor(c, i) for c in control] if isinstance(control, list) else tensor(control, i)
         with torch.no_grad():
-            images = pipe(**args, **kwargs).images
+            images = pipe(**{**args, **kwargs}).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
 
