@@ -1,4 +1,4 @@
-"""Does a CLIP's ranking of tinyworld's *generations* pick the better images? (what graphs/best_of_n.yaml relies on)
+"""Does a CLIP rank tinyworld's *generations* by how right they are? (what graphs/best_of_n.yaml relies on)
 
 For P held-out object captions, tinyworld draws N images each (seeds 1000 p + k, DPM++ 2M, 20 steps, at
 the guidance `--cfg`); the world's scene scorer (`score_text`: background, colour, shape, position)
