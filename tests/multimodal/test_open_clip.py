@@ -126,20 +126,20 @@ def test_tokenizer_gives_simple_tokenizer_ids(open_clip: Any, tmp_path: Path, co
 
 def test_image_processor_is_resize_crop_normalise_with_the_configs_values(built: tuple[Any, Path],
                                                                           pictures: list[Path]) -> None:
-    """open_clip's eval transform on a PIL image: PIL bicubic resize of the short side to image_size,
-    centre crop, /255, the config's mean and std (written out here with PIL and numpy, since torchvision,
-    which open_clip calls for it, is not installable beside this torch)."""
+    """open_clip's eval transform on a PIL image, as torchvision computes it there (Resize: PIL bicubic of
+    the short side to image_size; CenterCrop; ToTensor: /255 in float32; Normalize with the config's mean
+    and std) — written out with PIL and torch, since torchvision is not installable beside this torch."""
     _, folder = built
     processor = _processor(folder).image_processor
     config = json.loads((folder / "open_clip_config.json").read_text())
-    mean, std = np.array(config["preprocess_cfg"]["mean"]), np.array(config["preprocess_cfg"]["std"])
-    image = pil_images(pictures[:1])[0]  # 40 x 48: resized to 32 x 38, crop offset 3 (round and floor agree)
-    resized = image.resize((32, 38), PILImage.Resampling.BICUBIC)
-    crop = np.asarray(resized, dtype=np.float32)[3:35] / 255.0
-    expected = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1).astype(np.float32))
-    got = processor(images=[image], return_tensors="pt")["pixel_values"][0]
-    assert got.shape == (3, 32, 32)
-    assert (got - expected).abs().max().item() <= 1e-6
+    mean = torch.tensor(config["preprocess_cfg"]["mean"])[:, None, None]
+    std = torch.tensor(config["preprocess_cfg"]["std"])[:, None, None]
+    for image in pil_images(pictures):  # 40 x 48: resized to 32 x 38, crop offset 3 (round and floor agree)
+        resized = np.asarray(image.resize((32, 38), PILImage.Resampling.BICUBIC))
+        expected = (torch.from_numpy(resized[3:35].copy()).permute(2, 0, 1).float().div(255) - mean) / std
+        got = processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        assert got.shape == (3, 32, 32)
+        assert (got - expected).abs().max().item() == 0.0
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [
