@@ -25,10 +25,9 @@ def load(
     path: Annotated[ClipRef, Field(description="A transformers CLIPModel folder with its processor files "
                                                "(e.g. openai/clip-vit-base-patch32 saved locally), an "
                                                "open_clip folder (open_clip_config.json + "
-                                               "open_clip_model.safetensors, e.g. laion/CLIP-ViT-H-14-"
-                                               "laion2B-s32B-b79K saved locally; a .bin needs "
-                                               "--allow-pickle), or builtin:tinyclip (trained on the demo "
-                                               "scenes)")],
+                                               "open_clip_model.safetensors, e.g. laion's CLIP-ViT-H-14 "
+                                               "saved locally; a .bin needs --allow-pickle), or "
+                                               "builtin:tinyclip (trained on the demo scenes)")],
 ) -> ClipModelHandle:
     """Name a CLIP model (CLIPModel + CLIPProcessor folder, or open_clip folder) for clip.score.
 
