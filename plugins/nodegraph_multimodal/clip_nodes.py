@@ -1,13 +1,17 @@
-"""CLIP nodes: load a CLIPModel folder, score images against texts, keep the best images of a batch.
+"""CLIP nodes: load a CLIP model folder, score images against texts, keep the best images of a batch.
 
 `clip.score` is CLIPModel's own forward (`logits_per_image`: cosine similarity times the learned logit
 scale) on what the folder's CLIPProcessor makes of the images and texts, so a score equals the one a
-transformers user computes. A catalogue module: torch and transformers are imported inside the bodies.
+transformers user computes. An open_clip folder is converted to a CLIPModel + CLIPProcessor as it loads
+(open_clip_folders.py), so the nodes past clip.load never see the difference. A catalogue module: torch
+and transformers are imported inside the bodies.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field
 
@@ -15,19 +19,34 @@ from nodegraph.api import Image, InputError, NodeContext, OutputFile, node
 from nodegraph_multimodal.types import ClipModelHandle, ClipRef, Scores
 
 
-@node("clip.load", version="1.0.0")
+@node("clip.load", version="1.1.0")
 def load(
     ctx: NodeContext,
     path: Annotated[ClipRef, Field(description="A transformers CLIPModel folder with its processor files "
-                                               "(e.g. openai/clip-vit-base-patch32 saved locally), or "
-                                               "builtin:tinyclip (random)")],
+                                               "(e.g. openai/clip-vit-base-patch32 saved locally), an "
+                                               "open_clip folder (open_clip_config.json + "
+                                               "open_clip_model.safetensors, e.g. laion's CLIP-ViT-H-14 "
+                                               "saved locally; a .bin needs --allow-pickle), or "
+                                               "builtin:tinyclip (trained on the demo scenes)")],
 ) -> ClipModelHandle:
-    """Name a CLIP model (CLIPModel + CLIPProcessor folder) for clip.score; weights load when it runs."""
+    """Name a CLIP model (CLIPModel + CLIPProcessor folder, or open_clip folder) for clip.score.
+
+    Weights load when a scoring node runs; an open_clip folder is converted to a CLIPModel then. An
+    open_clip architecture CLIPModel cannot express (timm/ConvNeXt/HF text towers, attentional pooling,
+    layer scale, CoCa, SigLIP...) is an error on `path` naming the config key, before any weights load."""
     from nodegraph_diffusion.paths import fingerprint_path, resolve_model_ref
 
     from nodegraph_multimodal.models import check_model_folder, read_config
+    from nodegraph_multimodal.open_clip_config import CONFIG_FILE
+    from nodegraph_multimodal.open_clip_folders import check_open_clip_folder, is_open_clip_folder
 
     folder = resolve_model_ref(str(path), ctx, kind="clip")
+    if is_open_clip_folder(folder):
+        check_open_clip_folder(folder, ctx)
+        return ClipModelHandle(str(folder.resolve()), fingerprint_path(folder), layout="open_clip")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise InputError(f"'{folder}' is neither a transformers CLIP folder (no config.json) nor an "
+                         f"open_clip one (no {CONFIG_FILE})", field="path")
     check_model_folder(folder, "CLIP", "CLIPModel")
     model_type = read_config(folder).get("model_type")
     if model_type != "clip":
@@ -36,20 +55,38 @@ def load(
     return ClipModelHandle(str(folder.resolve()), fingerprint_path(folder))
 
 
-@node("clip.score", version="1.0.0")
+@contextmanager
+def _use_clip(ctx: NodeContext, clip: ClipModelHandle) -> Iterator[tuple[Any, Any]]:
+    """(processor, CLIPModel) of the handle, whichever layout its folder has."""
+    from nodegraph_multimodal.models import use_model
+    from nodegraph_multimodal.open_clip_folders import use_open_clip
+
+    if clip.layout == "open_clip":
+        with use_open_clip(ctx, clip.path, clip.fingerprint, field="clip") as pair:
+            yield pair
+    else:
+        with use_model(ctx, clip.path, clip.fingerprint, "CLIPModel", field="clip") as pair:
+            yield pair
+
+
+@node("clip.score", version="1.1.0")
 def score(
     ctx: NodeContext,
     clip: Annotated[ClipModelHandle, Field(description="The CLIP model (clip.load)")],
     image: Annotated[Image, Field(description="Images to score (a batch)")],
     texts: Annotated[list[str], Field(min_length=1, description="Texts to score every image against")],
 ) -> Scores:
-    """Similarity of every image with every text: CLIPModel's logits_per_image, shape (images, texts)."""
+    """Similarity of every image with every text: CLIPModel's logits_per_image, shape (images, texts).
+
+    A text longer than the model's context (77 tokens for most) is cut to it with EOS last, as open_clip's
+    `tokenize` and the tokenizer's own `truncation=True` do, instead of overrunning the position table."""
     import torch
 
-    from nodegraph_multimodal.models import to_pil, use_model
+    from nodegraph_multimodal.models import to_pil
 
-    with use_model(ctx, clip.path, clip.fingerprint, "CLIPModel", field="clip") as (processor, model):
-        inputs = processor(text=list(texts), images=to_pil(image), return_tensors="pt", padding=True)
+    with _use_clip(ctx, clip) as (processor, model):
+        inputs = processor(text=list(texts), images=to_pil(image), return_tensors="pt", padding=True,
+                           truncation=True)
         device = next(model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
@@ -73,9 +110,9 @@ def score_image(
     import torch
     from transformers.models.clip.modeling_clip import _get_vector_norm
 
-    from nodegraph_multimodal.models import to_pil, use_model
+    from nodegraph_multimodal.models import to_pil
 
-    with use_model(ctx, clip.path, clip.fingerprint, "CLIPModel", field="clip") as (processor, model):
+    with _use_clip(ctx, clip) as (processor, model):
         device = next(model.parameters()).device
 
         def features(batch: Image) -> torch.Tensor:

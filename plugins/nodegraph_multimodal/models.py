@@ -42,22 +42,30 @@ def read_config(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _load(loader: Any, folder: str, what: str, field: str) -> Any:
-    """`loader.from_pretrained(folder)` offline, without transformers' own bar (the run shows progress).
-
-    ImportError too is the folder's problem to report: a processor may need a library this environment
-    lacks (Qwen2-VL's video processor needs torchvision), which the message names."""
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers without its own progress bars for the block (the run shows progress)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return loader.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
-        raise InputError(f"cannot load the {what} in '{folder}': {exc}", field=field) from exc
+        yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _load(loader: Any, folder: str, what: str, field: str) -> Any:
+    """`loader.from_pretrained(folder)` offline, without transformers' own bar.
+
+    ImportError too is the folder's problem to report: a processor may need a library this environment
+    lacks (Qwen2-VL's video processor needs torchvision), which the message names."""
+    with quiet_transformers():
+        try:
+            return loader.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+            raise InputError(f"cannot load the {what} in '{folder}': {exc}", field=field) from exc
 
 
 @contextmanager

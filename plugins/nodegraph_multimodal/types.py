@@ -19,7 +19,8 @@ class Text(str):
 
 
 class ClipRef(ModelRef):
-    """A transformers CLIPModel folder (config, weights, processor files); searched in `clip` folders."""
+    """A transformers CLIPModel folder (config, weights, processor files) or an open_clip folder
+    (open_clip_config.json + weights); searched in `clip` folders."""
 
     kind = "clip"
 
@@ -33,12 +34,16 @@ class CaptionRef(ModelRef):
 
 @dataclass(frozen=True)
 class ClipModelHandle:
-    """Where a CLIP model and its processor are; the residency key is the folder's fingerprint."""
+    """Where a CLIP model and its processor are; the residency key is the folder's fingerprint.
+
+    `layout` says how the folder is read: "transformers" (CLIPModel.from_pretrained) or "open_clip"
+    (converted to a CLIPModel as it loads, open_clip_folders.py)."""
 
     __nodegraph_resident__ = True
 
     path: str
     fingerprint: str
+    layout: str = "transformers"
 
 
 @dataclass(frozen=True)

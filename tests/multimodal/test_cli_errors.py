@@ -1,8 +1,10 @@
-"""Bad inputs through the CLI: a question with no image, a CLIP folder without its processor, a pickled
-embedding without --allow-pickle -> a file/node/field message, exit 2, no traceback, no outputs."""
+"""Bad inputs through the CLI: a question with no image, a CLIP folder without its processor, an open_clip
+config CLIPModel cannot express, pickled weights (an embedding, an open_clip .bin) without --allow-pickle
+-> a file/node/field message, exit 2, no traceback, no outputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 from nodegraph.cli.app import app
 from nodegraph.nodes.registry import Registry, build_registry
+from tests.multimodal.open_clip_reference import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,28 @@ def test_a_clip_folder_without_processor(registry: Registry, tmp_path: Path, cli
         (bare / name).write_bytes((clip_dir / name).read_bytes())
     text = run_bad(registry, tmp_path, {"clip": {"type": "clip.load", "path": str(bare)}})
     assert "node 'clip', field 'path'" in text and "has no processor" in text
+
+
+def test_an_open_clip_config_clipmodel_cannot_express(registry: Registry, tmp_path: Path) -> None:
+    config = tiny_config(quick_gelu=True)
+    config["model_cfg"]["vision_cfg"]["attentional_pool"] = True
+    folder = tmp_path / "attn-pool-clip"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    (folder / "open_clip_model.safetensors").write_bytes(b"never read")
+    text = run_bad(registry, tmp_path, {"clip": {"type": "clip.load", "path": str(folder)}})
+    assert "node 'clip', field 'path'" in text and str(folder) in text
+    assert "vision_cfg.attentional_pool = true" in text
+
+
+def test_an_open_clip_bin_without_allow_pickle(registry: Registry, tmp_path: Path) -> None:
+    folder = tmp_path / "bin-clip"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps(tiny_config(quick_gelu=True)))
+    torch.save({"logit_scale": torch.zeros(())}, folder / "open_clip_pytorch_model.bin")
+    text = run_bad(registry, tmp_path, {"clip": {"type": "clip.load", "path": str(folder)}})
+    assert "node 'clip', field 'path'" in text and "open_clip_pytorch_model.bin" in text
+    assert "--allow-pickle" in text
 
 
 def test_a_pickled_embedding_without_allow_pickle(registry: Registry, tmp_path: Path) -> None:

@@ -102,3 +102,22 @@ def test_score_image_is_the_logit_scaled_cosine_of_clip_image_embeds(clip_dir: P
     assert ours.shape == (3, 1)
     assert (ours - theirs).abs().max().item() == 0.0
     assert result.outputs["rank"]["indices"] == [1]  # the reference itself is nearest
+
+
+def test_a_text_past_the_context_is_cut_as_the_tokenizer_cuts_it(clip_dir: Path, pictures: list[Path],
+                                                                  tmp_path: Path) -> None:
+    """Over 77 tokens: CLIPModel given the processor's `truncation=True` ids (EOS last), not an error."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    texts = ["a big red circle " * 30, TEXTS[0]]
+    nodes = _score_nodes(clip_dir, pictures)
+    nodes["score"]["texts"] = texts
+    ours = run_graph(nodes, tmp_path / "out").outputs["score"]["out"].values
+    model = CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(clip_dir, local_files_only=True)
+    inputs = processor(text=texts, images=pil_images(pictures), return_tensors="pt", padding=True,
+                       truncation=True)
+    assert inputs["input_ids"].shape[1] == 77
+    with torch.no_grad():
+        theirs = model(**inputs).logits_per_image
+    assert (ours - theirs).abs().max().item() == 0.0
