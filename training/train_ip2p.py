@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -147,16 +148,24 @@ class PictureConditioned(torch.nn.Module):
         return self.unet(inputs, t, encoder_hidden_states=encoder_hidden_states)
 
 
-def dropped(embeds: torch.Tensor, pictures: torch.Tensor, empty: torch.Tensor,
-            pick: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copies with DROP of the rows losing the instruction only, DROP the picture only, DROP both."""
+def dropped(embeds: torch.Tensor, pictures: torch.Tensor, targets: torch.Tensor, empty: torch.Tensor,
+            pick: np.random.Generator, text_drop: float = DROP, factor: float | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Copies with `text_drop` of the rows losing the instruction only, DROP the picture only, DROP both.
+
+    factor: when given, a row that keeps its picture but loses its instruction is asked for the picture
+    itself (its latents times the scaling factor: the posterior's mode is its mean) instead of the edit:
+    "no instruction, no change", which makes the pipeline's image-only prediction -- the baseline its
+    text guidance pushes away from -- the unchanged picture."""
     r = torch.from_numpy(pick.random(len(embeds)))
-    text_gone = r < 2 * DROP
-    picture_gone = (r < DROP) | ((r >= 2 * DROP) & (r < 3 * DROP))
-    embeds, pictures = embeds.clone(), pictures.clone()
-    embeds[text_gone] = empty
-    pictures[picture_gone] = 0.0
-    return embeds, pictures
+    text_only, both = r < text_drop, (r >= text_drop) & (r < text_drop + DROP)
+    picture_only = (r >= text_drop + DROP) & (r < text_drop + 2 * DROP)
+    embeds, pictures, targets = embeds.clone(), pictures.clone(), targets.clone()
+    embeds[text_only | both] = empty
+    if factor is not None:
+        targets[text_only] = pictures[text_only] * factor
+    pictures[picture_only | both] = 0.0
+    return embeds, pictures, targets
 
 
 def save_folder(out: Path, unet: Any, template: Path = BUILTIN_DIR / "tinyworld-ip2p") -> Path:
@@ -169,11 +178,13 @@ def save_folder(out: Path, unet: Any, template: Path = BUILTIN_DIR / "tinyworld-
 
 def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int = 1_000_000, batch: int = 32,
                lr: float = 3e-4, seed: int = 1, save_every: int = 500, init: Path | None = None,
-               conv_in_lr: float = 1.0, out_name: str = "tinyworld-ip2p") -> Path:
+               conv_in_lr: float = 1.0, out_name: str = "tinyworld-ip2p", text_drop: float = DROP,
+               unchanged_without_text: bool = False) -> Path:
     """Train on `count` pairs for `minutes`; writes RUN/OUT_NAME (the EMA UNet) and RUN/ip2p.log.
 
     init: continue from that folder's 8-channel UNet instead of widening tinyworld's; conv_in_lr: a
-    factor on conv_in's learning rate (the picture's weights start at zero and learn slowest)."""
+    factor on conv_in's learning rate (the picture's weights start at zero and learn slowest);
+    text_drop / unchanged_without_text: see `dropped`."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -189,6 +200,7 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
         pictures, targets = encode_pairs(vae, pairs)
         torch.save({"pictures": pictures, "targets": targets}, cache)
     log(f"{len(pairs)} pairs: picture std {float(pictures.std()):.3f}, target std {float(targets.std()):.3f}")
+    factor = float(json.loads((base / "vae" / "config.json").read_text())["scaling_factor"])
     text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", local_files_only=True).eval()
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
     with torch.no_grad():
@@ -221,8 +233,9 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
     progress = Progress("ip2p", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(pairs), size=batch))
-        emb, pics = dropped(embeds[idx], pictures[idx], empty, pick)
-        loss = diffusion_loss(PictureConditioned(unet, pics), scheduler, targets[idx], emb, gen)
+        emb, pics, tgts = dropped(embeds[idx], pictures[idx], targets[idx], empty, pick, text_drop,
+                                  factor if unchanged_without_text else None)
+        loss = diffusion_loss(PictureConditioned(unet, pics), scheduler, tgts, emb, gen)
         optimizer_step(loss, opt, unet.parameters(), sched)
         ema.update(unet, step)
         step += 1
@@ -245,11 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, help="continue from this folder's UNet")
     parser.add_argument("--conv-in-lr", type=float, default=1.0, help="factor on conv_in's learning rate")
     parser.add_argument("--out", default="tinyworld-ip2p", help="output folder name under RUN")
+    parser.add_argument("--text-drop", type=float, default=DROP, help="share of rows without instruction")
+    parser.add_argument("--unchanged-without-text", action="store_true",
+                        help="rows without instruction (picture kept) are asked for the picture itself")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
     train_ip2p(args.run, args.count, args.minutes, args.steps, args.batch, args.lr, init=args.init,
-               conv_in_lr=args.conv_in_lr, out_name=args.out)
+               conv_in_lr=args.conv_in_lr, out_name=args.out, text_drop=args.text_drop,
+               unchanged_without_text=args.unchanged_without_text)
     return 0
 
 

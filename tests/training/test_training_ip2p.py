@@ -70,12 +70,26 @@ def test_widened_unet_starts_as_tinyworld_and_its_picture_channels_act_once_pert
 def test_dropout_mix_is_five_percent_each() -> None:
     n = 20_000
     embeds, pictures, empty = torch.ones(n, 2, 3), torch.ones(n, 4, 1, 1), torch.zeros(2, 3)
-    e, p = dropped(embeds, pictures, empty, np.random.default_rng(0))
+    targets = torch.full((n, 4, 1, 1), 7.0)
+    e, p, t = dropped(embeds, pictures, targets, empty, np.random.default_rng(0))
     text_gone, picture_gone = e.abs().sum((1, 2)) == 0, p.abs().sum((1, 2, 3)) == 0
     mixes = ((text_gone, ~picture_gone), (~text_gone, picture_gone), (text_gone, picture_gone))
     fractions = [float((a & b).float().mean()) for a, b in mixes]
     assert all(abs(f - DROP) < 0.006 for f in fractions), fractions
     assert embeds.abs().sum() == embeds.numel()  # the inputs are not modified
+    assert torch.equal(t, targets)  # the paper's recipe: every row keeps its edited target
+
+
+def test_without_text_the_target_can_be_the_unchanged_picture() -> None:
+    n = 20_000
+    embeds, pictures, empty = torch.ones(n, 2, 3), torch.full((n, 4, 1, 1), 2.0), torch.zeros(2, 3)
+    targets = torch.full((n, 4, 1, 1), 7.0)
+    e, p, t = dropped(embeds, pictures, targets, empty, np.random.default_rng(0), text_drop=0.2, factor=0.5)
+    text_gone, picture_gone = e.abs().sum((1, 2)) == 0, p.abs().sum((1, 2, 3)) == 0
+    asked_picture = (t == 1.0).flatten(1).all(1)  # 2.0 x the factor
+    assert torch.equal(asked_picture, text_gone & ~picture_gone)
+    assert abs(float(asked_picture.float().mean()) - 0.2) < 0.01
+    assert torch.equal(t[~asked_picture], targets[~asked_picture])
 
 
 @pytest.mark.slow
