@@ -31,8 +31,9 @@ VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "
           "initializer_range": 0.02}  # BlipVisionConfig's default, 1e-10, starts a near-zero encoder
 
 
-def build(seed: int = 0) -> tuple[Any, Any]:
-    """A fresh tiny BLIP captioner and its BlipProcessor (the tinyblip word vocabulary, 64 px images)."""
+def build(seed: int = 0, extra_words: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """A fresh tiny BLIP captioner and its BlipProcessor (the tinyblip word vocabulary, 64 px images);
+    `extra_words` go at the end of the vocabulary, so the captioner's token ids keep their meaning."""
     import tempfile
 
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil
@@ -42,7 +43,7 @@ def build(seed: int = 0) -> tuple[Any, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab = Path(tmp) / "vocab.txt"
-        vocab.write_text("\n".join([*SPECIALS, *WORDS]) + "\n")
+        vocab.write_text("\n".join([*SPECIALS, *WORDS, *extra_words]) + "\n")
         tok = BertTokenizer(str(vocab), do_lower_case=True)
     tok.add_special_tokens({"bos_token": "[DEC]"})
     text = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

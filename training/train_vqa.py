@@ -33,12 +33,14 @@ from training.train_clip import Pixels, Tokens
 from training.vqa_data import answer_table, questions
 from training.world import Scene
 
+QUESTION_WORDS = ("where", "are")  # in the questions, not in the captioner's vocabulary
+
 
 def build_vqa(captioner: Path | None, seed: int = 0) -> tuple[Any, Any]:
     """A tiny BlipForQuestionAnswering and its processor, initialised from `captioner` when given."""
     from transformers import BlipForConditionalGeneration, BlipForQuestionAnswering
 
-    caption_model, processor = build(seed)
+    caption_model, processor = build(seed, QUESTION_WORDS)
     model = BlipForQuestionAnswering(caption_model.config)
     if captioner is not None:
         trained = BlipForConditionalGeneration.from_pretrained(captioner, local_files_only=True).state_dict()

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# the words of the tinyworld captions and questions, so BLIP's tokenizer knows the demo prompts
-# (new words go at the end: a trained model's token ids stay what they were)
+# the words of the tinyworld captions, so BLIP's tokenizer knows the demo prompts
 WORDS = ("a an the of in on at to is what colour shape size small big circle square triangle person "
          "shirt pants and left right top bottom center background red green blue yellow orange purple "
-         "pink cyan white black picture photo image there , . ? where are").split()
+         "pink cyan white black picture photo image there , . ?").split()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 IMAGE_SIZE = 32
 

@@ -209,3 +209,20 @@ def test_caption_regenerate_draws_what_the_captioner_read(tmp_path: Path) -> Non
     assert caption == shown(picture, caption), (result.outputs["caption"]["out"], shown(picture, caption))
     with PILImage.open(tmp_path / "caption_regenerate.png") as im:
         assert shown(np.asarray(im.convert("RGB")), caption) == caption
+
+
+@pytest.mark.skipif(not (BUILTIN_DIR / "tinyblip-vqa" / MARKER).exists(),
+                    reason="built-in tinyblip-vqa is the random model (not shipped by training/)")
+def test_the_vqa_graph_answers_what_its_default_picture_shows(tmp_path: Path) -> None:
+    from nodegraph import Engine, RunOptions
+
+    values = defaults("vqa")
+    with PILImage.open(GRAPHS / values["image"]) as im:
+        found = analyse_object(np.asarray(im.convert("RGB")))
+    asked = values["question"]
+    assert asked == f"what colour is the {found['shape']}?"
+    options = RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False)
+    for question, want in ((asked, found["color"]), ("what colour is the background?", found["background"]),
+                           ("what shape is in the picture?", found["shape"])):
+        result = Engine().run(GRAPHS / "vqa.yaml", {"question": question}, options)
+        assert result.outputs["answer"]["out"] == want, question

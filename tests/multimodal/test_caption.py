@@ -94,7 +94,7 @@ def test_the_vqa_graph_answers_as_generate_does(tmp_path: Path) -> None:
 
     graphs = Path(__file__).resolve().parents[2] / "graphs"
     result = Engine().run(graphs / "vqa.yaml", {"beams": 2}, cpu_options(tmp_path / "out"))
-    picture = graphs / "inputs" / "scene_64.png"
+    picture = graphs / "inputs" / "world_square_64.png"
     theirs = _reference(BUILTIN_DIR / "tinyblip-vqa", "BlipForQuestionAnswering", picture,
-                        "what colour is the circle?", max_new_tokens=10, num_beams=2)
+                        "what colour is the square?", max_new_tokens=10, num_beams=2)
     assert result.outputs["answer"]["out"] == theirs and theirs

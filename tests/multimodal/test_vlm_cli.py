@@ -37,7 +37,8 @@ def cli(registry: Registry, graph: Path, out: Path, *sets: str) -> tuple[int, st
 def test_the_vqa_graph_with_a_vlm(registry: Registry, llava_dir: Path, tmp_path: Path) -> None:
     code, text = cli(registry, GRAPHS / "vqa.yaml", tmp_path / "out", f"model={llava_dir}", "beams=2")
     assert code == 0, text
-    theirs = vlm_reference(llava_dir, PICTURE, "what colour is the circle?", max_new_tokens=10, num_beams=2)
+    theirs = vlm_reference(llava_dir, GRAPHS / "inputs" / "world_square_64.png", "what colour is the square?",
+                           max_new_tokens=10, num_beams=2)  # the graph's default picture and question
     assert f"answer.out = {theirs!r}" in text and theirs
 
 
