@@ -69,7 +69,7 @@ def load(
                                                   "or a vision-language chat model with its chat template "
                                                   "(llava-hf/llava-1.5-7b-hf, Qwen/Qwen2-VL-2B-Instruct, "
                                                   "HuggingFaceTB/SmolVLM-Instruct, ...), saved locally; "
-                                                  "builtin:tinyblip / tinyblip-vqa (trained on the demo world)")],
+                                                  "builtin:tinyblip / tinyblip-vqa (demo world)")],
 ) -> CaptionModelHandle:
     """Name a captioner, question answerer or vision-language chat model for caption.generate / vqa.answer."""
     from nodegraph_diffusion.paths import resolve_model_ref
