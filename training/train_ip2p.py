@@ -179,12 +179,14 @@ def save_folder(out: Path, unet: Any, template: Path = BUILTIN_DIR / "tinyworld-
 def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int = 1_000_000, batch: int = 32,
                lr: float = 3e-4, seed: int = 1, save_every: int = 500, init: Path | None = None,
                conv_in_lr: float = 1.0, out_name: str = "tinyworld-ip2p", text_drop: float = DROP,
-               unchanged_without_text: bool = False) -> Path:
+               unchanged_without_text: bool = False, text_lr: float = 0.0) -> Path:
     """Train on `count` pairs for `minutes`; writes RUN/OUT_NAME (the EMA UNet) and RUN/ip2p.log.
 
     init: continue from that folder's 8-channel UNet instead of widening tinyworld's; conv_in_lr: a
     factor on conv_in's learning rate (the picture's weights start at zero and learn slowest);
-    text_drop / unchanged_without_text: see `dropped`."""
+    text_drop / unchanged_without_text: see `dropped`; text_lr: when above 0, the text encoder trains
+    too, at that factor of `lr` (tinyworld's encoder never read an instruction), and is saved with the
+    UNet (from `init`'s folder when it has one)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -201,12 +203,14 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
         torch.save({"pictures": pictures, "targets": targets}, cache)
     log(f"{len(pairs)} pairs: picture std {float(pictures.std()):.3f}, target std {float(targets.std()):.3f}")
     factor = float(json.loads((base / "vae" / "config.json").read_text())["scaling_factor"])
-    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", local_files_only=True).eval()
+    text_from = init if init is not None and (init / "text_encoder").is_dir() and text_lr > 0 else base
+    text_encoder = CLIPTextModel.from_pretrained(text_from, subfolder="text_encoder",
+                                                 local_files_only=True).eval()
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+    ids, empty_ids = tokenize(tokenizer, [p.instruction for p in pairs]), tokenize(tokenizer, [""])
     with torch.no_grad():
-        ids = tokenize(tokenizer, [p.instruction for p in pairs])
         embeds = torch.cat([text_encoder(ids[i:i + 256])[0] for i in range(0, len(pairs), 256)])
-        empty = text_encoder(tokenize(tokenizer, [""]))[0][0]
+        empty = text_encoder(empty_ids)[0][0]
     torch.manual_seed(seed)
     if init is not None:
         from diffusers import UNet2DConditionModel
@@ -217,8 +221,14 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
     ema = Ema(unet, 0.998)
     first = list(unet.conv_in.parameters())
     rest = [q for q in unet.parameters() if all(q is not f for f in first)]
-    opt = torch.optim.AdamW([{"params": rest}, {"params": first, "lr": lr * conv_in_lr}], lr=lr,
-                            weight_decay=1e-2)
+    groups = [{"params": rest}, {"params": first, "lr": lr * conv_in_lr}]
+    text_ema = None
+    if text_lr > 0:
+        text_encoder.train()
+        text_ema = Ema(text_encoder, 0.998)
+        groups.append({"params": list(text_encoder.parameters()), "lr": lr * text_lr})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
+    trained = [q for g in groups for q in g["params"]]
     deadline = Deadline(minutes, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 100, deadline, decay=True))
     scheduler = noise_scheduler()
@@ -228,16 +238,24 @@ def train_ip2p(run: Path, count: int = 3000, minutes: float = 20.0, steps: int =
 
     def save() -> None:
         save_folder(out, ema.model)
+        if text_ema is not None:
+            text_ema.model.save_pretrained(out / "text_encoder", safe_serialization=True)
 
     step = 0
     progress = Progress("ip2p", log, save, save_every)
     while not deadline.done(step):
         idx = torch.from_numpy(pick.integers(0, len(pairs), size=batch))
-        emb, pics, tgts = dropped(embeds[idx], pictures[idx], targets[idx], empty, pick, text_drop,
+        if text_ema is not None:
+            rows, none = text_encoder(ids[idx])[0], text_encoder(empty_ids)[0][0]
+        else:
+            rows, none = embeds[idx], empty
+        emb, pics, tgts = dropped(rows, pictures[idx], targets[idx], none, pick, text_drop,
                                   factor if unchanged_without_text else None)
         loss = diffusion_loss(PictureConditioned(unet, pics), scheduler, tgts, emb, gen)
-        optimizer_step(loss, opt, unet.parameters(), sched)
+        optimizer_step(loss, opt, trained, sched)
         ema.update(unet, step)
+        if text_ema is not None:
+            text_ema.update(text_encoder, step)
         step += 1
         progress.after(step, float(loss.detach()))
     save()
@@ -261,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-drop", type=float, default=DROP, help="share of rows without instruction")
     parser.add_argument("--unchanged-without-text", action="store_true",
                         help="rows without instruction (picture kept) are asked for the picture itself")
+    parser.add_argument("--text-lr", type=float, default=0.0,
+                        help="train the text encoder too, at this factor of --lr (0: frozen)")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
     train_ip2p(args.run, args.count, args.minutes, args.steps, args.batch, args.lr, init=args.init,
                conv_in_lr=args.conv_in_lr, out_name=args.out, text_drop=args.text_drop,
-               unchanged_without_text=args.unchanged_without_text)
+               unchanged_without_text=args.unchanged_without_text, text_lr=args.text_lr)
     return 0
 
 
