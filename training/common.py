@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -82,3 +83,33 @@ class Progress:
             self.log(f"{self.name} step {step} loss(ema) {self.running:.4f}")
         if step % self.save_every == 0:
             self.save()
+
+
+def train_transformers_model(model: torch.nn.Module, save: Callable[[], None], log: Callable[[str], None],
+                             name: str, batch_loss: Callable[[random.Random], torch.Tensor],
+                             check: Callable[[], dict[str, dict[str, float]]], *, lr: float, minutes: float,
+                             steps: int, save_every: int, seed: int, warmup: int = 200,
+                             check_every: int = 500) -> int:
+    """The loop the tiny CLIP, captioner and question answerer share: AdamW (weight decay 0.05, betas
+    0.9/0.98), linear warm-up then cosine to zero by the deadline, gradients clipped to 1, checkpoints
+    every `save_every` steps, and every `check_every` steps the held-out table `check()` logged.
+    `batch_loss(rng)` draws a batch and returns its loss. Returns the number of steps taken."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
+    deadline = Deadline(minutes, steps)
+    progress = Progress(name, log, save, save_every)
+    rng, step = random.Random(seed), 0
+    model.train()
+    while not deadline.done(step):
+        rate = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * deadline.fraction(step)))
+        for group in opt.param_groups:
+            group["lr"] = rate
+        loss = batch_loss(rng)
+        optimizer_step(loss, opt, model.parameters())
+        step += 1
+        progress.after(step, float(loss.detach()))
+        if step % check_every == 0:
+            log(f"step {step} lr {rate:.2e} held-out: " + ", ".join(
+                f"{k} {v['accuracy']:.2f}" for k, v in check().items()))
+            model.train()
+    save()
+    return step

@@ -13,7 +13,6 @@ Writes RUN/tinyblip (model + BlipProcessor, checkpointed as it goes) and RUN/cap
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from training.common import DEFAULT_RUNS, Deadline, Progress, make_logger, setup_threads
+from training.common import DEFAULT_RUNS, make_logger, setup_threads, train_transformers_model
 from training.mm_data import EVAL_SEED, TRAIN_SEED, render, world_scenes
 from training.train_clip import Pixels, Tokens
 
@@ -110,29 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         model.save_pretrained(out)
         processor.save_pretrained(out)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
-    deadline = Deadline(args.minutes, args.steps)
-    progress = Progress("caption", log, save, args.save_every)
-    rng, step = random.Random(args.seed), 0
-    model.train()
-    while not deadline.done(step):
-        lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * deadline.fraction(step)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def batch_loss(rng: random.Random) -> torch.Tensor:
         batch = rng.sample(range(len(scenes)), args.batch)
         ids, mask = tokens([scenes[i].caption for i in batch])
-        loss = lm_loss(model, pixels_of(images[batch]), ids, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        progress.after(step, float(loss.detach()))
-        if step % 500 == 0:
-            table = caption_table(greedy(model, eval_pixels, processor.tokenizer), eval_scenes)
-            log(f"step {step} lr {lr:.2e} held-out: " + ", ".join(
-                f"{k} {v['accuracy']:.2f}" for k, v in table.items()))
-    save()
+        return lm_loss(model, pixels_of(images[batch]), ids, mask)
+
+    def check() -> dict[str, dict[str, float]]:
+        return caption_table(greedy(model, eval_pixels, processor.tokenizer), eval_scenes)
+
+    step = train_transformers_model(model, save, log, "caption", batch_loss, check, lr=args.lr,
+                                    minutes=args.minutes, steps=args.steps, save_every=args.save_every,
+                                    seed=args.seed)
     log(f"done: {step} steps, saved {out}")
     return 0
 

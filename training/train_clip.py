@@ -13,7 +13,6 @@ Writes RUN/tinyclip (CLIPModel + CLIPProcessor, checkpointed every `--save-every
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.common import DEFAULT_RUNS, Deadline, Progress, make_logger, setup_threads
+from training.common import DEFAULT_RUNS, make_logger, setup_threads, train_transformers_model
 from training.mm_data import (EVAL_SEED, TRAIN_SEED, Candidate, render, retrieval_table, swapped_captions,
                               world_scenes)
 
@@ -182,30 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         model.save_pretrained(out)
         processor.save_pretrained(out)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
-    deadline = Deadline(args.minutes, args.steps)
-    progress = Progress("clip", log, save, args.save_every)
-    rng, step = random.Random(args.seed), 0
-    model.train()
-    while not deadline.done(step):
-        lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * deadline.fraction(step)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def batch_loss(rng: random.Random) -> torch.Tensor:
         batch = rng.sample(range(len(scenes)), args.batch)
         pos = tokens([scenes[i].caption for i in batch])
         neg = tokens([t for i in batch for t in pick_negatives(variants[i], args.negatives, rng)])
-        loss = loss_fn(model, pixels_of(images[batch]), pos, neg, args.negatives)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        progress.after(step, float(loss.detach()))
-        if step % args.eval_every == 0:
-            table = quick_eval(model, eval_pixels, eval_items, tokens)
-            log(f"step {step} lr {lr:.2e} held-out top-1: " + ", ".join(
-                f"{k} {v['accuracy']:.2f}" for k, v in table.items()))
-    save()
+        return loss_fn(model, pixels_of(images[batch]), pos, neg, args.negatives)
+
+    step = train_transformers_model(model, save, log, "clip", batch_loss,
+                                    lambda: quick_eval(model, eval_pixels, eval_items, tokens), lr=args.lr,
+                                    minutes=args.minutes, steps=args.steps, save_every=args.save_every,
+                                    seed=args.seed, check_every=args.eval_every)
     log(f"done: {step} steps, saved {out}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from training.common import DEFAULT_RUNS, Deadline, Progress, make_logger, setup_threads
+from training.common import DEFAULT_RUNS, make_logger, setup_threads, train_transformers_model
 from training.mm_data import EVAL_SEED, TRAIN_SEED, render, world_scenes
 from training.train_caption import VISION, build
 from training.train_clip import Pixels, Tokens
@@ -131,29 +130,15 @@ def train(args: argparse.Namespace) -> Path:
         model.save_pretrained(out)
         processor.save_pretrained(out)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
-    deadline = Deadline(args.minutes, args.steps)
-    progress = Progress("vqa", log, save, args.save_every)
-    rng, step = random.Random(args.seed), 0
-    model.train()
-    while not deadline.done(step):
-        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * deadline.fraction(step)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def batch_loss(rng: random.Random) -> torch.Tensor:
         rows = [asked[i] for i in rng.sample(range(len(asked)), args.batch)]
-        loss = answer_loss(model, pixels_of(images[[i for i, _ in rows]]), tokens([q.text for _, q in rows]),
+        return answer_loss(model, pixels_of(images[[i for i, _ in rows]]), tokens([q.text for _, q in rows]),
                            tokens([q.answer for _, q in rows]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        progress.after(step, float(loss.detach()))
-        if step % 500 == 0:
-            table = eval_vqa(model, eval_scenes, processor)
-            log(f"step {step} lr {lr:.2e} held-out: " + ", ".join(
-                f"{k} {v['accuracy']:.2f}" for k, v in table.items()))
-    save()
+
+    step = train_transformers_model(model, save, log, "vqa", batch_loss,
+                                    lambda: eval_vqa(model, eval_scenes, processor), lr=args.lr,
+                                    minutes=args.minutes, steps=args.steps, save_every=args.save_every,
+                                    seed=args.seed, warmup=100)
     log(f"done: {step} steps, saved {out}")
     return out
 
