@@ -93,14 +93,15 @@ def edit_images(folder: Path, pairs: Sequence[EditPair], seed: int = 0, **settin
     return out
 
 
-def evaluate(folders: Sequence[Path], n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate(folders: Sequence[Path], n: int, log: Callable[[str], None] = print,
+             **settings: Any) -> dict[str, Any]:
     """The table for each folder, plus the unchanged and target rows, on `n` held-out pairs."""
     pairs = edit_pairs(EVAL_SEED, n, held=True)
-    report: dict[str, Any] = {"n": n, "seed": EVAL_SEED, "settings": SETTINGS,
+    report: dict[str, Any] = {"n": n, "seed": EVAL_SEED, "settings": {**SETTINGS, **settings},
                               "unchanged": table([draw_scene(p.source) for p in pairs], pairs),
                               "target": table([draw_scene(p.edited) for p in pairs], pairs)}
     for folder in folders:
-        report[str(folder)] = table(edit_images(folder, pairs), pairs)
+        report[str(folder)] = table(edit_images(folder, pairs, **settings), pairs)
         log(f"{folder}: {json.dumps(report[str(folder)])}")
     return report
 
@@ -122,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=42)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cfg", type=float, default=SETTINGS["guidance_scale"], help="text guidance")
+    parser.add_argument("--image-guidance", type=float, default=SETTINGS["image_guidance_scale"])
     parser.add_argument("--ship", action="store_true", help="install FOLDERS[0] as builtin:tinyworld-ip2p")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
-    report = evaluate(args.folders, args.n)
+    report = evaluate(args.folders, args.n, guidance_scale=args.cfg, image_guidance_scale=args.image_guidance)
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:
