@@ -3,11 +3,12 @@
 timbrooks/instruct-pix2pix is SD1.5 with an 8-channel UNet input: 4 noisy latent channels and 4 of the
 picture to edit. The stand-in is tinyworld's own text encoder, tokenizer, VAE and scheduler (copied,
 the same weights: the picture is encoded into tinyworld's latent space) with a small UNet of 8 inputs,
-random from its own seed. It is *untrained*: it does not follow instructions; its edits are noise. It
-is here so every code path of an instruction edit runs in a second, and the tests can compare the
-graph with StableDiffusionInstructPix2PixPipeline to the last bit.
+random from its own seed: it does not follow instructions. It was the first committed copy; the
+committed builtin:tinyworld-ip2p is now the one training/train_ip2p.py trained (the same layout, a
+`training.json` marker beside it), which every test of the instruction-edit code runs against as well.
 
-Regenerate the committed copy with `python -m nodegraph_diffusion.tiny_ip2p build`.
+`python -m nodegraph_diffusion.tiny_ip2p build [ROOT]` writes the random stand-in (into ROOT: over
+the committed built-in only if you mean to drop the trained model).
 """
 
 from __future__ import annotations

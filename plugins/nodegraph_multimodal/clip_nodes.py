@@ -184,10 +184,10 @@ def save_scores(
     indices: Annotated[list[int], Field(description="Their indices in the scored batch (clip.rank)")],
     path: Annotated[OutputFile, Field(description="JSON file inside the output folder")] = "scores.json",
 ) -> str:
-    """Write the ranking as JSON and say it in the run report; the best score is the run's score, which a
-    sweep keeps in its manifest and ranks variants by (`nodegraph run ... --sweep seed=1..8 --rank-by NODE`).
+    """Write the ranking as JSON and say it in the run report; the best score is the run's score.
 
-    A side-effect node, so it runs (and reports) on every run, also when the ranking came from the cache."""
+    A sweep keeps that score in its manifest and ranks variants by it (`nodegraph run ... --sweep
+    seed=1..8 --rank-by NODE`). A side-effect node, so it runs (and reports) on every run, also when the ranking came from the cache."""
     import json
 
     if len(scores) != len(indices):

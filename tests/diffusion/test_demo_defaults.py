@@ -55,11 +55,12 @@ SHOWN: dict[str, list[tuple[str, str]]] = {
     "multi_condition": [("prompt", "multi_condition.png")],
 }
 PROMPT_PARAMS = ("prompt", "source", "edited")
-# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux, the InstructPix2Pix and x4
-# upscaler stand-ins) draws noise: not scored here (tests/diffusion/test_sdxl.py, test_sd3.py,
-# test_flux.py, test_instruct_pix2pix.py, test_sd_upscale.py compare them with diffusers' pipelines)
-RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux", "builtin:tinyworld-ip2p",
-                   "builtin:tinyworld-x4")
+# a graph whose default model is a tiny *random* built-in (SDXL, SD3, Flux, the x4 upscaler stand-in)
+# draws noise: not scored here (tests/diffusion/test_sdxl.py, test_sd3.py, test_flux.py,
+# test_sd_upscale.py compare them with diffusers' pipelines)
+RANDOM_BUILTINS = ("builtin:tinyxl", "builtin:tinysd3", "builtin:tinyflux", "builtin:tinyworld-x4")
+# graphs that edit a picture, scored by what the edit should have changed (tests below)
+EDITORS = {"instruct_edit": "builtin:tinyworld-ip2p"}
 # graphs where a multimodal model decides what is drawn or kept: builtin:tinyclip picks best_of_n's
 # images; builtin:tinyblip's caption is caption_regenerate's prompt (test_caption_regenerate_draws_...
 # below, once training/ shipped it); tests/multimodal compares those models with transformers
@@ -112,7 +113,7 @@ def test_every_shipped_image_graph_is_scored() -> None:
     models = {p.stem for p in GRAPHS.glob("*.yaml") if "diffusion.load_model" in p.read_text()}
     random = {p.stem for p in GRAPHS.glob("*.yaml") if any(name in p.read_text() for name in RANDOM_BUILTINS)}
     assert {"sdxl", "sdxl_refiner", "flux"} <= random
-    assert models - random - set(RANDOM_JUDGES) == set(SHOWN)
+    assert models - random - set(RANDOM_JUDGES) - set(EDITORS) == set(SHOWN)
     for graph, judge in RANDOM_JUDGES.items():
         assert judge in (GRAPHS / f"{graph}.yaml").read_text()
     assert parse(defaults("best_of_n")["prompt"])  # what it draws (and CLIP scores against) is in grammar
@@ -226,3 +227,20 @@ def test_the_vqa_graph_answers_what_its_default_picture_shows(tmp_path: Path) ->
                            ("what shape is in the picture?", found["shape"])):
         result = Engine().run(GRAPHS / "vqa.yaml", {"question": question}, options)
         assert result.outputs["answer"]["out"] == want, question
+
+
+@pytest.mark.skipif(not (BUILTIN_DIR / "tinyworld-ip2p" / "training.json").exists(),
+                    reason="built-in tinyworld-ip2p is the random stand-in (not shipped by training/)")
+def test_the_instruct_edit_graph_makes_its_default_edit(tmp_path: Path) -> None:
+    """At its defaults the graph turns the picture's square into a circle and keeps the rest."""
+    from nodegraph import Engine, RunOptions
+
+    values = defaults("instruct_edit")
+    with PILImage.open(GRAPHS / values["image"]) as im:
+        before = analyse_object(np.asarray(im.convert("RGB")))
+    assert values["instruction"] == f"turn the {before['shape']} into a circle" and before["shape"] != "circle"
+    Engine().run(GRAPHS / "instruct_edit.yaml", {},
+                 RunOptions(out_dir=tmp_path, device="cpu", dtype="float32", show_progress=False))
+    with PILImage.open(tmp_path / "instruct_edit.png") as im:
+        after = analyse_object(np.asarray(im.convert("RGB")))
+    assert after == {**before, "shape": "circle"}, (before, after)

@@ -3,8 +3,8 @@ StableDiffusionInstructPix2PixPipeline, same seed, same input PNG, to the last b
 
 The pipeline encodes the picture to the VAE's latent mode (unscaled), draws only the initial noise, and
 guides with three branches in one UNet call ([text+image, image, neither]: states [pos, neg, neg],
-picture latents [img, img, 0]). builtin:tinyworld-ip2p's UNet is random in every weight, the picture's
-input columns of conv_in included, so dropping or changing the picture changes the result.
+picture latents [img, img, 0]). builtin:tinyworld-ip2p is the model training/train_ip2p.py trained (the picture's
+input columns of conv_in are far from zero), so dropping or changing the picture changes the result.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from nodegraph.api import InputError
 from tests.diffusion.test_flux import GRAPHS, png
 from tests.diffusion.test_sd3_validation import refused
 
-INSTRUCTION = "make the circle blue"
+INSTRUCTION = "turn the square into a circle"  # the graph's default
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def run(tmp_path: Path, **params: Any) -> Any:
 
 
 def scene() -> PILImage.Image:
-    with PILImage.open(GRAPHS / "inputs" / "scene_64.png") as im:
+    with PILImage.open(GRAPHS / "inputs" / "world_square_64.png") as im:  # the graph's default picture
         return im.convert("RGB")
 
 
