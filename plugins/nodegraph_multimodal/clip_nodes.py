@@ -187,7 +187,8 @@ def save_scores(
     """Write the ranking as JSON and say it in the run report; the best score is the run's score.
 
     A sweep keeps that score in its manifest and ranks variants by it (`nodegraph run ... --sweep
-    seed=1..8 --rank-by NODE`). A side-effect node, so it runs (and reports) on every run, also when the ranking came from the cache."""
+    seed=1..8 --rank-by NODE`). A side-effect node, so it runs (and reports) on every run, also when the
+    ranking came from the cache."""
     import json
 
     if len(scores) != len(indices):

@@ -3,8 +3,9 @@ StableDiffusionInstructPix2PixPipeline, same seed, same input PNG, to the last b
 
 The pipeline encodes the picture to the VAE's latent mode (unscaled), draws only the initial noise, and
 guides with three branches in one UNet call ([text+image, image, neither]: states [pos, neg, neg],
-picture latents [img, img, 0]). builtin:tinyworld-ip2p is the model training/train_ip2p.py trained (the picture's
-input columns of conv_in are far from zero), so dropping or changing the picture changes the result.
+picture latents [img, img, 0]). builtin:tinyworld-ip2p is the model training/train_ip2p.py trained
+(the picture's input columns of conv_in are far from zero), so dropping or changing the picture
+changes the result.
 """
 
 from __future__ import annotations
