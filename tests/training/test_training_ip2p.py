@@ -100,7 +100,8 @@ def test_shipped_ip2p_edits_held_out_scenes() -> None:
 
     pairs = edit_pairs(EVAL_SEED, 9, held=True)
     scores = table(edit_images(BUILTIN_DIR / "tinyworld-ip2p", pairs), pairs)["all"]
-    assert scores["success"] >= FLOOR and scores["preserved"] >= FLOOR, scores
+    assert scores["success"] >= FLOOR and scores["both"] >= FLOOR, scores
 
 
-FLOOR = 0.5
+# measured on these 9 pairs: success 1.0, preserved 0.889, both 0.889 (90 pairs: 0.989 / 0.867 / 0.856)
+FLOOR = 0.75
