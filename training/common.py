@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -113,3 +115,11 @@ def train_transformers_model(model: torch.nn.Module, save: Callable[[], None], l
             model.train()
     save()
     return step
+
+
+def print_report(report: dict[str, Any], path: Path | None) -> None:
+    """An evaluation's figures printed as JSON, and written to `path` when given (the logs/ record)."""
+    text = json.dumps(report, indent=1)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n", encoding="utf-8")

@@ -15,7 +15,6 @@ logits_per_image through its processor, as clip.score does). Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.common import setup_threads
+from training.common import print_report, setup_threads
 
 
 def ranking_figures(clip: Path, prompts: int, per_prompt: int, cfg: float) -> dict[str, Any]:
@@ -72,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_threads(args.threads)
     figures = ranking_figures(args.clip, args.prompts, args.per_prompt, args.cfg)
-    text = json.dumps(figures, indent=1)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_report(figures, args.json)
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from nodegraph_diffusion.paths import BUILTIN_DIR
 
-from training.common import setup_threads
+from training.common import print_report, setup_threads
 from training.scoring import analyse_object
 from training.train_ip2p import EDITS, EditPair, edit_pairs
 from training.world import draw_scene
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     report = evaluate(args.folders, args.n, guidance_scale=args.cfg, image_guidance_scale=args.image_guidance)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.json)
     if args.ship:
         ship(args.folders[0], report)
     return 0

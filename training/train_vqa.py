@@ -16,7 +16,6 @@ Writes RUN/tinyblip-vqa (model + BlipProcessor, checkpointed as it goes) and RUN
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from training.common import DEFAULT_RUNS, make_logger, setup_threads, train_transformers_model
+from training.common import DEFAULT_RUNS, make_logger, print_report, setup_threads, train_transformers_model
 from training.mm_data import EVAL_SEED, TRAIN_SEED, render, world_scenes
 from training.train_caption import VISION, build
 from training.train_clip import Pixels, Tokens
@@ -168,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     scenes, _ = world_scenes(EVAL_SEED, args.n, held=True)
     report = {"n": args.n, "seed": EVAL_SEED, "vqa": eval_vqa(args.eval, scenes)}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_report(report, args.json)
     return 0
 
 
