@@ -159,7 +159,8 @@ def run(
     rank_by: Annotated[str | None, typer.Option(
         "--rank-by", help="Rank sweep variants by the score this node reports (e.g. best_of_n's "
                           "best_scores): ranking.json and best_contact_sheet.png")] = None,
-    keep: Annotated[int, typer.Option("--keep", help="Variants on the best contact sheet (--rank-by)")] = 4,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Variants on the best contact sheet (--rank-by)")
+                    ] = 4,
     optimize: Annotated[str | None, typer.Option(
         "--optimize", help="Speed options: none, basic (channels-last, fused QKV; the CPU choice), compile, "
                            "max (torch.compile: for GPUs, minutes of one-time cost on the CPU) (default: the "

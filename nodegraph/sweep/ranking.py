@@ -43,40 +43,36 @@ class Ranking:
 
 
 def check_rank_by(rank: RankBy, node_ids: list[str], graph: Path) -> None:
-    """A clear error before anything runs when the node is not in the graph or `keep` is not positive."""
+    """A clear error before anything runs when the node is not in the graph (`--keep` is checked as the
+    CLI parses it)."""
     if rank.node not in node_ids:
         raise NodegraphError(f"--rank-by '{rank.node}' is no node of {graph.name}; its nodes are "
                              f"{', '.join(node_ids)} (rank by one that reports a score, e.g. "
                              "clip.save_scores)")
-    if rank.keep < 1:
-        raise NodegraphError(f"--keep must be at least 1, got {rank.keep}")
 
 
 def rank_variants(variants: list[Variant], folder: SweepFolder, rank: RankBy) -> Ranking:
     """Order the finished variants by their score from `rank.node`; write ranking.json and the sheet."""
-    scored: list[tuple[float, int, Variant, dict[str, Any]]] = []
+    scored: list[tuple[float, Variant, Path | None]] = []
     unscored = 0
-    for position, (variant, entry) in enumerate(zip(variants, folder.entries_for(variants), strict=True)):
+    for variant, entry in zip(variants, folder.entries_for(variants), strict=True):
         if entry is None:
             continue
         value = (entry.get("scores") or {}).get(rank.node)
         if not isinstance(value, (int, float)):
             unscored += 1
             continue
-        scored.append((float(value), position, variant, entry))
-    scored.sort(key=lambda row: (-row[0], row[1]))
-    rows = []
-    for n, (value, _, variant, entry) in enumerate(scored):
-        image = first_image(entry, folder.out_dir)
-        shown = image.relative_to(folder.out_dir).as_posix() if image else None
-        rows.append({"rank": n + 1, "variant": variant.name, "params": dict(variant.overrides),
-                     "score": value, "image": shown})
+        scored.append((float(value), variant, first_image(entry, folder.out_dir)))
+    scored.sort(key=lambda row: -row[0])  # stable: ties keep the sweep's order
+    rows = [{"rank": n + 1, "variant": variant.name, "params": dict(variant.overrides), "score": value,
+             "image": image.relative_to(folder.out_dir).as_posix() if image else None}
+            for n, (value, variant, image) in enumerate(scored)]
     file = folder.target(PurePosixPath(RANKING))
     write_atomic(file, (json.dumps({"rank_by": rank.node, "variants": rows}, indent=1) + "\n").encode())
     best = scored[:rank.keep]
     captioned = [replace(v, overrides={**v.overrides, "rank": str(n + 1), "score": f"{value:.4f}"})
-                 for n, (value, _, v, _) in enumerate(best)]
-    data = render_sheet([], True, captioned, [first_image(e, folder.out_dir) for *_, e in best])
+                 for n, (value, v, _) in enumerate(best)]
+    data = render_sheet([], True, captioned, [image for *_, image in best])
     sheet = None
     if data is not None:
         sheet = folder.target(PurePosixPath(BEST_SHEET))

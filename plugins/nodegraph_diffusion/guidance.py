@@ -107,20 +107,19 @@ def pick_guidance(conditions: Sequence[Any], cfg: float, do_cfg: bool) -> Guidan
 
 def batch_embeds(embeds: torch.Tensor, batch: int) -> torch.Tensor:
     """Repeat text embeddings to the latent batch as the pipelines do for `num_images_per_prompt`."""
-    if embeds.shape[0] == batch:
-        return embeds
-    if batch % embeds.shape[0] != 0:
-        raise SamplingError(f"{embeds.shape[0]} prompt embeddings do not divide a batch of {batch} latents")
-    per = batch // embeds.shape[0]
-    bs, seq_len, _ = embeds.shape
-    return embeds.repeat(1, per, 1).view(bs * per, seq_len, -1)
+    return _per_latent(embeds, batch, "prompt embeddings")
 
 
 def batch_pooled(pooled: torch.Tensor, batch: int) -> torch.Tensor:
     """Repeat pooled embeds (n, dim) to the latent batch as the SDXL pipeline does per prompt."""
-    if pooled.shape[0] == batch:
-        return pooled
-    if batch % pooled.shape[0] != 0:
-        raise SamplingError(f"{pooled.shape[0]} pooled embeddings do not divide a batch of {batch} latents")
-    per = batch // pooled.shape[0]
-    return pooled.repeat(1, per).view(pooled.shape[0] * per, -1)
+    return _per_latent(pooled, batch, "pooled embeddings")
+
+
+def _per_latent(values: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    """Each prompt's row repeated for its images, consecutively: the pipelines' `repeat(...).view(...)`
+    (the same values, in the same order)."""
+    if values.shape[0] == batch:
+        return values
+    if batch % values.shape[0] != 0:
+        raise SamplingError(f"{values.shape[0]} {what} do not divide a batch of {batch} latents")
+    return values.repeat_interleave(batch // values.shape[0], dim=0)
